@@ -1,0 +1,53 @@
+# Everything starts from a fresh Debian machine as root: each target installs
+# what it needs first (see deps).
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+export CGO_ENABLED := 0
+
+GO          ?= go
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# The whole suite, e2e included, is sized to finish in well under 20 minutes
+# on 2 cores; the timeout only catches a hang.
+TEST_TIMEOUT ?= 25m
+# Where `make bench` puts its volume and its ext4 directory: one disk, so the
+# ratios compare the filesystems, not the disks.
+BENCH_DIR ?= /var/tmp/ohm-bench
+
+# Debian packages the code and the suites use: fuse3 (fusermount3, /dev/fuse),
+# runc and debootstrap (computers and templates), e2fsprogs (root disk images),
+# busybox-static (the minimal template), util-linux (mount, losetup, unshare),
+# iproute2 (computer networking), python3 (the acceptance script), git (the
+# bench's real tree), procps and psmisc (process tools in tests).
+APT_PACKAGES := fuse3 runc debootstrap e2fsprogs busybox-static util-linux \
+	iproute2 python3 git procps psmisc ca-certificates coreutils mount kmod
+
+.PHONY: all deps build test demo bench clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@[ -e /dev/fuse ] || modprobe fuse || true
+	@[ -x /usr/local/go/bin/go ] || command -v go >/dev/null || { echo "deps: no Go toolchain at /usr/local/go"; exit 1; }
+
+build:
+	$(GO) build -o bin/ohm ./cmd/ohm
+
+test: deps build
+	@OHM_BIN=$(CURDIR)/bin/ohm TEST_TIMEOUT=$(TEST_TIMEOUT) STATICCHECK=$(STATICCHECK) scripts/test.sh
+
+demo: deps build
+	@OHM_BIN=$(CURDIR)/bin/ohm scripts/demo.sh
+
+bench: deps build
+	bin/ohm fs bench $(BENCH_DIR) --out docs/benchmarks.md
+
+clean:
+	rm -rf bin
