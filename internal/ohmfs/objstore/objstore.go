@@ -7,6 +7,8 @@ package objstore
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -37,4 +39,67 @@ type Store interface {
 	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
 	// String names the store for messages, e.g. "/var/lib/ohm/volumes/demo".
 	String() string
+}
+
+// TempCleaner is implemented by stores that can leave temporary objects
+// behind after a crash (the file backend's temp files).
+type TempCleaner interface {
+	// CleanTemp removes temporary leftovers older than olderThan and
+	// returns how many it removed.
+	CleanTemp(ctx context.Context, olderThan time.Duration) (int, error)
+}
+
+// CleanTemp removes the crash leftovers of s older than olderThan, if s is
+// a kind of store that can have any.
+func CleanTemp(ctx context.Context, s Store, olderThan time.Duration) (int, error) {
+	if c, ok := s.(TempCleaner); ok {
+		return c.CleanTemp(ctx, olderThan)
+	}
+	return 0, nil
+}
+
+// Open returns the store named by url: a plain path or file://path is a
+// local directory (created on first Put if missing); s3://bucket/prefix is
+// an S3-compatible store.
+func Open(ctx context.Context, url string) (Store, error) {
+	scheme, rest, ok := strings.Cut(url, "://")
+	if !ok {
+		scheme, rest = "file", url
+	}
+	switch scheme {
+	case "file":
+		if rest == "" {
+			return nil, fmt.Errorf("open object store %q: empty path", url)
+		}
+		return NewFile(rest)
+	case "s3":
+		return nil, fmt.Errorf("open object store %q: s3 backend not available yet", url)
+	default:
+		return nil, fmt.Errorf("open object store %q: unsupported scheme %q (want a path, file:// or s3://)", url, scheme)
+	}
+}
+
+// ValidateKey reports whether key is a usable object key: a relative,
+// slash-separated path with no empty, "." or ".." segments.
+func ValidateKey(key string) error {
+	if key == "" {
+		return errors.New("empty object key")
+	}
+	if strings.HasPrefix(key, "/") {
+		return fmt.Errorf("object key %q is absolute", key)
+	}
+	if strings.ContainsRune(key, 0) {
+		return fmt.Errorf("object key %q contains NUL", key)
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		switch {
+		case seg == "":
+			return fmt.Errorf("object key %q has an empty segment", key)
+		case seg == "." || seg == "..":
+			return fmt.Errorf("object key %q has a %q segment", key, seg)
+		case strings.HasPrefix(seg, tempPrefix):
+			return fmt.Errorf("object key %q uses the reserved prefix %q", key, tempPrefix)
+		}
+	}
+	return nil
 }
