@@ -1,0 +1,331 @@
+// Package fusefs serves an ohmfs volume to the kernel through FUSE
+// (hanwen/go-fuse v2, raw API): a thin adapter over package vfs.
+//
+// A volume has a single writer, so the mount lets the kernel cache
+// everything it can (long entry and attribute timeouts, negative entries,
+// kept page cache, the writeback cache, readdirplus, cached directory
+// listings and symlinks): most repeated operations never reach the daemon.
+package fusefs
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"ohm/internal/ohmfs/vfs"
+	"ohm/internal/ohmfs/volume"
+)
+
+// FSName is what df shows as the filesystem; the type is fuse.ohmfs.
+const FSName = "ohmfs"
+
+// ErrBusy is returned (wrapped) by Mount when something is already mounted
+// on the mountpoint.
+var ErrBusy = errors.New("mountpoint is busy")
+
+// Options tune a Mount. Zero values take the defaults.
+type Options struct {
+	VFS vfs.Config
+
+	// NoAllowOther keeps other users out. By default the mount is
+	// allow_other: agents run as uid 1000 while the mount is root's.
+	NoAllowOther bool
+
+	// NoWritebackCache turns the kernel's writeback cache off.
+	NoWritebackCache bool
+
+	// SyncInterval is how often the kernel is made to write back dirty
+	// pages (syncfs), so that writes it holds in its writeback cache reach
+	// vfs and its commit bound. Default: half of VFS.CommitInterval (or
+	// 500 ms).
+	SyncInterval time.Duration
+
+	// Debug logs every FUSE request.
+	Debug bool
+
+	// Logger receives errors that are not plain errnos. Default log.Default().
+	Logger *log.Logger
+}
+
+// Mounted is a volume served at a mountpoint.
+type Mounted struct {
+	mountpoint string
+	fs         *vfs.FS
+	server     *fuse.Server
+	logger     *log.Logger
+
+	done     chan struct{} // closed when the kernel has let go of the mount
+	stopSync chan struct{}
+	syncDone chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Mount serves vol at mountpoint (created if missing) and returns once the
+// mount answers. It fails with ErrBusy if something is mounted there
+// already. The caller keeps owning vol and closes it after
+// (*Mounted).Close; ctx bounds the setup only.
+func Mount(ctx context.Context, vol *volume.Volume, mountpoint string, opts Options) (*Mounted, error) {
+	mp, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	if err := os.MkdirAll(mp, 0o755); err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	if real, err := filepath.EvalSymlinks(mp); err == nil {
+		mp = real
+	}
+	if fi, err := os.Stat(mp); err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("mount %s: not a directory", mountpoint)
+	}
+	if fstype, ok, err := MountedAt(mp); err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	} else if ok {
+		return nil, fmt.Errorf("mount %s: %w (%s already mounted there)", mountpoint, ErrBusy, fstype)
+	}
+
+	logger := opts.Logger
+	if logger == nil {
+		logger = log.Default()
+	}
+	// ctx bounds the setup only: the file system lives until Close.
+	fs, err := vfs.New(context.WithoutCancel(ctx), vol.Meta, vol.Blocks, vol.Capacity, opts.VFS)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+
+	raw := newFileSystem(context.WithoutCancel(ctx), fs, logger)
+	raw.wantWriteback = !opts.NoWritebackCache
+	mo := mountOptions(opts, logger)
+	server, err := fuse.NewServer(raw, mp, mo)
+	if err != nil {
+		fs.Close(ctx)
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	m := &Mounted{
+		mountpoint: mp,
+		fs:         fs,
+		server:     server,
+		logger:     logger,
+		done:       make(chan struct{}),
+		stopSync:   make(chan struct{}),
+		syncDone:   make(chan struct{}),
+	}
+	go func() {
+		server.Serve()
+		close(m.done)
+	}()
+	if err := server.WaitMount(); err != nil {
+		server.Unmount()
+		fs.Close(ctx)
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+
+	interval := opts.SyncInterval
+	if interval <= 0 {
+		interval = opts.VFS.CommitInterval / 2
+		if interval <= 0 {
+			interval = 500 * time.Millisecond
+		}
+	}
+	if raw.writeback.Load() {
+		go m.syncLoop(interval)
+	} else {
+		close(m.syncDone)
+	}
+	return m, nil
+}
+
+func mountOptions(opts Options, logger *log.Logger) *fuse.MountOptions {
+	extra := uint64(fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_ATOMIC_O_TRUNC)
+	if !opts.NoWritebackCache {
+		extra |= fuse.CAP_WRITEBACK_CACHE
+	}
+	return &fuse.MountOptions{
+		AllowOther:    !opts.NoAllowOther,
+		Options:       []string{"default_permissions"},
+		MaxBackground: 64,
+		MaxWrite:      1 << 20,
+		MaxReadAhead:  1 << 20,
+		FsName:        FSName,
+		Name:          FSName,
+		// Symlinks only change through us: let the kernel keep targets.
+		EnableSymlinkCaching: true,
+		// Nothing changes file data behind the kernel, so it need not
+		// drop a file's pages when it sees a new mtime.
+		ExplicitDataCacheControl: true,
+		DirectMount:              true,
+		ExtraCapabilities:        extra,
+		Debug:                    opts.Debug,
+		Logger:                   logger,
+	}
+}
+
+// syncLoop makes the kernel write back the dirty pages of its writeback
+// cache to vfs every interval. Left alone the kernel may hold them for
+// up to 30 s (vm.dirty_expire_centisecs), which the durability contract
+// does not allow. The root is opened anew each time, so that no open file
+// of ours keeps an administrator's umount from succeeding.
+func (m *Mounted) syncLoop(interval time.Duration) {
+	defer close(m.syncDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stopSync:
+			return
+		case <-m.done:
+			return
+		case <-t.C:
+			m.syncfs()
+		}
+	}
+}
+
+// syncfs writes the kernel's dirty pages for the mount back to vfs.
+func (m *Mounted) syncfs() error {
+	fd, err := unix.Open(m.mountpoint, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Syncfs(fd)
+}
+
+// FS returns the file system the mount serves.
+func (m *Mounted) FS() *vfs.FS { return m.fs }
+
+// Mountpoint returns the absolute mountpoint.
+func (m *Mounted) Mountpoint() string { return m.mountpoint }
+
+// Done is closed when the mount is gone (unmounted by Close or by anyone
+// else).
+func (m *Mounted) Done() <-chan struct{} { return m.done }
+
+// Wait blocks until the mount is gone.
+func (m *Mounted) Wait() { <-m.done }
+
+// Close makes everything durable, unmounts (lazily if the mount is busy)
+// and closes the file system. It is safe to call after the mount was
+// unmounted from outside, and more than once.
+func (m *Mounted) Close(ctx context.Context) error {
+	m.closeOnce.Do(func() { m.closeErr = m.close(ctx) })
+	return m.closeErr
+}
+
+func (m *Mounted) close(ctx context.Context) error {
+	close(m.stopSync)
+	<-m.syncDone
+
+	var errs []error
+	select {
+	case <-m.done:
+	default:
+		// Push the kernel's dirty pages and commit them before the
+		// unmount, so that even a lazy unmount leaves nothing behind.
+		if err := m.syncfs(); err != nil && !errors.Is(err, unix.ENOTCONN) {
+			errs = append(errs, fmt.Errorf("syncfs: %w", err))
+		}
+		if err := m.fs.Sync(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("sync: %w", err))
+		}
+		if err := unix.Unmount(m.mountpoint, 0); err != nil {
+			if !errors.Is(err, unix.EBUSY) {
+				// Not ours to unmount (e.g. no CAP_SYS_ADMIN): go-fuse
+				// falls back to fusermount.
+				err = m.server.Unmount()
+			} else {
+				m.logger.Printf("ohmfs: %s is busy; detaching it lazily", m.mountpoint)
+				err = unix.Unmount(m.mountpoint, unix.MNT_DETACH)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("unmount %s: %w", m.mountpoint, err))
+			}
+		}
+	}
+	select {
+	case <-m.done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("waiting for the kernel to release %s: %w", m.mountpoint, ctx.Err()))
+	}
+	if err := m.fs.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// MountedAt reports whether something is mounted at path (an absolute,
+// symlink-free path), and its file system type.
+func MountedAt(path string) (fstype string, ok bool, err error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", false, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options... - fstype source superopts
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || unescapeMountinfo(fields[4]) != path {
+			continue
+		}
+		fstype = "a file system"
+		for i, fld := range fields {
+			if fld == "-" && i+1 < len(fields) {
+				fstype = fields[i+1]
+				break
+			}
+		}
+		ok = true
+	}
+	return fstype, ok, sc.Err()
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for space, ...) of
+// /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, ok := octal(s[i+1 : i+4]); ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func octal(s string) (byte, bool) {
+	if len(s) != 3 {
+		return 0, false
+	}
+	var v int
+	for _, c := range s {
+		if c < '0' || c > '7' {
+			return 0, false
+		}
+		v = v*8 + int(c-'0')
+	}
+	return byte(v), v < 256
+}
