@@ -2,164 +2,447 @@ package meta
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
-	_ "modernc.org/sqlite"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 )
 
-var errTODO = errors.New("meta: not implemented yet")
+// blockReserve is how many block ids one committed reservation covers.
+const blockReserve = 4096
 
 // DB is an open metadata database. Its methods are safe for concurrent use;
 // they are serialized internally.
-type DB struct{}
+type DB struct {
+	mu       sync.Mutex
+	c        *conn
+	path     string
+	readOnly bool
+	broken   error // set when the write transaction was lost; every call fails with it
+
+	// Counters are kept in memory by the writer and written to the
+	// counters table just before each COMMIT, so that the committed table
+	// always matches the committed rows without a write per operation.
+	ctr       counters
+	committed counters
+
+	blockNext uint64 // next block id to hand out
+	blockEnd  uint64 // end of the committed reservation
+}
+
+type counters struct {
+	nextIno    uint64
+	nextCookie uint64
+	usedBytes  uint64
+	inodes     uint64
+}
 
 // Create makes a new, empty metadata database at path with a root directory
 // owned by uid/gid with mode 0755 and the given settings (volume uuid,
 // capacity, chunk size, ...). It fails if path exists.
 func Create(ctx context.Context, path string, uid, gid uint32, settings map[string]string) error {
-	return errTODO
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("create metadata %s: %w", path, fs.ErrExist)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("create metadata %s: %w", path, err)
+	}
+	c, err := openConn(path)
+	if err != nil {
+		return fmt.Errorf("create metadata %s: %w", path, err)
+	}
+	err = func() error {
+		if err := setPragmas(c, false); err != nil {
+			return err
+		}
+		if err := migrate(c); err != nil {
+			return err
+		}
+		if err := c.execScript("BEGIN IMMEDIATE"); err != nil {
+			return err
+		}
+		now := time.Now().UnixNano()
+		if _, err := c.exec(`INSERT INTO inodes (ino, mode, nlink, uid, gid, atime_ns, mtime_ns, ctime_ns, parent)
+			VALUES (?, ?, 2, ?, ?, ?, ?, ?, ?)`,
+			RootIno, uint32(syscall.S_IFDIR|0o755), uid, gid, now, now, now, RootIno); err != nil {
+			return err
+		}
+		for name, v := range map[string]uint64{
+			ctrNextIno:       uint64(RootIno) + 1,
+			ctrNextCookie:    3,
+			ctrBlockReserved: 1,
+			ctrUsedBytes:     0,
+			ctrInodes:        1,
+		} {
+			if _, err := c.exec("INSERT INTO counters (name, value) VALUES (?, ?)", name, v); err != nil {
+				return err
+			}
+		}
+		for k, v := range settings {
+			if _, err := c.exec("INSERT INTO settings (key, value) VALUES (?, ?)", k, v); err != nil {
+				return err
+			}
+		}
+		return c.execScript("COMMIT")
+	}()
+	if cerr := c.close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		os.Remove(path + "-wal")
+		os.Remove(path + "-shm")
+		return fmt.Errorf("create metadata %s: %w", path, err)
+	}
+	return nil
+}
+
+func setPragmas(c *conn, readOnly bool) error {
+	pragmas := []string{
+		"PRAGMA busy_timeout = 5000",
+	}
+	if readOnly {
+		pragmas = append(pragmas, "PRAGMA query_only = 1")
+	} else {
+		pragmas = append(pragmas,
+			"PRAGMA journal_mode = WAL",
+			// FULL: the WAL is fsynced at every COMMIT, so Commit is durable.
+			"PRAGMA synchronous = FULL",
+			// A whole group commit's dirty pages should fit in memory.
+			"PRAGMA cache_size = -65536",
+			"PRAGMA temp_store = MEMORY",
+		)
+	}
+	for _, p := range pragmas {
+		if err := c.execScript(p); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+func schemaVersion(c *conn) (int, error) {
+	var v int64
+	if _, err := c.queryRow("PRAGMA user_version", nil, &v); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return int(v), nil
+}
+
+// migrate brings the schema to the latest version, each step in its own
+// transaction.
+func migrate(c *conn) error {
+	v, err := schemaVersion(c)
+	if err != nil {
+		return err
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this program knows (%d)", v, len(migrations))
+	}
+	for ; v < len(migrations); v++ {
+		script := fmt.Sprintf("BEGIN IMMEDIATE;\n%s\nPRAGMA user_version = %d;\nCOMMIT;", migrations[v], v+1)
+		if err := c.execScript(script); err != nil {
+			c.execScript("ROLLBACK")
+			return fmt.Errorf("migrate schema to version %d: %w", v+1, err)
+		}
+	}
+	return nil
 }
 
 // Open opens the database at path, migrating its schema if it is older, and
 // begins the write transaction (unless opts.ReadOnly).
-func Open(ctx context.Context, path string, opts Options) (*DB, error) { return nil, errTODO }
+func Open(ctx context.Context, path string, opts Options) (*DB, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("open metadata: %w", err)
+	}
+	dsn := path
+	if opts.ReadOnly {
+		dsn = "file:" + uriEscape(path) + "?mode=ro"
+	}
+	c, err := openConn(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open metadata %s: %w", path, err)
+	}
+	db := &DB{c: c, path: path, readOnly: opts.ReadOnly}
+	if err := db.open(); err != nil {
+		c.close()
+		return nil, fmt.Errorf("open metadata %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func (db *DB) open() error {
+	c := db.c
+	if err := setPragmas(c, db.readOnly); err != nil {
+		return err
+	}
+	if db.readOnly {
+		v, err := schemaVersion(c)
+		if err != nil {
+			return err
+		}
+		if v != len(migrations) {
+			return fmt.Errorf("schema version %d, want %d (open it read-write once to migrate)", v, len(migrations))
+		}
+		return nil
+	}
+	if err := migrate(c); err != nil {
+		return err
+	}
+	if err := c.execScript("BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	ctr, reserved, err := loadCounters(c)
+	if err != nil {
+		return err
+	}
+	db.ctr, db.committed = ctr, ctr
+	// Ids below the committed reservation end may have been handed out
+	// before a crash; start past it.
+	db.blockNext, db.blockEnd = reserved, reserved
+	return nil
+}
+
+func loadCounters(c *conn) (ctr counters, blockReserved uint64, err error) {
+	r, err := c.query("SELECT name, value FROM counters")
+	if err != nil {
+		return ctr, 0, fmt.Errorf("load counters: %w", err)
+	}
+	defer r.close()
+	seen := 0
+	for {
+		ok, err := r.next()
+		if err != nil {
+			return ctr, 0, fmt.Errorf("load counters: %w", err)
+		}
+		if !ok {
+			break
+		}
+		name, _ := r.row[0].(string)
+		v := uint64(asInt(r.row[1]))
+		switch name {
+		case ctrNextIno:
+			ctr.nextIno = v
+		case ctrNextCookie:
+			ctr.nextCookie = v
+		case ctrBlockReserved:
+			blockReserved = v
+		case ctrUsedBytes:
+			ctr.usedBytes = v
+		case ctrInodes:
+			ctr.inodes = v
+		default:
+			continue
+		}
+		seen++
+	}
+	if seen != 5 {
+		return ctr, 0, fmt.Errorf("load counters: %d of 5 counters present", seen)
+	}
+	return ctr, blockReserved, nil
+}
+
+// uriEscape escapes the characters that end or alter the path of an SQLite
+// file: URI.
+func uriEscape(p string) string {
+	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(p)
+}
 
 // Close commits and closes the database.
-func (db *DB) Close(ctx context.Context) error { return errTODO }
+func (db *DB) Close(ctx context.Context) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.c == nil {
+		return nil
+	}
+	var err error
+	if !db.readOnly && db.broken == nil {
+		err = db.flushCounters()
+		if err == nil {
+			err = db.c.execScript("COMMIT")
+		}
+		if err != nil {
+			err = fmt.Errorf("close metadata %s: commit: %w", db.path, err)
+		}
+	}
+	if cerr := db.c.close(); cerr != nil && err == nil {
+		err = fmt.Errorf("close metadata %s: %w", db.path, cerr)
+	}
+	db.c = nil
+	if db.broken == nil {
+		db.broken = errors.New("meta: database is closed")
+	}
+	return err
+}
 
 // Commit makes every call made so far durable (the WAL is fsynced), then
 // begins the next transaction. It is the only point where the database is
 // written to disk.
-func (db *DB) Commit(ctx context.Context) error { return errTODO }
+func (db *DB) Commit(ctx context.Context) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if err := db.usable(); err != nil {
+		return err
+	}
+	if db.readOnly {
+		return nil
+	}
+	return db.commitLocked()
+}
+
+func (db *DB) commitLocked() error {
+	if err := db.flushCounters(); err != nil {
+		db.broken = fmt.Errorf("meta: commit failed, uncommitted changes lost: %w", err)
+		return db.broken
+	}
+	if err := db.c.execScript("COMMIT"); err != nil {
+		db.broken = fmt.Errorf("meta: commit failed, uncommitted changes lost: %w", err)
+		return db.broken
+	}
+	db.committed = db.ctr
+	if err := db.c.execScript("BEGIN IMMEDIATE"); err != nil {
+		db.broken = fmt.Errorf("meta: begin transaction: %w", err)
+		return db.broken
+	}
+	return nil
+}
+
+func (db *DB) flushCounters() error {
+	for _, kv := range [...]struct {
+		name     string
+		now, was uint64
+	}{
+		{ctrNextIno, db.ctr.nextIno, db.committed.nextIno},
+		{ctrNextCookie, db.ctr.nextCookie, db.committed.nextCookie},
+		{ctrUsedBytes, db.ctr.usedBytes, db.committed.usedBytes},
+		{ctrInodes, db.ctr.inodes, db.committed.inodes},
+	} {
+		if kv.now == kv.was {
+			continue
+		}
+		if _, err := db.c.exec("UPDATE counters SET value = ? WHERE name = ?", kv.now, kv.name); err != nil {
+			return fmt.Errorf("write counter %s: %w", kv.name, err)
+		}
+	}
+	return nil
+}
+
+func (db *DB) usable() error {
+	if db.broken != nil {
+		return db.broken
+	}
+	return nil
+}
+
+// read runs fn under the lock.
+func (db *DB) read(fn func() error) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if err := db.usable(); err != nil {
+		return err
+	}
+	return fn()
+}
+
+// write runs fn under the lock inside a savepoint, so that an error undoes
+// everything fn did, in the database and in the in-memory counters.
+func (db *DB) write(fn func() error) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if err := db.usable(); err != nil {
+		return err
+	}
+	if db.readOnly {
+		return syscall.EROFS
+	}
+	if _, err := db.c.exec("SAVEPOINT op"); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	saved := db.ctr
+	err := fn()
+	if err != nil {
+		db.ctr = saved
+		if _, rerr := db.c.exec("ROLLBACK TO op"); rerr != nil {
+			db.broken = fmt.Errorf("meta: roll back failed operation: %w", rerr)
+			return err
+		}
+	}
+	if _, rerr := db.c.exec("RELEASE op"); rerr != nil {
+		db.broken = fmt.Errorf("meta: release savepoint: %w", rerr)
+		if err == nil {
+			err = db.broken
+		}
+	}
+	return err
+}
 
 // Setting returns a volume setting written by Create ("" if absent).
-func (db *DB) Setting(ctx context.Context, key string) (string, error) { return "", errTODO }
-
-// Lookup returns the attributes of the entry name in directory parent.
-func (db *DB) Lookup(ctx context.Context, parent Ino, name string) (Attr, error) {
-	return Attr{}, errTODO
+func (db *DB) Setting(ctx context.Context, key string) (string, error) {
+	var v string
+	err := db.read(func() error {
+		_, err := db.c.queryRow("SELECT value FROM settings WHERE key = ?", []any{key}, &v)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("read setting %q: %w", key, err)
+	}
+	return v, nil
 }
 
-// GetAttr returns the attributes of ino.
-func (db *DB) GetAttr(ctx context.Context, ino Ino) (Attr, error) { return Attr{}, errTODO }
-
-// SetAttr changes the attributes named in set and returns the result.
-func (db *DB) SetAttr(ctx context.Context, ino Ino, set SetAttr) (Attr, error) {
-	return Attr{}, errTODO
-}
-
-// Mknod creates an inode of any type but symlink (regular file, directory,
-// fifo, socket, device) as entry name in parent, with times set to now.
-// Directories get nlink 2 and raise the parent's nlink.
-func (db *DB) Mknod(ctx context.Context, parent Ino, name string, mode, rdev, uid, gid uint32) (Attr, error) {
-	return Attr{}, errTODO
-}
-
-// Symlink creates a symbolic link to target as entry name in parent.
-func (db *DB) Symlink(ctx context.Context, parent Ino, name, target string, uid, gid uint32) (Attr, error) {
-	return Attr{}, errTODO
-}
-
-// Readlink returns a symlink's target.
-func (db *DB) Readlink(ctx context.Context, ino Ino) (string, error) { return "", errTODO }
-
-// Link adds a hard link to ino (not a directory) as newName in newParent.
-func (db *DB) Link(ctx context.Context, ino Ino, newParent Ino, newName string) (Attr, error) {
-	return Attr{}, errTODO
-}
-
-// Unlink removes the entry name (not a directory) from parent and returns
-// the target's attributes after its nlink was decremented. An inode whose
-// nlink reaches 0 becomes an orphan: it keeps its data until Purge.
-func (db *DB) Unlink(ctx context.Context, parent Ino, name string) (Attr, error) {
-	return Attr{}, errTODO
-}
-
-// Rmdir removes the empty directory name from parent.
-func (db *DB) Rmdir(ctx context.Context, parent Ino, name string) error { return errTODO }
-
-// Rename moves oldName in oldParent to newName in newParent with the
-// semantics of rename(2) and renameat2 flags (RENAME_NOREPLACE,
-// RENAME_EXCHANGE). When an existing target is replaced, its attributes
-// after the nlink decrement are returned (Ino 0 when nothing was replaced);
-// if its nlink reached 0 it is an orphan like after Unlink.
-func (db *DB) Rename(ctx context.Context, oldParent Ino, oldName string, newParent Ino, newName string, flags uint32) (Attr, error) {
-	return Attr{}, errTODO
-}
-
-// Parent returns the parent directory of directory ino (RootIno for the root).
-func (db *DB) Parent(ctx context.Context, ino Ino) (Ino, error) { return 0, errTODO }
-
-// ReadDir calls fn for the entries of directory ino whose Cookie is greater
-// than offset, in Cookie order, until fn returns false. "." and ".." are not
-// included (the caller gives them cookies 1 and 2). With plus, each entry
-// carries its Attr.
-func (db *DB) ReadDir(ctx context.Context, ino Ino, offset uint64, plus bool, fn func(DirEntry) bool) error {
-	return errTODO
-}
-
-// GetXattr returns the value of xattr name (ENODATA if absent).
-func (db *DB) GetXattr(ctx context.Context, ino Ino, name string) ([]byte, error) {
-	return nil, errTODO
-}
-
-// SetXattr sets xattr name; flags are XATTR_CREATE / XATTR_REPLACE semantics.
-func (db *DB) SetXattr(ctx context.Context, ino Ino, name string, value []byte, flags uint32) error {
-	return errTODO
-}
-
-// ListXattr returns the names of ino's xattrs.
-func (db *DB) ListXattr(ctx context.Context, ino Ino) ([]string, error) { return nil, errTODO }
-
-// RemoveXattr removes xattr name (ENODATA if absent).
-func (db *DB) RemoveXattr(ctx context.Context, ino Ino, name string) error { return errTODO }
-
-// Chunks returns the chunks of ino with from <= Index < to, in Index order.
-func (db *DB) Chunks(ctx context.Context, ino Ino, from, to uint64) ([]Chunk, error) {
-	return nil, errTODO
-}
-
-// UpdateFile applies a flush of ino's data atomically: chunk rows, holes,
-// size, Used and times. Blocks of replaced chunks go to the freed list.
-func (db *DB) UpdateFile(ctx context.Context, ino Ino, u FileUpdate) (Attr, error) {
-	return Attr{}, errTODO
-}
-
-// TruncateChunks drops every chunk of ino with Index >= from (their blocks go
-// to the freed list) and returns the new Attr.
-func (db *DB) TruncateChunks(ctx context.Context, ino Ino, from uint64) (Attr, error) {
-	return Attr{}, errTODO
-}
+// Path returns the file the database lives in.
+func (db *DB) Path() string { return db.path }
 
 // NewBlockID returns a block id never returned before by this volume, even
 // across crashes (ids are handed out from a reserved range whose end is
 // committed before any id in it is used).
-func (db *DB) NewBlockID(ctx context.Context) (uint64, error) { return 0, errTODO }
-
-// Orphans returns the inodes with nlink 0 (unlinked while open).
-func (db *DB) Orphans(ctx context.Context) ([]Ino, error) { return nil, errTODO }
-
-// Purge deletes orphan ino with its chunks and xattrs; its blocks go to the
-// freed list. It is a no-op if ino has links again or no longer exists.
-func (db *DB) Purge(ctx context.Context, ino Ino) error { return errTODO }
-
-// Usage returns what statfs reports.
-func (db *DB) Usage(ctx context.Context) (Usage, error) { return Usage{}, errTODO }
-
-// FreedBlocks returns the blocks freed at or before cutoff.
-func (db *DB) FreedBlocks(ctx context.Context, cutoff time.Time) ([]FreedBlock, error) {
-	return nil, errTODO
+func (db *DB) NewBlockID(ctx context.Context) (uint64, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if err := db.usable(); err != nil {
+		return 0, err
+	}
+	if db.readOnly {
+		return 0, syscall.EROFS
+	}
+	if db.blockNext >= db.blockEnd {
+		end := db.blockNext + blockReserve
+		if _, err := db.c.exec("UPDATE counters SET value = ? WHERE name = ?", end, ctrBlockReserved); err != nil {
+			return 0, fmt.Errorf("reserve block ids: %w", err)
+		}
+		// The reservation must be durable before any id in it is used;
+		// committing the running transaction with it keeps the prefix
+		// property.
+		if err := db.commitLocked(); err != nil {
+			return 0, err
+		}
+		db.blockEnd = end
+	}
+	id := db.blockNext
+	db.blockNext++
+	return id, nil
 }
 
-// ForgetFreed removes ids from the freed list once their objects are deleted.
-func (db *DB) ForgetFreed(ctx context.Context, ids []uint64) error { return errTODO }
+// attrCols are the inodes columns scanAttr reads, in order.
+const attrCols = "ino, mode, nlink, uid, gid, rdev, size, used, atime_ns, mtime_ns, ctime_ns"
 
-// ReferencedBlocks calls fn for every block id some chunk references.
-func (db *DB) ReferencedBlocks(ctx context.Context, fn func(id uint64) error) error {
-	return errTODO
+const nAttrCols = 11
+
+func scanAttr(row []driver.Value) Attr {
+	return Attr{
+		Ino:   Ino(asInt(row[0])),
+		Mode:  uint32(asInt(row[1])),
+		Nlink: uint32(asInt(row[2])),
+		Uid:   uint32(asInt(row[3])),
+		Gid:   uint32(asInt(row[4])),
+		Rdev:  uint32(asInt(row[5])),
+		Size:  uint64(asInt(row[6])),
+		Used:  uint64(asInt(row[7])),
+		Atime: time.Unix(0, asInt(row[8])),
+		Mtime: time.Unix(0, asInt(row[9])),
+		Ctime: time.Unix(0, asInt(row[10])),
+	}
 }
-
-// Check verifies the metadata's own invariants (every entry names a live
-// inode, link counts match entries, directories form a tree, counters match
-// the rows, chunks lie within their file) and returns what it finds wrong.
-func (db *DB) Check(ctx context.Context) ([]Problem, error) { return nil, errTODO }

@@ -1,0 +1,75 @@
+package meta
+
+// migrations are the schema's history: migrations[i] takes a database from
+// schema version i to i+1 (PRAGMA user_version). Append only; never edit a
+// step that has shipped.
+var migrations = []string{
+	// Version 1.
+	`
+CREATE TABLE inodes (
+	ino      INTEGER PRIMARY KEY,
+	mode     INTEGER NOT NULL,
+	nlink    INTEGER NOT NULL,
+	uid      INTEGER NOT NULL,
+	gid      INTEGER NOT NULL,
+	rdev     INTEGER NOT NULL DEFAULT 0,
+	size     INTEGER NOT NULL DEFAULT 0,
+	used     INTEGER NOT NULL DEFAULT 0,
+	atime_ns INTEGER NOT NULL,
+	mtime_ns INTEGER NOT NULL,
+	ctime_ns INTEGER NOT NULL,
+	parent   INTEGER NOT NULL DEFAULT 0, -- directories only
+	target   TEXT                        -- symlinks only
+);
+CREATE INDEX inodes_orphans ON inodes(ino) WHERE nlink = 0;
+
+CREATE TABLE dentries (
+	parent INTEGER NOT NULL,
+	name   TEXT NOT NULL,
+	ino    INTEGER NOT NULL,
+	cookie INTEGER NOT NULL,
+	PRIMARY KEY (parent, name)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX dentries_cookie ON dentries(parent, cookie);
+
+CREATE TABLE chunks (
+	ino      INTEGER NOT NULL,
+	idx      INTEGER NOT NULL,
+	len      INTEGER NOT NULL,
+	block_id INTEGER NOT NULL DEFAULT 0,
+	inline   BLOB,
+	PRIMARY KEY (ino, idx)
+) WITHOUT ROWID;
+
+CREATE TABLE xattrs (
+	ino   INTEGER NOT NULL,
+	name  TEXT NOT NULL,
+	value BLOB NOT NULL,
+	PRIMARY KEY (ino, name)
+) WITHOUT ROWID;
+
+CREATE TABLE freed_blocks (
+	id          INTEGER PRIMARY KEY,
+	freed_at_ns INTEGER NOT NULL
+);
+
+CREATE TABLE counters (
+	name  TEXT PRIMARY KEY,
+	value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE settings (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+) WITHOUT ROWID;
+`,
+}
+
+// Counter names in the counters table.
+const (
+	ctrNextIno       = "next_ino"       // the next inode number to hand out
+	ctrNextCookie    = "next_cookie"    // the next directory entry cookie
+	ctrBlockReserved = "block_reserved" // block ids below this may have been handed out
+	ctrUsedBytes     = "used_bytes"     // sum of inodes.used
+	ctrInodes        = "inodes"         // count of inodes rows
+)
