@@ -1,0 +1,279 @@
+//go:build linux
+
+// Package ohmtest holds what the end-to-end suites share: finding (or
+// building) the ohm binary, skipping where root or FUSE is missing, and
+// formatting, mounting and unmounting ohmfs volumes through the binary.
+package ohmtest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// Binary returns the path of the ohm binary under test: $OHM_BIN if set (as
+// `make test` sets it), otherwise one built once per test process from this
+// module's source into a temporary directory.
+func Binary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("OHM_BIN"); p != "" {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			t.Fatalf("OHM_BIN %q: %v", p, err)
+		}
+		return abs
+	}
+	buildOnce.Do(func() { buildPath, buildErr = build() })
+	if buildErr != nil {
+		t.Fatalf("build ohm: %v", buildErr)
+	}
+	return buildPath
+}
+
+// CleanupBuild removes the binary Binary built, if any; call it from TestMain.
+func CleanupBuild() {
+	if buildPath != "" {
+		os.RemoveAll(filepath.Dir(buildPath))
+	}
+}
+
+func build() (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "ohm-bin-")
+	if err != nil {
+		return "", err
+	}
+	// Others (uid 1000 in the POSIX suite) may need to run it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "ohm")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/ohm")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/ohm: %v\n%s", err, b)
+	}
+	return out, nil
+}
+
+// ModuleRoot finds the directory holding go.mod, walking up from the
+// working directory.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// RequireRoot skips t unless it runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mounts, other users' credentials)")
+	}
+}
+
+// RequireFUSE skips t unless it runs as root with /dev/fuse present.
+func RequireFUSE(t testing.TB) {
+	t.Helper()
+	RequireRoot(t)
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse: ", err)
+	}
+}
+
+// Run runs the ohm binary with args and returns its stdout, stderr and
+// error (an *exec.ExitError for a non-zero exit).
+func Run(ctx context.Context, bin string, args ...string) (stdout, stderr string, err error) {
+	var o, e bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// Ohm runs the ohm binary and fails t if it exits non-zero.
+func Ohm(t testing.TB, bin string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, errOut, err := Run(ctx, bin, args...)
+	if err != nil {
+		t.Fatalf("ohm %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, errOut)
+	}
+	return out
+}
+
+// Volume is a formatted ohmfs volume and where it is mounted.
+type Volume struct {
+	Bin  string
+	Path string // the volume (a directory)
+	Dir  string // the mountpoint
+}
+
+// NewVolume formats a fresh volume in a temporary directory and makes an
+// empty mountpoint beside it. Nothing is mounted yet.
+func NewVolume(t testing.TB, bin string) *Volume {
+	t.Helper()
+	base, err := os.MkdirTemp("", "ohmfs-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	v := &Volume{Bin: bin, Path: filepath.Join(base, "vol"), Dir: filepath.Join(base, "mnt")}
+	if err := os.Mkdir(v.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if Mounted(v.Dir) {
+			ForceUnmount(v.Dir)
+		}
+		os.RemoveAll(base)
+	})
+	Ohm(t, bin, "fs", "format", v.Path)
+	return v
+}
+
+// Mount mounts the volume with --background and waits for it.
+func (v *Volume) Mount(t testing.TB) {
+	t.Helper()
+	Ohm(t, v.Bin, "fs", "mount", "--background", v.Path, v.Dir)
+	if !Mounted(v.Dir) {
+		t.Fatalf("ohm fs mount --background %s %s returned but nothing is mounted there", v.Path, v.Dir)
+	}
+}
+
+// Umount unmounts the volume with `ohm fs umount`.
+func (v *Volume) Umount(t testing.TB) {
+	t.Helper()
+	Ohm(t, v.Bin, "fs", "umount", v.Dir)
+	deadline := time.Now().Add(30 * time.Second)
+	for Mounted(v.Dir) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ohm fs umount %s returned but it is still mounted", v.Dir)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Remount unmounts and mounts the volume again, so that what is read next
+// comes from the volume's durable store, not from any cache.
+func (v *Volume) Remount(t testing.TB) {
+	t.Helper()
+	v.Umount(t)
+	v.Mount(t)
+}
+
+// MountForeground starts `ohm fs mount` in the foreground (so that the
+// caller knows the mount process's pid) and waits until the mount is up.
+func (v *Volume) MountForeground(t testing.TB) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(v.Bin, "fs", "mount", v.Path, v.Dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Stdout = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start ohm fs mount: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !Mounted(v.Dir) {
+		select {
+		case <-exited:
+			t.Fatalf("ohm fs mount %s %s exited before mounting: %v\n%s", v.Path, v.Dir, cmd.ProcessState, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("ohm fs mount %s %s: not mounted after 30s\n%s", v.Path, v.Dir, stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return cmd
+}
+
+// Mounted reports whether a filesystem is mounted at dir.
+func Mounted(dir string) bool {
+	_, ok := MountType(dir)
+	return ok
+}
+
+// MountType returns the type /proc/self/mounts gives for the filesystem
+// mounted at dir (the last one, if several are stacked).
+func MountType(dir string) (string, bool) {
+	f, err := os.Open("/proc/self/mounts")
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	var typ string
+	found := false
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) >= 3 && unescapeMount(fields[1]) == dir {
+			typ, found = fields[2], true
+		}
+	}
+	return typ, found
+}
+
+// MountSource returns the source /proc/self/mounts gives for dir.
+func MountSource(dir string) string {
+	b, _ := os.ReadFile("/proc/self/mounts")
+	src := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) >= 3 && unescapeMount(fields[1]) == dir {
+			src = unescapeMount(fields[0])
+		}
+	}
+	return src
+}
+
+func unescapeMount(s string) string {
+	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	return r.Replace(s)
+}
+
+// ForceUnmount detaches whatever is mounted at dir, dead or alive: what a
+// test does after killing a mount process.
+func ForceUnmount(dir string) {
+	for i := 0; i < 5 && Mounted(dir); i++ {
+		if exec.Command("umount", "-l", dir).Run() != nil {
+			exec.Command("fusermount3", "-u", "-z", dir).Run()
+		}
+	}
+}
