@@ -26,7 +26,7 @@ type env struct {
 	uid, gid int
 }
 
-func (e *env) root() bool          { return e.uid == 0 }
+func (e *env) root() bool           { return e.uid == 0 }
 func (e *env) p(name string) string { return filepath.Join(e.dir, name) }
 
 // check is one row of the table: run makes and checks things; verify, if
