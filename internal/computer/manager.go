@@ -1,0 +1,685 @@
+// Package computer manages the computers of one data directory: their
+// registry (SQLite, <dataDir>/ohm.db), names, workspaces and lifecycle
+// (create, start, stop, delete, exec), on top of internal/sandbox and
+// internal/template.
+//
+// Layout of a computer under the data directory:
+//
+//	computers/<name>/sandbox    the sandbox's StateDir (root disk, runc state, agent socket)
+//	computers/<name>/workspace  the workspace volume (ohmfs)
+//	computers/<name>/home       where the workspace is mounted on the host while running
+package computer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"ohm/internal/sandbox"
+	"ohm/internal/template"
+)
+
+// Defaults for a new computer.
+const (
+	DefaultTemplate = "coding-agent"
+	DefaultCPUs     = 2
+	DefaultMemoryMB = 2048
+	DefaultPIDs     = 4096
+)
+
+// stopGrace is how long processes get between SIGTERM and SIGKILL at stop.
+const stopGrace = 10 * time.Second
+
+// homeUID is the uid (and gid) of the user ohm, who owns the workspace.
+const homeUID = 1000
+
+// Options configure a Manager.
+type Options struct {
+	DataDir   string
+	Workspace Workspace // default: OhmfsWorkspace with the running binary
+	Templates Templates // default: template.NewStore(DataDir)
+	Logf      func(format string, args ...any)
+
+	runtime runtime // default: internal/sandbox; tests inject failures
+}
+
+// Manager owns the computers under a data directory. Its methods are safe
+// for concurrent use; operations on one computer serialize.
+type Manager struct {
+	dataDir string
+	reg     *registry
+	ws      Workspace
+	tmpl    Templates
+	rt      runtime
+	logf    func(format string, args ...any)
+
+	mu      sync.Mutex             // guards the fields below and name choice
+	locks   map[string]*sync.Mutex // per computer
+	running map[string]*live
+}
+
+// live is a computer whose sandbox this manager holds.
+type live struct {
+	inst    instance
+	hasBash bool
+}
+
+// Open opens the manager of dataDir, creating the directory if needed, and
+// reconciles the registry with what is actually running: a computer
+// recorded running whose sandbox is gone (the host rebooted, it crashed) is
+// cleaned up and marked stopped; a half-created one is removed.
+func Open(ctx context.Context, opts Options) (*Manager, error) {
+	if opts.DataDir == "" {
+		return nil, errors.New("no data directory")
+	}
+	if err := os.MkdirAll(filepath.Join(opts.DataDir, "computers"), 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	m := &Manager{
+		dataDir: opts.DataDir,
+		ws:      opts.Workspace,
+		tmpl:    opts.Templates,
+		rt:      opts.runtime,
+		logf:    opts.Logf,
+		locks:   map[string]*sync.Mutex{},
+		running: map[string]*live{},
+	}
+	if m.ws == nil {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find the ohm binary: %w", err)
+		}
+		m.ws = OhmfsWorkspace{Exe: exe}
+	}
+	if m.tmpl == nil {
+		m.tmpl = template.NewStore(opts.DataDir)
+	}
+	if m.rt == nil {
+		m.rt = sandboxRuntime{}
+	}
+	if m.logf == nil {
+		m.logf = log.Printf
+	}
+	reg, err := openRegistry(ctx, filepath.Join(opts.DataDir, "ohm.db"))
+	if err != nil {
+		return nil, err
+	}
+	m.reg = reg
+	if err := m.reconcile(ctx); err != nil {
+		reg.close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Close closes the registry. Running computers keep running; a new Manager
+// attaches to them.
+func (m *Manager) Close() error { return m.reg.close() }
+
+// lock takes the lock of computer name and returns its release.
+func (m *Manager) lock(name string) func() {
+	m.mu.Lock()
+	l, ok := m.locks[name]
+	if !ok {
+		l = &sync.Mutex{}
+		m.locks[name] = l
+	}
+	m.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+func (m *Manager) live(name string) *live {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.running[name]
+}
+
+func (m *Manager) setLive(name string, l *live) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l == nil {
+		delete(m.running, name)
+	} else {
+		m.running[name] = l
+	}
+}
+
+func (m *Manager) dir(name string) string { return filepath.Join(m.dataDir, "computers", name) }
+func (m *Manager) volume(name string) string {
+	return filepath.Join(m.dir(name), "workspace")
+}
+func (m *Manager) home(name string) string { return filepath.Join(m.dir(name), "home") }
+
+func (m *Manager) spec(rec Record, templateRoot string) sandbox.Spec {
+	env := make([]string, 0, len(rec.Env))
+	for k, v := range rec.Env {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	return sandbox.Spec{
+		Name:         rec.Name,
+		StateDir:     filepath.Join(m.dir(rec.Name), "sandbox"),
+		TemplateRoot: templateRoot,
+		DiskSizeMB:   rec.DiskSizeMB,
+		Workspace:    m.home(rec.Name),
+		CPUs:         rec.CPUs,
+		MemoryMB:     rec.MemoryMB,
+		PIDs:         rec.PIDs,
+		Env:          env,
+	}
+}
+
+// builtRoot returns the root of template name if it is built, without
+// building it ("" otherwise).
+func (m *Manager) builtRoot(ctx context.Context, name string) string {
+	infos, err := m.tmpl.List(ctx)
+	if err != nil {
+		return ""
+	}
+	for _, t := range infos {
+		if t.Name == name && t.Built {
+			return t.Root
+		}
+	}
+	return ""
+}
+
+// CreateOptions describe a new computer. Zero values take the defaults.
+type CreateOptions struct {
+	Name       string // "" picks a free friendly name
+	Template   string
+	DiskSizeMB int
+	CPUs       float64
+	MemoryMB   int
+	Env        map[string]string
+	Progress   io.Writer // template build progress, when create has to build it
+}
+
+// Computer is a computer as Info and List report it.
+type Computer struct {
+	Record
+	Disk      *DiskUsage      `json:"disk,omitempty"`
+	Workspace *WorkspaceUsage `json:"workspace,omitempty"`
+}
+
+// DiskUsage is a root disk's size and use.
+type DiskUsage struct {
+	SizeBytes uint64 `json:"size_bytes"`
+	UsedBytes uint64 `json:"used_bytes"`
+}
+
+func (m *Manager) validate(ctx context.Context, opts *CreateOptions) error {
+	if opts.Template == "" {
+		opts.Template = DefaultTemplate
+	}
+	if opts.CPUs == 0 {
+		opts.CPUs = DefaultCPUs
+	}
+	if opts.MemoryMB == 0 {
+		opts.MemoryMB = DefaultMemoryMB
+	}
+	if opts.Name != "" {
+		if err := ValidateName(opts.Name); err != nil {
+			return err
+		}
+	}
+	if opts.CPUs < 0 {
+		return invalidf("invalid cpus %g: must be positive", opts.CPUs)
+	}
+	if opts.MemoryMB < 0 {
+		return invalidf("invalid memory %d MB: must be positive", opts.MemoryMB)
+	}
+	for k, v := range opts.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
+			return invalidf("invalid environment variable %q", k)
+		}
+	}
+	if opts.DiskSizeMB <= 0 {
+		return invalidf("invalid disk size %d MB: must be at least 1 MB", opts.DiskSizeMB)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(m.dataDir, &st); err != nil {
+		return fmt.Errorf("check free space in %s: %w", m.dataDir, err)
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	if uint64(opts.DiskSizeMB)<<20 > free {
+		return invalidf("disk size %d MB is more than the host can hold (%d MB free in %s)", opts.DiskSizeMB, free>>20, m.dataDir)
+	}
+	infos, err := m.tmpl.List(ctx)
+	if err != nil {
+		return fmt.Errorf("list templates: %w", err)
+	}
+	var known []string
+	for _, t := range infos {
+		known = append(known, t.Name)
+	}
+	if !slices.Contains(known, opts.Template) {
+		return invalidf("unknown template %q (known: %s)", opts.Template, strings.Join(known, ", "))
+	}
+	return nil
+}
+
+// Create makes a new computer and starts it. On failure nothing of it is
+// left behind.
+func (m *Manager) Create(ctx context.Context, opts CreateOptions) (Computer, error) {
+	if err := m.validate(ctx, &opts); err != nil {
+		return Computer{}, err
+	}
+	rec := Record{
+		Name:       opts.Name,
+		State:      StateCreating,
+		Template:   opts.Template,
+		DiskSizeMB: opts.DiskSizeMB,
+		CPUs:       opts.CPUs,
+		MemoryMB:   opts.MemoryMB,
+		PIDs:       DefaultPIDs,
+		Env:        opts.Env,
+		CreatedAt:  time.Now().UTC().Truncate(time.Millisecond),
+	}
+	// Reserve the name: the row in state creating holds it.
+	m.mu.Lock()
+	if rec.Name == "" {
+		recs, err := m.reg.list(ctx)
+		if err != nil {
+			m.mu.Unlock()
+			return Computer{}, err
+		}
+		taken := map[string]bool{}
+		for _, r := range recs {
+			taken[r.Name] = true
+		}
+		rec.Name = pickName(taken)
+	}
+	err := m.reg.insert(ctx, rec)
+	m.mu.Unlock()
+	if err != nil {
+		return Computer{}, err
+	}
+	unlock := m.lock(rec.Name)
+	defer unlock()
+	if err := m.create(ctx, rec, opts.Progress); err != nil {
+		// Roll back even if ctx is done: that is often why create failed.
+		if rerr := m.destroy(context.WithoutCancel(ctx), rec); rerr != nil {
+			m.logf("create %s: roll back: %v", rec.Name, rerr)
+		}
+		return Computer{}, fmt.Errorf("create %s: %w", rec.Name, err)
+	}
+	rec.State = StateRunning
+	return Computer{Record: rec}, nil
+}
+
+func (m *Manager) create(ctx context.Context, rec Record, progress io.Writer) error {
+	if progress == nil {
+		progress = io.Discard
+	}
+	root, err := m.tmpl.Ensure(ctx, rec.Template, progress)
+	if err != nil {
+		return fmt.Errorf("template %s: %w", rec.Template, err)
+	}
+	spec := m.spec(rec, root)
+	if err := os.Mkdir(m.dir(rec.Name), 0o700); err != nil {
+		return err
+	}
+	if err := os.Mkdir(spec.StateDir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Mkdir(m.home(rec.Name), 0o755); err != nil {
+		return err
+	}
+	if err := m.ws.Format(ctx, m.volume(rec.Name)); err != nil {
+		return fmt.Errorf("format workspace: %w", err)
+	}
+	if err := m.rt.CreateDisk(ctx, spec); err != nil {
+		return fmt.Errorf("create root disk: %w", err)
+	}
+	return m.start(ctx, rec, root)
+}
+
+// start mounts the workspace and starts the sandbox of rec, whose lock the
+// caller holds.
+func (m *Manager) start(ctx context.Context, rec Record, root string) error {
+	home := m.home(rec.Name)
+	if isMountpoint(home) {
+		// Left mounted by a crash between start and stop; it may be dead.
+		if err := m.ws.Unmount(ctx, home); err != nil {
+			return fmt.Errorf("unmount stale workspace: %w", err)
+		}
+	}
+	if err := m.ws.Mount(ctx, m.volume(rec.Name), home); err != nil {
+		return fmt.Errorf("mount workspace: %w", err)
+	}
+	if err := ownHome(home); err != nil {
+		m.ws.Unmount(context.WithoutCancel(ctx), home)
+		return err
+	}
+	spec := m.spec(rec, root)
+	inst, err := m.rt.Start(ctx, spec)
+	if err != nil {
+		m.rt.Cleanup(context.WithoutCancel(ctx), spec)
+		m.ws.Unmount(context.WithoutCancel(ctx), home)
+		return fmt.Errorf("start: %w", err)
+	}
+	m.setLive(rec.Name, &live{inst: inst, hasBash: hasBash(root)})
+	if err := m.reg.setState(ctx, rec.Name, StateRunning); err != nil {
+		m.stop(context.WithoutCancel(ctx), rec)
+		return err
+	}
+	return nil
+}
+
+// ownHome gives the workspace root to the user ohm (once: the first start
+// finds it owned by root).
+func ownHome(home string) error {
+	var st syscall.Stat_t
+	if err := syscall.Stat(home, &st); err != nil {
+		return fmt.Errorf("workspace: %w", err)
+	}
+	if st.Uid == homeUID && st.Gid == homeUID {
+		return nil
+	}
+	if err := os.Chown(home, homeUID, homeUID); err != nil {
+		return fmt.Errorf("workspace: %w", err)
+	}
+	return nil
+}
+
+// hasBash reports whether a template root has bash, which run prefers.
+func hasBash(root string) bool {
+	for _, p := range []string{"bin/bash", "usr/bin/bash"} {
+		if _, err := os.Lstat(filepath.Join(root, p)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// stop stops the sandbox of rec, whose lock the caller holds, and unmounts
+// its workspace, which flushes it.
+func (m *Manager) stop(ctx context.Context, rec Record) error {
+	var errs []error
+	if l := m.live(rec.Name); l != nil {
+		if err := l.inst.Stop(ctx, stopGrace); err != nil {
+			errs = append(errs, fmt.Errorf("stop sandbox: %w", err))
+			if err := m.rt.Cleanup(ctx, m.spec(rec, m.builtRoot(ctx, rec.Template))); err != nil {
+				errs = append(errs, fmt.Errorf("clean up sandbox: %w", err))
+			}
+		}
+		m.setLive(rec.Name, nil)
+	}
+	if err := m.ws.Unmount(ctx, m.home(rec.Name)); err != nil {
+		errs = append(errs, fmt.Errorf("unmount workspace: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return m.reg.setState(ctx, rec.Name, StateStopped)
+}
+
+// destroy removes every trace of rec, whose lock the caller holds: sandbox,
+// workspace, state directory and row. It keeps going past errors so that as
+// much as possible is gone, and reports them all.
+func (m *Manager) destroy(ctx context.Context, rec Record) error {
+	var errs []error
+	if l := m.live(rec.Name); l != nil {
+		if err := l.inst.Stop(ctx, stopGrace); err != nil {
+			errs = append(errs, fmt.Errorf("stop sandbox: %w", err))
+		}
+		m.setLive(rec.Name, nil)
+	}
+	spec := m.spec(rec, m.builtRoot(ctx, rec.Template))
+	if _, err := os.Stat(spec.StateDir); err == nil {
+		if err := m.rt.Cleanup(ctx, spec); err != nil {
+			errs = append(errs, fmt.Errorf("clean up sandbox: %w", err))
+		}
+	}
+	if err := m.ws.Unmount(ctx, m.home(rec.Name)); err != nil {
+		errs = append(errs, fmt.Errorf("unmount workspace: %w", err))
+	}
+	if err := m.ws.Destroy(ctx, m.volume(rec.Name)); err != nil {
+		errs = append(errs, fmt.Errorf("destroy workspace: %w", err))
+	}
+	if len(errs) == 0 {
+		if err := os.RemoveAll(m.dir(rec.Name)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		// Keep the row (stopped) so that delete can be retried.
+		m.reg.setState(ctx, rec.Name, StateStopped)
+		return errors.Join(errs...)
+	}
+	return m.reg.remove(ctx, rec.Name)
+}
+
+// Start starts a stopped computer.
+func (m *Manager) Start(ctx context.Context, name string) error {
+	unlock := m.lock(name)
+	defer unlock()
+	rec, err := m.reg.get(ctx, name)
+	if err != nil {
+		return err
+	}
+	if rec.State != StateStopped {
+		return statef("computer %q is already %s", name, rec.State)
+	}
+	return m.startRec(ctx, rec)
+}
+
+func (m *Manager) startRec(ctx context.Context, rec Record) error {
+	root, err := m.tmpl.Ensure(ctx, rec.Template, io.Discard)
+	if err != nil {
+		return fmt.Errorf("start %s: template %s: %w", rec.Name, rec.Template, err)
+	}
+	if err := m.start(ctx, rec, root); err != nil {
+		return fmt.Errorf("start %s: %w", rec.Name, err)
+	}
+	return nil
+}
+
+// Stop stops a running computer: its processes get SIGTERM, then SIGKILL
+// after a grace period, and its workspace is flushed and unmounted.
+func (m *Manager) Stop(ctx context.Context, name string) error {
+	unlock := m.lock(name)
+	defer unlock()
+	rec, err := m.reg.get(ctx, name)
+	if err != nil {
+		return err
+	}
+	if rec.State != StateRunning {
+		return statef("computer %q is not running (it is %s)", name, rec.State)
+	}
+	if err := m.stop(ctx, rec); err != nil {
+		return fmt.Errorf("stop %s: %w", name, err)
+	}
+	return nil
+}
+
+// Delete removes a computer, stopping it first if it runs.
+func (m *Manager) Delete(ctx context.Context, name string) error {
+	unlock := m.lock(name)
+	defer unlock()
+	rec, err := m.reg.get(ctx, name)
+	if err != nil {
+		return err
+	}
+	if err := m.destroy(context.WithoutCancel(ctx), rec); err != nil {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// Get returns a computer's record.
+func (m *Manager) Get(ctx context.Context, name string) (Record, error) {
+	return m.reg.get(ctx, name)
+}
+
+// Info returns a computer with its root disk and workspace use.
+func (m *Manager) Info(ctx context.Context, name string) (Computer, error) {
+	rec, err := m.reg.get(ctx, name)
+	if err != nil {
+		return Computer{}, err
+	}
+	c := Computer{Record: rec}
+	if rec.State == StateCreating {
+		return c, nil
+	}
+	if du, err := m.rt.Usage(ctx, m.spec(rec, m.builtRoot(ctx, rec.Template))); err == nil {
+		c.Disk = &DiskUsage{SizeBytes: du.Size, UsedBytes: du.Used}
+	} else {
+		m.logf("info %s: root disk usage: %v", name, err)
+	}
+	if wu, err := m.ws.Usage(ctx, m.volume(name)); err == nil {
+		c.Workspace = &wu
+	} else {
+		m.logf("info %s: workspace usage: %v", name, err)
+	}
+	return c, nil
+}
+
+// List returns every computer, oldest first.
+func (m *Manager) List(ctx context.Context) ([]Record, error) {
+	return m.reg.list(ctx)
+}
+
+// ExecOptions describe a command to run in a computer.
+type ExecOptions struct {
+	Command string   // run through `bash -lc` (or `sh -c` without bash)
+	Argv    []string // run as is, instead of Command
+	User    string   // "ohm" (default) or "root"
+	Workdir string
+	Env     map[string]string
+	TTY     bool
+	Timeout time.Duration
+	// Rows and Cols are the initial window size with TTY, and Resize
+	// carries later sizes.
+	// TODO(d2): pass them on once internal/sandbox takes window sizes.
+	Rows, Cols uint16
+	Resize     <-chan [2]uint16
+}
+
+// Exec runs a command in computer name, starting the computer first if it
+// is stopped, and returns the command's exit code.
+func (m *Manager) Exec(ctx context.Context, name string, opts ExecOptions, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	req, err := execRequest(opts)
+	if err != nil {
+		return 0, err
+	}
+	l, err := m.ensureRunning(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	if req.Argv == nil {
+		if l.hasBash {
+			req.Argv = []string{"bash", "-lc", opts.Command}
+		} else {
+			req.Argv = []string{"sh", "-c", opts.Command}
+		}
+	}
+	code, err := l.inst.Exec(ctx, req, stdin, stdout, stderr)
+	if err != nil {
+		return code, fmt.Errorf("run in %s: %w", name, err)
+	}
+	return code, nil
+}
+
+func execRequest(opts ExecOptions) (sandbox.ExecRequest, error) {
+	req := sandbox.ExecRequest{User: opts.User, Workdir: opts.Workdir, TTY: opts.TTY, Timeout: opts.Timeout}
+	switch opts.User {
+	case "", "ohm", "root":
+	default:
+		return req, invalidf("invalid user %q: use ohm or root", opts.User)
+	}
+	if opts.Timeout < 0 {
+		return req, invalidf("invalid timeout %v", opts.Timeout)
+	}
+	if len(opts.Argv) > 0 {
+		req.Argv = opts.Argv
+	} else if opts.Command == "" {
+		return req, invalidf("no command to run")
+	}
+	for k, v := range opts.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
+			return req, invalidf("invalid environment variable %q", k)
+		}
+		req.Env = append(req.Env, k+"="+v)
+	}
+	sort.Strings(req.Env)
+	return req, nil
+}
+
+// ensureRunning returns the live sandbox of name, starting it if stopped.
+func (m *Manager) ensureRunning(ctx context.Context, name string) (*live, error) {
+	unlock := m.lock(name)
+	defer unlock()
+	rec, err := m.reg.get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	switch rec.State {
+	case StateCreating:
+		return nil, statef("computer %q is still being created", name)
+	case StateStopped:
+		if err := m.startRec(ctx, rec); err != nil {
+			return nil, err
+		}
+	}
+	l := m.live(name)
+	if l == nil {
+		return nil, fmt.Errorf("computer %q is recorded running but has no sandbox", name)
+	}
+	return l, nil
+}
+
+// reconcile brings the registry in line with reality at start-up.
+func (m *Manager) reconcile(ctx context.Context) error {
+	recs, err := m.reg.list(ctx)
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		switch rec.State {
+		case StateCreating:
+			// A daemon died mid-create: finish the roll back.
+			m.logf("reconcile %s: removing half-created computer", rec.Name)
+			if err := m.destroy(ctx, rec); err != nil {
+				m.logf("reconcile %s: %v", rec.Name, err)
+			}
+		case StateRunning:
+			root := m.builtRoot(ctx, rec.Template)
+			spec := m.spec(rec, root)
+			inst, err := m.rt.Attach(ctx, spec)
+			if err == nil {
+				m.setLive(rec.Name, &live{inst: inst, hasBash: hasBash(root)})
+				continue
+			}
+			m.logf("reconcile %s: not running (%v); marking it stopped", rec.Name, err)
+			if err := m.rt.Cleanup(ctx, spec); err != nil {
+				m.logf("reconcile %s: clean up sandbox: %v", rec.Name, err)
+			}
+			if err := m.ws.Unmount(ctx, m.home(rec.Name)); err != nil {
+				m.logf("reconcile %s: unmount workspace: %v", rec.Name, err)
+			}
+			if err := m.reg.setState(ctx, rec.Name, StateStopped); err != nil {
+				return err
+			}
+		case StateStopped:
+			if isMountpoint(m.home(rec.Name)) {
+				if err := m.ws.Unmount(ctx, m.home(rec.Name)); err != nil {
+					m.logf("reconcile %s: unmount workspace: %v", rec.Name, err)
+				}
+			}
+		}
+	}
+	return nil
+}

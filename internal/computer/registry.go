@@ -1,0 +1,153 @@
+package computer
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// State is where a computer is in its lifecycle. A deleted computer has no
+// row at all.
+type State string
+
+// The states of a computer (DESIGN.md section 2).
+const (
+	StateCreating State = "creating"
+	StateRunning  State = "running"
+	StateStopped  State = "stopped"
+)
+
+// Record is what the registry keeps about a computer.
+type Record struct {
+	Name       string            `json:"name"`
+	State      State             `json:"state"`
+	Template   string            `json:"template"`
+	DiskSizeMB int               `json:"disk_size_mb"`
+	CPUs       float64           `json:"cpus"`
+	MemoryMB   int               `json:"memory_mb"`
+	PIDs       int               `json:"pids"`
+	Env        map[string]string `json:"env,omitempty"`
+	CreatedAt  time.Time         `json:"created_at"`
+}
+
+// registry is the SQLite table of computers, <dataDir>/ohm.db.
+type registry struct{ db *sql.DB }
+
+const schema = `
+CREATE TABLE IF NOT EXISTS computers (
+	name         TEXT PRIMARY KEY,
+	state        TEXT NOT NULL,
+	template     TEXT NOT NULL,
+	disk_size_mb INTEGER NOT NULL,
+	cpus         REAL NOT NULL,
+	memory_mb    INTEGER NOT NULL,
+	pids         INTEGER NOT NULL,
+	env          TEXT NOT NULL DEFAULT '{}',
+	created_at   TEXT NOT NULL,
+	updated_at   TEXT NOT NULL
+);`
+
+func openRegistry(ctx context.Context, path string) (*registry, error) {
+	// One connection: the registry is tiny and writes must serialize anyway.
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(FULL)")
+	if err != nil {
+		return nil, fmt.Errorf("open registry %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open registry %s: %w", path, err)
+	}
+	return &registry{db: db}, nil
+}
+
+func (r *registry) close() error { return r.db.Close() }
+
+// insert adds rec; it fails with CodeExists if the name is taken.
+func (r *registry) insert(ctx context.Context, rec Record) error {
+	env, err := json.Marshal(rec.Env)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	_, err = r.db.ExecContext(ctx, `INSERT INTO computers
+		(name, state, template, disk_size_mb, cpus, memory_mb, pids, env, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		rec.Name, rec.State, rec.Template, rec.DiskSizeMB, rec.CPUs, rec.MemoryMB, rec.PIDs, string(env),
+		rec.CreatedAt.UTC().Format(time.RFC3339Nano), now)
+	if err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed") {
+		return &Error{Code: CodeExists, Msg: fmt.Sprintf("computer %q already exists", rec.Name)}
+	}
+	if err != nil {
+		return fmt.Errorf("record computer %s: %w", rec.Name, err)
+	}
+	return nil
+}
+
+func (r *registry) setState(ctx context.Context, name string, s State) error {
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	res, err := r.db.ExecContext(ctx, `UPDATE computers SET state = ?, updated_at = ? WHERE name = ?`, s, now, name)
+	if err != nil {
+		return fmt.Errorf("set state of %s: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound(name)
+	}
+	return nil
+}
+
+func (r *registry) remove(ctx context.Context, name string) error {
+	if _, err := r.db.ExecContext(ctx, `DELETE FROM computers WHERE name = ?`, name); err != nil {
+		return fmt.Errorf("remove computer %s: %w", name, err)
+	}
+	return nil
+}
+
+const columns = `name, state, template, disk_size_mb, cpus, memory_mb, pids, env, created_at`
+
+func scanRecord(row interface{ Scan(...any) error }) (Record, error) {
+	var rec Record
+	var env, created string
+	if err := row.Scan(&rec.Name, &rec.State, &rec.Template, &rec.DiskSizeMB, &rec.CPUs, &rec.MemoryMB, &rec.PIDs, &env, &created); err != nil {
+		return Record{}, err
+	}
+	if err := json.Unmarshal([]byte(env), &rec.Env); err != nil {
+		return Record{}, fmt.Errorf("computer %s: bad env in registry: %w", rec.Name, err)
+	}
+	rec.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
+	return rec, nil
+}
+
+func (r *registry) get(ctx context.Context, name string) (Record, error) {
+	rec, err := scanRecord(r.db.QueryRowContext(ctx, `SELECT `+columns+` FROM computers WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Record{}, notFound(name)
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("look up computer %s: %w", name, err)
+	}
+	return rec, nil
+}
+
+func (r *registry) list(ctx context.Context) ([]Record, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT `+columns+` FROM computers ORDER BY created_at, name`)
+	if err != nil {
+		return nil, fmt.Errorf("list computers: %w", err)
+	}
+	defer rows.Close()
+	var recs []Record
+	for rows.Next() {
+		rec, err := scanRecord(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list computers: %w", err)
+		}
+		recs = append(recs, rec)
+	}
+	return recs, rows.Err()
+}

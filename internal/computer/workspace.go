@@ -1,0 +1,185 @@
+package computer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"ohm/internal/ohmfs/volume"
+)
+
+// Workspace manages the workspace volumes of computers: one volume per
+// computer, mounted on the host while the computer runs.
+type Workspace interface {
+	// Format creates an empty volume at vol.
+	Format(ctx context.Context, vol string) error
+	// Mount mounts vol at mountpoint in a process that outlives the caller.
+	Mount(ctx context.Context, vol, mountpoint string) error
+	// Unmount flushes and unmounts mountpoint: every write made before it
+	// is durable once it returns.
+	Unmount(ctx context.Context, mountpoint string) error
+	// Destroy removes vol and all its data.
+	Destroy(ctx context.Context, vol string) error
+	// Usage reports the bytes and files vol holds.
+	Usage(ctx context.Context, vol string) (WorkspaceUsage, error)
+}
+
+// WorkspaceUsage is what a workspace holds.
+type WorkspaceUsage struct {
+	UsedBytes   uint64 `json:"used_bytes"`
+	StoredBytes uint64 `json:"stored_bytes"`
+	Files       uint64 `json:"files"`
+	Capacity    uint64 `json:"capacity_bytes"`
+}
+
+// OhmfsWorkspace keeps workspaces as ohmfs file volumes, driven through
+// `ohm fs` subcommands of the binary Exe so that each mount is its own
+// process and survives a restart of the daemon.
+type OhmfsWorkspace struct {
+	Exe string // the ohm binary
+}
+
+// Format runs `ohm fs format vol`.
+func (w OhmfsWorkspace) Format(ctx context.Context, vol string) error {
+	return w.run(ctx, "fs", "format", vol)
+}
+
+// Mount runs `ohm fs mount vol mountpoint --background`.
+func (w OhmfsWorkspace) Mount(ctx context.Context, vol, mountpoint string) error {
+	return w.run(ctx, "fs", "mount", vol, mountpoint, "--background")
+}
+
+// Unmount runs `ohm fs umount mountpoint`; if the mount's process is gone
+// (the mountpoint answers ENOTCONN) it detaches the dead mount instead.
+func (w OhmfsWorkspace) Unmount(ctx context.Context, mountpoint string) error {
+	if !isMountpoint(mountpoint) {
+		return nil
+	}
+	if _, err := os.Stat(mountpoint); errors.Is(err, syscall.ENOTCONN) {
+		return detach(mountpoint)
+	}
+	return w.run(ctx, "fs", "umount", mountpoint)
+}
+
+// Destroy runs `ohm fs destroy vol`.
+func (w OhmfsWorkspace) Destroy(ctx context.Context, vol string) error {
+	if _, err := os.Stat(vol); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return w.run(ctx, "fs", "destroy", vol)
+}
+
+// Usage reads the volume's committed metadata.
+func (w OhmfsWorkspace) Usage(ctx context.Context, vol string) (WorkspaceUsage, error) {
+	st, err := volume.Inspect(ctx, vol)
+	if err != nil {
+		return WorkspaceUsage{}, err
+	}
+	return WorkspaceUsage{UsedBytes: st.UsedBytes, StoredBytes: st.StoredBytes, Files: st.Files, Capacity: st.Capacity}, nil
+}
+
+func (w OhmfsWorkspace) run(ctx context.Context, args ...string) error {
+	// The output goes to a file, not a pipe: a backgrounded mount process
+	// inherits it and would keep a pipe open, so Wait would never return.
+	out, err := os.CreateTemp("", "ohm-fs-*.log")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(out.Name())
+	defer out.Close()
+	cmd := exec.CommandContext(ctx, w.Exe, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Run(); err != nil {
+		b, _ := os.ReadFile(out.Name())
+		msg := strings.TrimSpace(string(b))
+		msg = strings.TrimPrefix(msg, "ohm: ")
+		if msg == "" {
+			msg = err.Error()
+		}
+		return fmt.Errorf("ohm %s: %s", strings.Join(args, " "), msg)
+	}
+	return nil
+}
+
+// DirWorkspace keeps workspaces as plain host directories, bind-mounted. It
+// is for development and tests where ohmfs is not at hand.
+type DirWorkspace struct{}
+
+// Format creates the directory vol.
+func (DirWorkspace) Format(ctx context.Context, vol string) error {
+	if err := os.Mkdir(vol, 0o755); err != nil {
+		return fmt.Errorf("format %s: %w", vol, err)
+	}
+	return nil
+}
+
+// Mount bind-mounts vol at mountpoint.
+func (DirWorkspace) Mount(ctx context.Context, vol, mountpoint string) error {
+	if err := syscall.Mount(vol, mountpoint, "", syscall.MS_BIND, ""); err != nil {
+		return fmt.Errorf("mount %s: %w", vol, err)
+	}
+	return nil
+}
+
+// Unmount unmounts mountpoint.
+func (DirWorkspace) Unmount(ctx context.Context, mountpoint string) error {
+	if !isMountpoint(mountpoint) {
+		return nil
+	}
+	if err := syscall.Unmount(mountpoint, 0); err != nil {
+		return fmt.Errorf("unmount %s: %w", mountpoint, err)
+	}
+	return nil
+}
+
+// Destroy removes vol.
+func (DirWorkspace) Destroy(ctx context.Context, vol string) error { return os.RemoveAll(vol) }
+
+// Usage reports nothing: a plain directory is not measured.
+func (DirWorkspace) Usage(ctx context.Context, vol string) (WorkspaceUsage, error) {
+	return WorkspaceUsage{}, nil
+}
+
+// detach lazily unmounts a mount whose process died.
+func detach(mountpoint string) error {
+	if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach dead mount %s: %w", mountpoint, err)
+	}
+	return nil
+}
+
+// isMountpoint reports whether path is a mount point in this mount
+// namespace. It reads /proc/self/mountinfo rather than stat-ing path, which
+// would hang or fail on a dead FUSE mount.
+func isMountpoint(path string) bool {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	want := []byte(escapeMountPath(path))
+	for sc.Scan() {
+		fields := bytes.Fields(sc.Bytes())
+		if len(fields) > 4 && bytes.Equal(fields[4], want) {
+			return true
+		}
+	}
+	return false
+}
+
+// escapeMountPath escapes path as mountinfo does (octal for space, tab,
+// newline and backslash).
+func escapeMountPath(path string) string {
+	r := strings.NewReplacer(" ", `\040`, "\t", `\011`, "\n", `\012`, `\`, `\134`)
+	return r.Replace(path)
+}
