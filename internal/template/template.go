@@ -363,7 +363,7 @@ func (s *Store) build(ctx context.Context, r recipe, progress io.Writer) (string
 		return "", fmt.Errorf("build template %s: %w", r.name, err)
 	}
 	syncDir(s.dir)
-	p.Donef("Built template %s in %s (%s)", r.name, time.Since(start).Round(100*time.Millisecond), humanBytes(size))
+	p.Donef("Built template %s in %s (%s)", r.name, roundDuration(time.Since(start)), humanBytes(size))
 	return s.RootPath(r.name), nil
 }
 
@@ -560,6 +560,17 @@ func syncDir(dir string) {
 		f.Sync()
 		f.Close()
 	}
+}
+
+// roundDuration keeps two or three significant digits of d.
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond)
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Second)
 }
 
 func humanBytes(n uint64) string {
