@@ -14,7 +14,15 @@ package volume
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
 	"time"
 
 	"ohm/internal/ohmfs/blockstore"
@@ -22,17 +30,76 @@ import (
 	"ohm/internal/ohmfs/objstore"
 )
 
-var errTODO = errors.New("volume: not implemented yet")
-
 // DefaultCapacity is what statfs reports as the size of a volume unless
 // Format is given another: 1 PiB, shown by df as 1.0P.
 const DefaultCapacity = 1 << 50
+
+// FormatVersion is the version of the volume layout Format writes.
+const FormatVersion = 1
 
 // ErrNotVolume is returned (wrapped) for a location that holds no ohmfs volume.
 var ErrNotVolume = errors.New("not an ohmfs volume")
 
 // ErrBusy is returned (wrapped) by Open when another process has the volume open.
 var ErrBusy = errors.New("volume is in use")
+
+const (
+	identityKey = "ohmfs.json"
+	metaPath    = "meta/meta.db"
+	lockName    = "lock"
+)
+
+// identity is the content of ohmfs.json.
+type identity struct {
+	UUID          string    `json:"uuid"`
+	Capacity      uint64    `json:"capacity"`
+	Created       time.Time `json:"created"`
+	FormatVersion int       `json:"format_version"`
+}
+
+// location is a resolved volume URL.
+type location struct {
+	url  string
+	dir  string // the file backend's directory
+	objs objstore.Store
+}
+
+func resolve(ctx context.Context, url string) (*location, error) {
+	objs, err := objstore.Open(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: %w", url, err)
+	}
+	fs, ok := objs.(*objstore.FileStore)
+	if !ok {
+		return nil, fmt.Errorf("volume %s: only local directory volumes are supported", url)
+	}
+	return &location{url: url, dir: fs.Root(), objs: objs}, nil
+}
+
+func (l *location) metaPath() string { return filepath.Join(l.dir, filepath.FromSlash(metaPath)) }
+func (l *location) lockPath() string { return filepath.Join(l.dir, lockName) }
+
+// identity reads ohmfs.json, failing with ErrNotVolume if it is absent.
+func (l *location) identity(ctx context.Context) (identity, error) {
+	var id identity
+	b, err := l.objs.Get(ctx, identityKey, 0, -1)
+	if errors.Is(err, objstore.ErrNotFound) {
+		if _, serr := os.Stat(l.dir); errors.Is(serr, fs.ErrNotExist) {
+			return id, fmt.Errorf("%s: %w (no such directory)", l.url, ErrNotVolume)
+		}
+		return id, fmt.Errorf("%s: %w (no %s)", l.url, ErrNotVolume, identityKey)
+	}
+	if err != nil {
+		return id, fmt.Errorf("volume %s: %w", l.url, err)
+	}
+	if err := json.Unmarshal(b, &id); err != nil || id.UUID == "" {
+		return id, fmt.Errorf("%s: %w (unreadable %s)", l.url, ErrNotVolume, identityKey)
+	}
+	if id.FormatVersion > FormatVersion {
+		return id, fmt.Errorf("volume %s has format version %d; this ohm knows up to %d", l.url, id.FormatVersion, FormatVersion)
+	}
+	return id, nil
+}
 
 // FormatOptions tune Format.
 type FormatOptions struct {
@@ -41,15 +108,108 @@ type FormatOptions struct {
 
 // Format creates a new, empty volume at url. It refuses a location that
 // already holds a volume or any other files.
-func Format(ctx context.Context, url string, opts FormatOptions) error { return errTODO }
+func Format(ctx context.Context, url string, opts FormatOptions) (err error) {
+	l, err := resolve(ctx, url)
+	if err != nil {
+		return err
+	}
+	capacity := opts.Capacity
+	if capacity == 0 {
+		capacity = DefaultCapacity
+	}
+
+	created := false
+	switch ents, rerr := os.ReadDir(l.dir); {
+	case errors.Is(rerr, fs.ErrNotExist):
+		if err := os.MkdirAll(l.dir, 0o755); err != nil {
+			return fmt.Errorf("format %s: %w", url, err)
+		}
+		created = true
+	case rerr != nil:
+		return fmt.Errorf("format %s: %w", url, rerr)
+	case len(ents) > 0:
+		if _, err := os.Stat(filepath.Join(l.dir, identityKey)); err == nil {
+			return fmt.Errorf("format %s: the location already holds an ohmfs volume", url)
+		}
+		return fmt.Errorf("format %s: the directory is not empty and not an ohmfs volume", url)
+	}
+	// Leave nothing behind if formatting fails half way.
+	defer func() {
+		if err == nil {
+			return
+		}
+		if created {
+			os.RemoveAll(l.dir)
+		} else {
+			os.RemoveAll(filepath.Dir(l.metaPath()))
+		}
+	}()
+
+	var raw [16]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return fmt.Errorf("format %s: %w", url, err)
+	}
+	id := identity{
+		UUID:          hex.EncodeToString(raw[:]),
+		Capacity:      capacity,
+		Created:       time.Now().UTC().Truncate(time.Second),
+		FormatVersion: FormatVersion,
+	}
+	if err := os.Mkdir(filepath.Dir(l.metaPath()), 0o755); err != nil {
+		return fmt.Errorf("format %s: %w", url, err)
+	}
+	settings := map[string]string{
+		"uuid":           id.UUID,
+		"capacity":       strconv.FormatUint(capacity, 10),
+		"chunk_size":     strconv.Itoa(meta.ChunkSize),
+		"format_version": strconv.Itoa(FormatVersion),
+	}
+	if err := meta.Create(ctx, l.metaPath(), 0, 0, settings); err != nil {
+		return fmt.Errorf("format %s: %w", url, err)
+	}
+	b, err := json.MarshalIndent(id, "", "  ")
+	if err != nil {
+		return fmt.Errorf("format %s: %w", url, err)
+	}
+	// Last, and atomically: a location with ohmfs.json is a whole volume.
+	if err := l.objs.Put(ctx, identityKey, append(b, '\n')); err != nil {
+		return fmt.Errorf("format %s: %w", url, err)
+	}
+	return nil
+}
 
 // Holder says who has a volume open; it is stored in the lock so that
 // status can tell.
 type Holder struct {
 	PID        int       `json:"pid"`
 	Mountpoint string    `json:"mountpoint,omitempty"`
+	Command    string    `json:"command,omitempty"` // what holds it when not a mount, e.g. "ohm fs gc"
 	Since      time.Time `json:"since"`
 }
+
+// BusyError is the error of an attempt to open a volume that another
+// process holds. It matches ErrBusy with errors.Is.
+type BusyError struct {
+	URL    string
+	Holder *Holder // nil if the holder could not be read
+}
+
+func (e *BusyError) Error() string {
+	h := e.Holder
+	switch {
+	case h == nil || h.PID == 0:
+		return fmt.Sprintf("volume %s is in use by another process", e.URL)
+	case h.Mountpoint != "":
+		return fmt.Sprintf("volume %s is already mounted at %s by pid %d", e.URL, h.Mountpoint, h.PID)
+	case h.Command != "":
+		return fmt.Sprintf("volume %s is in use by pid %d (%s)", e.URL, h.PID, h.Command)
+	default:
+		return fmt.Sprintf("volume %s is in use by pid %d", e.URL, h.PID)
+	}
+}
+
+// Unwrap makes errors.Is(err, ErrBusy) true.
+func (e *BusyError) Unwrap() error { return ErrBusy }
 
 // OpenOptions tune Open.
 type OpenOptions struct {
@@ -65,17 +225,68 @@ type Volume struct {
 	Objects  objstore.Store
 	Blocks   *blockstore.Store
 	Meta     *meta.DB
+
+	lock *lockFile
 }
 
 // Open opens the volume at url for writing. It fails with ErrBusy (naming
 // the holder's pid and mountpoint) if another process has it open, and with
 // ErrNotVolume if url holds no volume.
 func Open(ctx context.Context, url string, opts OpenOptions) (*Volume, error) {
-	return nil, errTODO
+	l, err := resolve(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	return l.open(ctx, Holder{Mountpoint: opts.Mountpoint}, opts.CacheBytes)
+}
+
+func (l *location) open(ctx context.Context, h Holder, cacheBytes int64) (*Volume, error) {
+	id, err := l.identity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	lock, err := acquire(l.url, l.lockPath(), h)
+	if err != nil {
+		return nil, err
+	}
+	db, err := meta.Open(ctx, l.metaPath(), meta.Options{})
+	if err != nil {
+		lock.release()
+		return nil, fmt.Errorf("open volume %s: %w", l.url, err)
+	}
+	uuid, err := db.Setting(ctx, "uuid")
+	if err == nil && uuid != id.UUID {
+		err = fmt.Errorf("%w (its metadata belongs to volume %q, %s says %q)", ErrNotVolume, uuid, identityKey, id.UUID)
+	}
+	if err != nil {
+		db.Close(ctx)
+		lock.release()
+		return nil, fmt.Errorf("open volume %s: %w", l.url, err)
+	}
+	return &Volume{
+		URL:      l.url,
+		UUID:     id.UUID,
+		Capacity: id.Capacity,
+		Objects:  l.objs,
+		Blocks:   blockstore.New(l.objs, blockstore.Options{CacheBytes: cacheBytes}),
+		Meta:     db,
+		lock:     lock,
+	}, nil
 }
 
 // Close commits the metadata, closes it and releases the lock.
-func (v *Volume) Close(ctx context.Context) error { return errTODO }
+func (v *Volume) Close(ctx context.Context) error {
+	if v.lock == nil {
+		return nil
+	}
+	err := v.Meta.Close(ctx)
+	v.lock.release()
+	v.lock = nil
+	if err != nil {
+		return fmt.Errorf("close volume %s: %w", v.URL, err)
+	}
+	return nil
+}
 
 // Status is what `ohm fs status` reports.
 type Status struct {
@@ -93,27 +304,298 @@ type Status struct {
 
 // Inspect reports a volume's status. It works whether or not the volume is
 // mounted (it reads the committed metadata only).
-func Inspect(ctx context.Context, url string) (Status, error) { return Status{}, errTODO }
+func Inspect(ctx context.Context, url string) (Status, error) {
+	l, err := resolve(ctx, url)
+	if err != nil {
+		return Status{}, err
+	}
+	id, err := l.identity(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	st := Status{URL: url, UUID: id.UUID, Capacity: id.Capacity}
+	if st.Mounted, st.Holder, err = held(l.lockPath()); err != nil {
+		return Status{}, fmt.Errorf("status of %s: %w", url, err)
+	}
+	db, err := meta.Open(ctx, l.metaPath(), meta.Options{ReadOnly: true})
+	if err != nil {
+		return Status{}, fmt.Errorf("status of %s: %w", url, err)
+	}
+	defer db.Close(ctx)
+	u, err := db.Usage(ctx)
+	if err != nil {
+		return Status{}, fmt.Errorf("status of %s: %w", url, err)
+	}
+	st.Files, st.UsedBytes = u.Inodes, u.UsedBytes
+	freed, err := db.FreedBlocks(ctx, time.Now().Add(100*365*24*time.Hour))
+	if err != nil {
+		return Status{}, fmt.Errorf("status of %s: %w", url, err)
+	}
+	st.FreedBlocks = uint64(len(freed))
+	bs := blockstore.New(l.objs, blockstore.Options{CacheBytes: -1})
+	err = bs.List(ctx, func(_ uint64, size int64, _ time.Time) error {
+		st.Blocks++
+		st.StoredBytes += uint64(size)
+		return nil
+	})
+	if err != nil {
+		return Status{}, fmt.Errorf("status of %s: %w", url, err)
+	}
+	return st, nil
+}
+
+// FsckOptions tune FsckVolume.
+type FsckOptions struct {
+	// Deep reads every referenced block and verifies its checksum, instead
+	// of only checking that it exists.
+	Deep bool
+}
+
+// FsckReport is what FsckVolume finds.
+type FsckReport struct {
+	Problems           []meta.Problem
+	ReferencedBlocks   uint64 // distinct blocks the metadata references
+	UnreferencedBlocks uint64 // blocks in the store nothing references (gc's business, not a problem)
+}
 
 // Fsck checks a volume that is not mounted: the metadata's own invariants
 // and that every referenced block exists in the store. It returns the
 // problems found (none on a healthy volume).
-func Fsck(ctx context.Context, url string) ([]meta.Problem, error) { return nil, errTODO }
+func Fsck(ctx context.Context, url string) ([]meta.Problem, error) {
+	r, err := FsckVolume(ctx, url, FsckOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return r.Problems, nil
+}
+
+// FsckVolume is Fsck with options and a fuller report.
+func FsckVolume(ctx context.Context, url string, opts FsckOptions) (*FsckReport, error) {
+	l, err := resolve(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	v, err := l.open(ctx, Holder{Command: "ohm fs fsck"}, -1)
+	if err != nil {
+		return nil, err
+	}
+	r, err := v.fsck(ctx, opts)
+	if cerr := v.Close(ctx); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fsck %s: %w", url, err)
+	}
+	return r, nil
+}
+
+func (v *Volume) fsck(ctx context.Context, opts FsckOptions) (*FsckReport, error) {
+	r := &FsckReport{}
+	problems, err := v.Meta.Check(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.Problems = problems
+	stored, err := v.listBlocks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	referenced := make(map[uint64]bool)
+	err = v.Meta.ReferencedBlocks(ctx, func(id uint64) error {
+		if referenced[id] {
+			return nil // shared blocks are fine (hard links share inodes, snapshots share blocks)
+		}
+		referenced[id] = true
+		b, ok := stored[id]
+		switch {
+		case !ok:
+			r.Problems = append(r.Problems, meta.Problem{Detail: fmt.Sprintf("block %d (%s) is referenced but missing from the store", id, blockstore.Key(id))})
+		case opts.Deep:
+			if err := v.Blocks.Verify(ctx, id); err != nil {
+				r.Problems = append(r.Problems, meta.Problem{Detail: err.Error()})
+			}
+		case b.size < 16:
+			r.Problems = append(r.Problems, meta.Problem{Detail: fmt.Sprintf("block %d (%s) is truncated: %d bytes", id, blockstore.Key(id), b.size)})
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.ReferencedBlocks = uint64(len(referenced))
+	for id := range stored {
+		if !referenced[id] {
+			r.UnreferencedBlocks++
+		}
+	}
+	return r, nil
+}
+
+type storedBlock struct {
+	size  int64
+	mtime time.Time
+}
+
+func (v *Volume) listBlocks(ctx context.Context) (map[uint64]storedBlock, error) {
+	stored := make(map[uint64]storedBlock)
+	err := v.Blocks.List(ctx, func(id uint64, size int64, mtime time.Time) error {
+		stored[id] = storedBlock{size, mtime}
+		return nil
+	})
+	return stored, err
+}
 
 // GCResult says what GC did.
 type GCResult struct {
 	DeletedBlocks uint64 `json:"deleted_blocks"`
 	DeletedBytes  uint64 `json:"deleted_bytes"`
-	KeptYoung     uint64 `json:"kept_young"` // unreferenced but younger than the grace period
+	KeptYoung     uint64 `json:"kept_young"`     // unreferenced but younger than the grace period
+	PurgedOrphans uint64 `json:"purged_orphans"` // files unlinked while open before a crash, now deleted
+	TempFiles     uint64 `json:"temp_files"`     // crash leftovers of interrupted writes, removed
 }
 
 // GC deletes blocks that nothing references and that were freed (or, for
 // blocks never referenced, written) more than grace ago. A volume that is
 // mounted is collected through its mount, not here: GC fails with ErrBusy.
 func GC(ctx context.Context, url string, grace time.Duration) (GCResult, error) {
-	return GCResult{}, errTODO
+	l, err := resolve(ctx, url)
+	if err != nil {
+		return GCResult{}, err
+	}
+	v, err := l.open(ctx, Holder{Command: "ohm fs gc"}, -1)
+	if errors.Is(err, ErrBusy) {
+		return GCResult{}, fmt.Errorf("%w; it collects its own garbage while mounted", err)
+	}
+	if err != nil {
+		return GCResult{}, err
+	}
+	res, err := v.gc(ctx, grace)
+	if cerr := v.Close(ctx); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return res, fmt.Errorf("gc %s: %w", url, err)
+	}
+	return res, nil
+}
+
+func (v *Volume) gc(ctx context.Context, grace time.Duration) (GCResult, error) {
+	var res GCResult
+	cutoff := time.Now().Add(-grace)
+
+	// Nothing has the volume open, so orphans (unlinked while open, then
+	// a crash) are garbage now. Purging frees their blocks for later.
+	orphans, err := v.Meta.Orphans(ctx)
+	if err != nil {
+		return res, err
+	}
+	for _, ino := range orphans {
+		if err := v.Meta.Purge(ctx, ino); err != nil {
+			return res, err
+		}
+		res.PurgedOrphans++
+	}
+	if err := v.Meta.Commit(ctx); err != nil {
+		return res, err
+	}
+
+	stored, err := v.listBlocks(ctx)
+	if err != nil {
+		return res, err
+	}
+	referenced := make(map[uint64]bool)
+	if err := v.Meta.ReferencedBlocks(ctx, func(id uint64) error { referenced[id] = true; return nil }); err != nil {
+		return res, err
+	}
+	freed, err := v.Meta.FreedBlocks(ctx, time.Now().Add(100*365*24*time.Hour))
+	if err != nil {
+		return res, err
+	}
+	deleteBlock := func(id uint64) error {
+		if b, ok := stored[id]; ok {
+			if err := v.Blocks.Delete(ctx, id); err != nil {
+				return err
+			}
+			res.DeletedBlocks++
+			res.DeletedBytes += uint64(b.size)
+			delete(stored, id)
+		}
+		return nil
+	}
+
+	// Freed blocks past the grace period. The objects go first: a crash
+	// before ForgetFreed only leaves ids whose deletion is repeated.
+	inFreed := make(map[uint64]bool, len(freed))
+	var forget []uint64
+	for _, f := range freed {
+		inFreed[f.ID] = true
+		if referenced[f.ID] || f.FreedAt.After(cutoff) {
+			continue // a referenced block in the freed list would be a meta bug: never delete it
+		}
+		if err := deleteBlock(f.ID); err != nil {
+			return res, err
+		}
+		forget = append(forget, f.ID)
+	}
+	if err := v.Meta.ForgetFreed(ctx, forget); err != nil {
+		return res, err
+	}
+	if err := v.Meta.Commit(ctx); err != nil {
+		return res, err
+	}
+
+	// Blocks nothing references and the freed list does not know: written
+	// by a mount that crashed before committing the chunks that named them.
+	for id, b := range stored {
+		if referenced[id] {
+			continue
+		}
+		if inFreed[id] || !b.mtime.Before(cutoff) {
+			res.KeptYoung++
+			continue
+		}
+		if err := deleteBlock(id); err != nil {
+			return res, err
+		}
+	}
+
+	n, err := objstore.CleanTemp(ctx, v.Objects, grace)
+	res.TempFiles = uint64(n)
+	return res, err
 }
 
 // Destroy removes the volume and all its data. It fails with ErrBusy if the
-// volume is open.
-func Destroy(ctx context.Context, url string) error { return errTODO }
+// volume is open, and with ErrNotVolume (removing nothing) if url holds no
+// volume.
+func Destroy(ctx context.Context, url string) error {
+	l, err := resolve(ctx, url)
+	if err != nil {
+		return err
+	}
+	if _, err := l.identity(ctx); err != nil {
+		return err
+	}
+	lock, err := acquire(l.url, l.lockPath(), Holder{Command: "ohm fs destroy"})
+	if err != nil {
+		return err
+	}
+	defer lock.release()
+	// ohmfs.json goes last, so that an interrupted destroy can be run
+	// again: the location stays recognisably a volume until the end.
+	ents, err := os.ReadDir(l.dir)
+	if err != nil {
+		return fmt.Errorf("destroy %s: %w", url, err)
+	}
+	for _, e := range ents {
+		if e.Name() == identityKey {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(l.dir, e.Name())); err != nil {
+			return fmt.Errorf("destroy %s: %w", url, err)
+		}
+	}
+	if err := os.RemoveAll(l.dir); err != nil {
+		return fmt.Errorf("destroy %s: %w", url, err)
+	}
+	return nil
+}
