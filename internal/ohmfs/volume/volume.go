@@ -67,7 +67,7 @@ type location struct {
 func resolve(ctx context.Context, url string) (*location, error) {
 	objs, err := objstore.Open(ctx, url)
 	if err != nil {
-		return nil, fmt.Errorf("volume %s: %w", url, err)
+		return nil, err // it names url
 	}
 	fs, ok := objs.(*objstore.FileStore)
 	if !ok {
