@@ -47,7 +47,7 @@ demo: deps build
 	@OHM_BIN=$(CURDIR)/bin/ohm scripts/demo.sh
 
 bench: deps build
-	bin/ohm fs bench $(BENCH_DIR) --out docs/benchmarks.md
+	bin/ohm bench $(BENCH_DIR) --out docs/benchmarks.md
 
 clean:
 	rm -rf bin
