@@ -282,7 +282,8 @@ func (fs *FS) bufCap(f *file, need int) int {
 }
 
 // dirtyChunkLocked returns a writable dirty chunk idx of f for a write of
-// [from, to) in it, loading the stored data unless the write covers it.
+// [from, to) in it, loading the stored data unless the write covers it
+// (from 0, to 0 always loads).
 func (fs *FS) dirtyChunkLocked(ctx context.Context, f *file, idx uint64, from, to int) (*dchunk, error) {
 	if dc := f.dirty[idx]; dc != nil {
 		if !dc.uploading {
@@ -599,7 +600,7 @@ func (fs *FS) flushStartLocked(ctx context.Context, f *file) []chan struct{} {
 		// Chunk 0 may be inline but the file is no longer small.
 		if f.dirty[0] == nil {
 			if c, ok, err := fs.chunkLocked(ctx, f, 0); err == nil && ok && c.BlockID == 0 {
-				if _, err := fs.dirtyChunkLocked(ctx, f, 0, 0, 1); err != nil {
+				if _, err := fs.dirtyChunkLocked(ctx, f, 0, 0, 0); err != nil {
 					f.setErr(err)
 				}
 			}
@@ -884,7 +885,7 @@ func (fs *FS) Fallocate(ctx context.Context, ino meta.Ino, fh Handle, off, lengt
 		if f.dirty[idx] == nil && !inMeta {
 			continue
 		}
-		dc, err := fs.dirtyChunkLocked(ctx, f, idx, 0, chunkSize) // 0..chunkSize: never "covered", so it loads
+		dc, err := fs.dirtyChunkLocked(ctx, f, idx, 0, 0) // an empty write range always loads
 		if err != nil {
 			return err
 		}

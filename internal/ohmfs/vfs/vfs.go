@@ -242,7 +242,9 @@ func (fs *FS) commit(ctx context.Context) error {
 		fs.cStarted++
 		seq := fs.cStarted
 		fs.cmu.Unlock()
-		err := fs.m.Commit(ctx)
+		// Not the caller's ctx: a cancelled request must not break a
+		// commit others wait for.
+		err := fs.m.Commit(fs.bg)
 		fs.cmu.Lock()
 		fs.committing = false
 		fs.cDone = seq
@@ -368,7 +370,7 @@ func (fs *FS) SetAttr(ctx context.Context, ino meta.Ino, set meta.SetAttr) (meta
 	if err != nil {
 		return meta.Attr{}, err
 	}
-	defer f.mu.Unlock()
+	defer fs.unlockFile(f)
 	if !f.regular {
 		if f.dir {
 			return meta.Attr{}, syscall.EISDIR
@@ -544,7 +546,7 @@ func (fs *FS) Open(ctx context.Context, ino meta.Ino, flags uint32) (Handle, err
 	if err != nil {
 		return 0, err
 	}
-	defer f.mu.Unlock()
+	defer fs.unlockFile(f)
 	if f.dir {
 		return 0, syscall.EISDIR
 	}

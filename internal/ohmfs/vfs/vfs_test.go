@@ -572,3 +572,61 @@ func TestSetgidDirectory(t *testing.T) {
 		t.Errorf("file gid %d", f.Gid)
 	}
 }
+
+// TestSyncBetweenWrites flushes between the writes, so that later writes
+// meet stored chunks (inline, then blocks) rather than dirty buffers.
+func TestSyncBetweenWrites(t *testing.T) {
+	const cs = meta.ChunkSize
+	type op struct {
+		off, n int
+		punch  bool
+	}
+	tests := []struct {
+		name string
+		ops  []op
+	}{
+		{"inline one byte grows into a block", []op{{0, 1, false}, {100000, 10, false}}},
+		{"inline grows by append", []op{{0, 5000, false}, {5000, 70000, false}}},
+		{"block partial overwrite", []op{{0, cs + 10, false}, {10, 10, false}, {cs + 5, 1, false}}},
+		{"punch partial stored chunk", []op{{0, 2*cs + 10, false}, {100, 5000, true}, {cs - 10, 30, true}}},
+		{"punch whole chunk", []op{{0, 3 * cs, false}, {cs, cs, true}}},
+		{"punch inline", []op{{0, 3000, false}, {1000, 100, true}}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			fs, v := newFS(t, Config{})
+			ino, fh := create(t, fs, "f")
+			var want []byte
+			for j, o := range tt.ops {
+				if o.punch {
+					if err := fs.Fallocate(ctx, ino, fh, int64(o.off), int64(o.n), fallocPunchHole|fallocKeepSize); err != nil {
+						t.Fatal(err)
+					}
+					want = model(want, o.off, make([]byte, min(o.n, len(want)-o.off)))
+				} else {
+					d := randBytes(o.n, uint64(i*10+j))
+					write(t, fs, ino, fh, int64(o.off), d)
+					want = model(want, o.off, d)
+				}
+				if got := readAll(t, fs, ino, fh); !bytes.Equal(got, want) {
+					t.Fatalf("op %d: content differs before sync", j)
+				}
+				if err := fs.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if got := readAll(t, fs, ino, fh); !bytes.Equal(got, want) {
+					t.Fatalf("op %d: content differs after sync", j)
+				}
+				checkClean(t, v)
+			}
+			if len(want) > 64<<10 {
+				for _, c := range chunksOf(t, v, ino) {
+					if c.BlockID == 0 {
+						t.Errorf("file of %d bytes has inline chunk %d", len(want), c.Index)
+					}
+				}
+			}
+		})
+	}
+}
