@@ -63,9 +63,11 @@ func BenchmarkEncode(b *testing.B) {
 		b.Run(bd.name, func(b *testing.B) {
 			b.SetBytes(int64(len(bd.data)))
 			for b.Loop() {
-				if _, err := s.encode(bd.data); err != nil {
+				obj, err := s.encode(bd.data)
+				if err != nil {
 					b.Fatal(err)
 				}
+				s.putBuf(obj)
 			}
 		})
 	}

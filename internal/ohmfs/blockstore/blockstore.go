@@ -67,6 +67,7 @@ type Store struct {
 	prefetch chan struct{} // semaphore of background loads
 
 	compressors sync.Pool // *lz4.Compressor, which is not safe for concurrent use
+	bufs        sync.Pool // *[]byte for encoded blocks
 
 	mu       sync.Mutex
 	cache    lru
@@ -125,18 +126,22 @@ func (s *Store) Put(ctx context.Context, id uint64, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("put block %d: %w", id, err)
 	}
-	if err := s.objs.Put(ctx, Key(id), obj); err != nil {
+	err = s.objs.Put(ctx, Key(id), obj)
+	n := len(obj)
+	s.putBuf(obj) // Put does not keep it
+	if err != nil {
 		return fmt.Errorf("put block %d: %w", id, err)
 	}
 	s.raw.Add(uint64(len(data)))
-	s.stored.Add(uint64(len(obj)))
+	s.stored.Add(uint64(n))
 	s.mu.Lock()
 	s.cache.add(id, data)
 	s.mu.Unlock()
 	return nil
 }
 
-// encode returns the stored form of data.
+// encode returns the stored form of data, in a buffer from s.bufs that
+// the caller should give back with putBuf.
 func (s *Store) encode(data []byte) ([]byte, error) {
 	if uint64(len(data)) > 1<<32-1 {
 		return nil, fmt.Errorf("block of %d bytes is too large", len(data))
@@ -146,29 +151,36 @@ func (s *Store) encode(data []byte) ([]byte, error) {
 	binary.LittleEndian.PutUint32(hdr[8:], uint32(len(data)))
 	binary.LittleEndian.PutUint32(hdr[12:], crc32.Checksum(data, castagnoli))
 
+	buf := s.getBuf(headerLen + lz4.CompressBlockBound(len(data)))
+	copy(buf, hdr[:])
 	if s.compress && len(data) > 0 {
-		buf := make([]byte, headerLen+lz4.CompressBlockBound(len(data)))
 		c := s.compressors.Get().(*lz4.Compressor)
 		n, err := c.CompressBlock(data, buf[headerLen:])
 		s.compressors.Put(c)
 		// Keep the compressed form only if it saves at least 10%: below
 		// that, decompressing on every read costs more than it saves.
 		if err == nil && n > 0 && n <= len(data)-len(data)/10 {
-			hdr[4] = codecLZ4
-			copy(buf, hdr[:])
+			buf[4] = codecLZ4
 			return buf[:headerLen+n], nil
 		}
-		if cap(buf) >= headerLen+len(data) {
-			buf = buf[:headerLen+len(data)]
-			copy(buf, hdr[:])
-			copy(buf[headerLen:], data)
-			return buf, nil
-		}
 	}
-	buf := make([]byte, headerLen+len(data))
-	copy(buf, hdr[:])
 	copy(buf[headerLen:], data)
-	return buf, nil
+	return buf[:headerLen+len(data)], nil
+}
+
+// getBuf returns a buffer of length n, reused if one is at hand: fresh
+// multi-megabyte buffers cost page faults and zeroing on every block.
+func (s *Store) getBuf(n int) []byte {
+	if p, ok := s.bufs.Get().(*[]byte); ok && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]byte, n)
+}
+
+func (s *Store) putBuf(b []byte) {
+	if cap(b) >= 64<<10 { // small ones are cheap to allocate
+		s.bufs.Put(&b)
+	}
 }
 
 // decode checks and decompresses a stored block.
