@@ -26,7 +26,14 @@ func acquire(url, path string, h Holder) (*lockFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock volume %s: %w", url, err)
 	}
-	if err := flock(f, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	// A status check holds a shared lock for a few microseconds; retry
+	// briefly so that it never makes an open fail.
+	err = flock(f, unix.LOCK_EX|unix.LOCK_NB)
+	for i := 0; i < 5 && errors.Is(err, unix.EWOULDBLOCK); i++ {
+		time.Sleep(10 * time.Millisecond)
+		err = flock(f, unix.LOCK_EX|unix.LOCK_NB)
+	}
+	if err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			holder, _ := readHolder(path)

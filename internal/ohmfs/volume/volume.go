@@ -124,6 +124,9 @@ func Format(ctx context.Context, url string, opts FormatOptions) (err error) {
 		if err := os.MkdirAll(l.dir, 0o755); err != nil {
 			return fmt.Errorf("format %s: %w", url, err)
 		}
+		if err := syncDir(filepath.Dir(l.dir)); err != nil {
+			return fmt.Errorf("format %s: %w", url, err)
+		}
 		created = true
 	case rerr != nil:
 		return fmt.Errorf("format %s: %w", url, rerr)
@@ -598,4 +601,16 @@ func Destroy(ctx context.Context, url string) error {
 		return fmt.Errorf("destroy %s: %w", url, err)
 	}
 	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
