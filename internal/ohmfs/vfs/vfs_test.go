@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"syscall"
@@ -628,5 +629,120 @@ func TestSyncBetweenWrites(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDirtyMemoryBounded streams a file much larger than MaxDirty and
+// checks the dirty data held in memory stays bounded.
+func TestDirtyMemoryBounded(t *testing.T) {
+	ctx := context.Background()
+	const maxDirty = 16 << 20
+	fs, _ := newFS(t, Config{MaxDirty: maxDirty, CommitInterval: time.Hour})
+	ino, fh := create(t, fs, "big")
+	buf := randBytes(1<<20, 4)
+	peak := int64(0)
+	for off := int64(0); off < 256<<20; off += 1 << 20 {
+		write(t, fs, ino, fh, off, buf)
+		peak = max(peak, fs.mem.load())
+	}
+	// One write may add a chunk buffer past the bound before the next waits.
+	if peak > maxDirty+2*meta.ChunkSize {
+		t.Fatalf("dirty memory peaked at %d bytes, bound %d", peak, maxDirty)
+	}
+	if err := fs.Fsync(ctx, ino, fh, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := fs.mem.load(); n != 0 {
+		t.Fatalf("%d dirty bytes accounted after fsync", n)
+	}
+}
+
+// TestConcurrentStress runs random writes, truncates, punches and fsyncs
+// on several files at once, with a fast commit loop and a small dirty
+// bound, and compares each file with a model.
+func TestConcurrentStress(t *testing.T) {
+	ctx := context.Background()
+	const cs = meta.ChunkSize
+	fs, v := newFS(t, Config{CommitInterval: 5 * time.Millisecond, MaxDirty: 16 << 20})
+	iters := 150
+	if testing.Short() {
+		iters = 40
+	}
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			errs <- func() error {
+				r := rand.New(rand.NewPCG(uint64(g), 3))
+				ino, fh := create(t, fs, fmt.Sprintf("f%d", g))
+				var want []byte
+				for i := range iters {
+					switch op := r.IntN(10); {
+					case op < 6:
+						off := r.IntN(3 * cs)
+						n := r.IntN(cs + cs/2)
+						if r.IntN(3) == 0 {
+							n = r.IntN(5000)
+						}
+						d := randBytes(n, uint64(g*100000+i))
+						if _, err := fs.Write(ctx, ino, fh, int64(off), d); err != nil {
+							return err
+						}
+						want = model(want, off, d)
+					case op < 8:
+						n := r.IntN(3 * cs)
+						if r.IntN(2) == 0 {
+							n = r.IntN(70000)
+						}
+						sz := uint64(n)
+						if _, err := fs.SetAttr(ctx, ino, meta.SetAttr{Size: &sz}); err != nil {
+							return err
+						}
+						if n < len(want) {
+							want = want[:n]
+						} else {
+							want = append(want, make([]byte, n-len(want))...)
+						}
+					case op < 9:
+						if len(want) == 0 {
+							continue
+						}
+						off, n := r.IntN(len(want)), r.IntN(2*cs)
+						if err := fs.Fallocate(ctx, ino, fh, int64(off), int64(n), fallocPunchHole|fallocKeepSize); err != nil {
+							return err
+						}
+						want = model(want, off, make([]byte, min(n, len(want)-off)))
+					default:
+						if err := fs.Fsync(ctx, ino, fh, false); err != nil {
+							return err
+						}
+					}
+					if r.IntN(8) == 0 {
+						got := readAll(t, fs, ino, fh)
+						if !bytes.Equal(got, want) {
+							return fmt.Errorf("file %d op %d: content differs", g, i)
+						}
+					}
+				}
+				if err := fs.Fsync(ctx, ino, fh, false); err != nil {
+					return err
+				}
+				if got := readAll(t, fs, ino, fh); !bytes.Equal(got, want) {
+					return fmt.Errorf("file %d: final content differs", g)
+				}
+				return fs.Release(ctx, ino, fh)
+			}()
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fs.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkClean(t, v)
+	if n := fs.mem.load(); n != 0 {
+		t.Errorf("%d dirty bytes accounted after sync", n)
 	}
 }
