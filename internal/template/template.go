@@ -198,7 +198,7 @@ func (s *Store) Ensure(ctx context.Context, name string, progress io.Writer) (st
 	if _, ok, err := s.readManifest(name); err != nil || ok {
 		return s.RootPath(name), err
 	}
-	unlock, err := s.lock(ctx, name)
+	unlock, err := s.lock(ctx, name, progress)
 	if err != nil {
 		return "", err
 	}
@@ -218,7 +218,7 @@ func (s *Store) Build(ctx context.Context, name string, progress io.Writer) (str
 	if err != nil {
 		return "", err
 	}
-	unlock, err := s.lock(ctx, name)
+	unlock, err := s.lock(ctx, name, progress)
 	if err != nil {
 		return "", err
 	}
@@ -231,7 +231,7 @@ func (s *Store) Build(ctx context.Context, name string, progress io.Writer) (str
 
 // lock takes the in-process lock, then the cross-process flock, for
 // building template name. Both waits end when ctx does.
-func (s *Store) lock(ctx context.Context, name string) (unlock func(), err error) {
+func (s *Store) lock(ctx context.Context, name string, progress io.Writer) (unlock func(), err error) {
 	s.mu.Lock()
 	ch, ok := s.locks[name]
 	if !ok {
@@ -250,7 +250,11 @@ func (s *Store) lock(ctx context.Context, name string) (unlock func(), err error
 		release()
 		return nil, fmt.Errorf("create template directory: %w", err)
 	}
-	f, err := flock(ctx, filepath.Join(s.dir, "."+name+".lock"))
+	f, err := flock(ctx, filepath.Join(s.dir, "."+name+".lock"), func() {
+		if progress != nil {
+			fmt.Fprintf(progress, "Waiting: another process is building template %s\n", name)
+		}
+	})
 	if err != nil {
 		release()
 		return nil, fmt.Errorf("lock template %s: %w", name, err)
@@ -259,8 +263,9 @@ func (s *Store) lock(ctx context.Context, name string) (unlock func(), err error
 }
 
 // flock opens path and takes an exclusive flock on it, polling so that ctx
-// can end the wait. Closing the file releases the lock.
-func flock(ctx context.Context, path string) (*os.File, error) {
+// can end the wait; waiting, if not nil, is called once if it has to wait.
+// Closing the file releases the lock.
+func flock(ctx context.Context, path string, waiting func()) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
@@ -273,6 +278,10 @@ func flock(ctx context.Context, path string) (*os.File, error) {
 		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
 			f.Close()
 			return nil, err
+		}
+		if waiting != nil {
+			waiting()
+			waiting = nil
 		}
 		select {
 		case <-ctx.Done():
