@@ -53,7 +53,7 @@ func (db *DB) check(ctx context.Context) ([]Problem, error) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if err := scanRow(r.row, dest); err != nil {
+			if err := r.scan(dest...); err != nil {
 				return err
 			}
 			if err := fn(dest); err != nil {

@@ -32,12 +32,13 @@ func (db *DB) Chunks(ctx context.Context, ino Ino, from, to uint64) ([]Chunk, er
 				return err
 			}
 			c := Chunk{
-				Index:   uint64(asInt(r.row[0])),
-				Len:     uint32(asInt(r.row[1])),
-				BlockID: uint64(asInt(r.row[2])),
+				Index:   uint64(r.int(0)),
+				Len:     uint32(r.int(1)),
+				BlockID: uint64(r.int(2)),
+				Inline:  r.blob(3),
 			}
-			if b, ok := r.row[3].([]byte); ok {
-				c.Inline = b
+			if len(c.Inline) == 0 {
+				c.Inline = nil
 			}
 			out = append(out, c)
 		}
@@ -77,8 +78,8 @@ func (db *DB) dropChunks(ino Ino, from, to uint64, now int64) (uint64, error) {
 		if !ok {
 			break
 		}
-		dropped += uint64(asInt(r.row[0]))
-		if b := uint64(asInt(r.row[1])); b != 0 {
+		dropped += uint64(r.int(0))
+		if b := uint64(r.int(1)); b != 0 {
 			blocks = append(blocks, b)
 		}
 	}
@@ -212,7 +213,7 @@ func (db *DB) Orphans(ctx context.Context) ([]Ino, error) {
 			if err != nil || !ok {
 				return err
 			}
-			out = append(out, Ino(asInt(r.row[0])))
+			out = append(out, Ino(r.int(0)))
 		}
 	})
 	if err != nil {
@@ -281,7 +282,7 @@ func (db *DB) FreedBlocks(ctx context.Context, cutoff time.Time) ([]FreedBlock, 
 			if err != nil || !ok {
 				return err
 			}
-			out = append(out, FreedBlock{ID: uint64(asInt(r.row[0])), FreedAt: time.Unix(0, asInt(r.row[1]))})
+			out = append(out, FreedBlock{ID: uint64(r.int(0)), FreedAt: time.Unix(0, r.int(1))})
 		}
 	})
 	if err != nil {
@@ -321,7 +322,7 @@ func (db *DB) ReferencedBlocks(ctx context.Context, fn func(id uint64) error) er
 			if err != nil || !ok {
 				return err
 			}
-			ids = append(ids, uint64(asInt(r.row[0])))
+			ids = append(ids, uint64(r.int(0)))
 		}
 	})
 	if err != nil {
@@ -444,9 +445,7 @@ func (db *DB) ListXattr(ctx context.Context, ino Ino) ([]string, error) {
 			if !ok {
 				return nil
 			}
-			var n string
-			scanRow(r.row, []any{&n})
-			names = append(names, n)
+			names = append(names, r.text(0))
 		}
 	})
 	return names, err

@@ -2,12 +2,10 @@ package meta
 
 import (
 	"context"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -51,7 +49,7 @@ func Create(ctx context.Context, path string, uid, gid uint32, settings map[stri
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("create metadata %s: %w", path, err)
 	}
-	c, err := openConn(path)
+	c, err := openConn(path, false)
 	if err != nil {
 		return fmt.Errorf("create metadata %s: %w", path, err)
 	}
@@ -159,11 +157,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("open metadata: %w", err)
 	}
-	dsn := path
-	if opts.ReadOnly {
-		dsn = "file:" + uriEscape(path) + "?mode=ro"
-	}
-	c, err := openConn(dsn)
+	c, err := openConn(path, opts.ReadOnly)
 	if err != nil {
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
@@ -222,8 +216,8 @@ func loadCounters(c *conn) (ctr counters, blockReserved uint64, err error) {
 		if !ok {
 			break
 		}
-		name, _ := r.row[0].(string)
-		v := uint64(asInt(r.row[1]))
+		name := r.text(0)
+		v := uint64(r.int(1))
 		switch name {
 		case ctrNextIno:
 			ctr.nextIno = v
@@ -246,11 +240,6 @@ func loadCounters(c *conn) (ctr counters, blockReserved uint64, err error) {
 	return ctr, blockReserved, nil
 }
 
-// uriEscape escapes the characters that end or alter the path of an SQLite
-// file: URI.
-func uriEscape(p string) string {
-	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(p)
-}
 
 // Close commits and closes the database.
 func (db *DB) Close(ctx context.Context) error {
@@ -429,20 +418,19 @@ func (db *DB) NewBlockID(ctx context.Context) (uint64, error) {
 // attrCols are the inodes columns scanAttr reads, in order.
 const attrCols = "ino, mode, nlink, uid, gid, rdev, size, used, atime_ns, mtime_ns, ctime_ns"
 
-const nAttrCols = 11
-
-func scanAttr(row []driver.Value) Attr {
+// scanAttr reads attrCols from the current row of r, starting at column off.
+func scanAttr(r *rows, off int) Attr {
 	return Attr{
-		Ino:   Ino(asInt(row[0])),
-		Mode:  uint32(asInt(row[1])),
-		Nlink: uint32(asInt(row[2])),
-		Uid:   uint32(asInt(row[3])),
-		Gid:   uint32(asInt(row[4])),
-		Rdev:  uint32(asInt(row[5])),
-		Size:  uint64(asInt(row[6])),
-		Used:  uint64(asInt(row[7])),
-		Atime: time.Unix(0, asInt(row[8])),
-		Mtime: time.Unix(0, asInt(row[9])),
-		Ctime: time.Unix(0, asInt(row[10])),
+		Ino:   Ino(r.int(off + 0)),
+		Mode:  uint32(r.int(off + 1)),
+		Nlink: uint32(r.int(off + 2)),
+		Uid:   uint32(r.int(off + 3)),
+		Gid:   uint32(r.int(off + 4)),
+		Rdev:  uint32(r.int(off + 5)),
+		Size:  uint64(r.int(off + 6)),
+		Used:  uint64(r.int(off + 7)),
+		Atime: time.Unix(0, r.int(off+8)),
+		Mtime: time.Unix(0, r.int(off+9)),
+		Ctime: time.Unix(0, r.int(off+10)),
 	}
 }

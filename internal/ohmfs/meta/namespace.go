@@ -43,7 +43,7 @@ func (db *DB) queryAttr(query string, args ...any) (Attr, bool, error) {
 	ok, err := r.next()
 	var a Attr
 	if ok {
-		a = scanAttr(r.row)
+		a = scanAttr(r, 0)
 	}
 	if cerr := r.close(); err == nil {
 		err = cerr
@@ -675,9 +675,9 @@ func (db *DB) ReadDir(ctx context.Context, ino Ino, offset uint64, plus bool, fn
 					return nil
 				}
 				var e DirEntry
-				scanRow(r.row[:1], []any{&e.Name})
-				e.Cookie = uint64(asInt(r.row[1]))
-				a := scanAttr(r.row[2:])
+				e.Name = r.text(0)
+				e.Cookie = uint64(r.int(1))
+				a := scanAttr(r, 2)
 				e.Ino, e.Mode = a.Ino, a.Mode
 				if plus {
 					e.Attr = &a
