@@ -166,6 +166,10 @@ func (f *fileSystem) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fu
 	return fuse.OK
 }
 
+// timeBits are the SETATTR fields of a timestamp write-back.
+const timeBits = fuse.FATTR_ATIME | fuse.FATTR_MTIME | fuse.FATTR_CTIME |
+	fuse.FATTR_ATIME_NOW | fuse.FATTR_MTIME_NOW | fuse.FATTR_FH | fuse.FATTR_LOCKOWNER
+
 func (f *fileSystem) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	var set meta.SetAttr
 	v := in.Valid
@@ -205,6 +209,16 @@ func (f *fileSystem) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fu
 		set.Ctime = &t
 	}
 	a, err := f.fs.SetAttr(f.ctx, meta.Ino(in.NodeId), set)
+	if errors.Is(err, syscall.ENOENT) && v&^timeBits == 0 {
+		// The kernel writes back the timestamps it keeps in writeback
+		// cache mode even for an inode that is gone (unlinked and closed,
+		// or replaced by a rename). Nobody can see that inode any more;
+		// failing would only fail the syncfs or unmount that wrote it back.
+		*out = fuse.AttrOut{}
+		out.Ino = in.NodeId
+		out.Mode = syscall.S_IFREG
+		return fuse.OK
+	}
 	if err != nil {
 		return f.status("setattr", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,15 +18,69 @@ import (
 	"ohm/internal/ohmfs/volume"
 )
 
-// lockHelperEnv makes the test binary a helper process that tries to take
-// an fcntl lock, for lock tests that need a second process.
-const lockHelperEnv = "OHM_FUSEFS_LOCK_HELPER"
+// helperEnv makes the test binary a helper process: "lock:PATH" tries to
+// take an fcntl lock (tests that need a second process), "mmap:PATH" writes
+// a file through a shared mapping (which must not run in the process that
+// serves the mount: munmap can wait on the server while holding the
+// address space lock the server needs).
+const helperEnv = "OHM_FUSEFS_HELPER"
 
 func TestMain(m *testing.M) {
-	if path := os.Getenv(lockHelperEnv); path != "" {
-		os.Exit(lockHelper(path))
+	if h := os.Getenv(helperEnv); h != "" {
+		kind, path, _ := strings.Cut(h, ":")
+		switch kind {
+		case "lock":
+			os.Exit(lockHelper(path))
+		case "mmap":
+			if err := mmapHelper(path); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(2)
+			}
+			os.Exit(0)
+		}
+		os.Exit(3)
 	}
 	os.Exit(m.Run())
+}
+
+// runHelper runs the test binary as a helper and returns its exit code.
+func runHelper(t *testing.T, kind, path string) int {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+kind+":"+path)
+	cmd.Stderr = os.Stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0
+}
+
+const mmapSize = 1 << 20
+
+// mmapHelper writes a pattern into a new file through a shared mapping.
+func mmapHelper(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(mmapSize); err != nil {
+		return err
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, mmapSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return err
+	}
+	for i := 0; i < mmapSize; i += 4096 {
+		mem[i] = byte(i / 4096)
+	}
+	copy(mem[mmapSize-5:], "mmap!")
+	return unix.Munmap(mem)
 }
 
 // lockHelper tries a non-blocking fcntl write lock on path: exit 0 if it
@@ -84,7 +139,7 @@ func (tv *testVolume) mount() {
 	if err != nil {
 		tv.t.Fatalf("open volume: %v", err)
 	}
-	m, err := Mount(ctx, vol, tv.mp, Options{})
+	m, err := Mount(ctx, vol, tv.mp, Options{Debug: os.Getenv("OHM_FUSE_DEBUG") != ""})
 	if err != nil {
 		vol.Close(ctx)
 		tv.t.Fatalf("mount: %v", err)
@@ -369,19 +424,7 @@ func TestLocks(t *testing.T) {
 	if err := unix.FcntlFlock(f1.Fd(), unix.F_SETLK, &lk); err != nil {
 		t.Fatal(err)
 	}
-	helper := func() int {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), lockHelperEnv+"="+p)
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return 0
-	}
+	helper := func() int { return runHelper(t, "lock", p) }
 	if code := helper(); code != 1 {
 		t.Fatalf("another process locking a locked file: exit %d, want 1 (held)", code)
 	}
@@ -397,26 +440,10 @@ func TestLocks(t *testing.T) {
 func TestMmapSurvivesRemount(t *testing.T) {
 	tv := newTestVolume(t)
 	p := tv.path("m")
-	const size = 1 << 20
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		t.Fatal(err)
+	const size = mmapSize
+	if code := runHelper(t, "mmap", p); code != 0 {
+		t.Fatalf("mmap helper: exit %d", code)
 	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < size; i += 4096 {
-		mem[i] = byte(i / 4096)
-	}
-	copy(mem[size-5:], "mmap!")
-	if err := unix.Munmap(mem); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
 
 	tv.remount()
 	got := mustRead(t, p)
@@ -502,7 +529,7 @@ func TestMountBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer vol.Close(ctx)
-	m, err := Mount(ctx, vol, tv.mp, Options{})
+	m, err := Mount(ctx, vol, tv.mp, Options{Debug: os.Getenv("OHM_FUSE_DEBUG") != ""})
 	if err == nil {
 		m.Close(ctx)
 		t.Fatal("mount over a mounted mountpoint succeeded")
