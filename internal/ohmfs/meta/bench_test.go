@@ -156,21 +156,31 @@ func BenchmarkReadDirPlus(b *testing.B) {
 	}
 }
 
-// BenchmarkUpdateFile is the flush of a small file's inline data.
+// BenchmarkUpdateFile is the flush of a small file's inline data, and of a
+// large file's block reference.
 func BenchmarkUpdateFile(b *testing.B) {
-	db := benchDB(b)
-	_, inos := populate(b, db, 1000)
-	data := make([]byte, 4096)
-	startCPU(b)
-	for i := range b.N {
-		_, err := db.UpdateFile(ctx, inos[i%len(inos)], FileUpdate{
-			Chunks: []Chunk{{Index: 0, Len: 4096, Inline: data}},
-			Size:   4096,
-		})
-		if err != nil {
-			b.Fatal(err)
+	for _, size := range []int{4 << 10, 64 << 10, 0} {
+		name := "inline" + strconv.Itoa(size>>10) + "K"
+		if size == 0 {
+			name = "block"
 		}
-		maybeCommit(b, db, i)
+		b.Run(name, func(b *testing.B) {
+			db := benchDB(b)
+			_, inos := populate(b, db, 1000)
+			data := make([]byte, size)
+			startCPU(b)
+			for i := range b.N {
+				c := Chunk{Index: 0, Len: uint32(size), Inline: data}
+				if size == 0 {
+					c = Chunk{Index: uint64(i % 100), Len: ChunkSize, BlockID: uint64(i + 1)}
+				}
+				_, err := db.UpdateFile(ctx, inos[i%len(inos)], FileUpdate{Chunks: []Chunk{c}, Size: 100 * ChunkSize})
+				if err != nil {
+					b.Fatal(err)
+				}
+				maybeCommit(b, db, i)
+			}
+		})
 	}
 }
 

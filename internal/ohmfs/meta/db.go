@@ -240,7 +240,6 @@ func loadCounters(c *conn) (ctr counters, blockReserved uint64, err error) {
 	return ctr, blockReserved, nil
 }
 
-
 // Close commits and closes the database.
 func (db *DB) Close(ctx context.Context) error {
 	db.mu.Lock()
