@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -181,4 +182,62 @@ func mustLookup(t testing.TB, db *DB, parent Ino, name string) Attr {
 		t.Fatalf("lookup %q: %v", name, err)
 	}
 	return a
+}
+
+func TestSchemaVersion(t *testing.T) {
+	db, path := newTestDB(t)
+	if v, err := schemaVersion(db.c); err != nil || v != len(migrations) {
+		t.Fatalf("schema version = %d, %v; want %d", v, err, len(migrations))
+	}
+	db.Close(ctx)
+	c, err := openConn(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.execScript("PRAGMA user_version = 99"); err != nil {
+		t.Fatal(err)
+	}
+	c.close()
+	for _, ro := range []bool{false, true} {
+		if db, err := Open(ctx, path, Options{ReadOnly: ro}); err == nil {
+			db.Close(ctx)
+			t.Fatalf("read-only %v: Open of a newer schema succeeded", ro)
+		}
+	}
+}
+
+// Calls from many goroutines are serialized; run with -race.
+func TestConcurrentCalls(t *testing.T) {
+	db, _ := newTestDB(t)
+	done := make(chan error)
+	for g := range 4 {
+		go func() {
+			d, err := db.Mknod(ctx, RootIno, "g"+strconv.Itoa(g), syscall.S_IFDIR|0o755, 0, 0, 0)
+			for i := 0; err == nil && i < 200; i++ {
+				name := strconv.Itoa(i)
+				if _, err = db.Mknod(ctx, d.Ino, name, syscall.S_IFREG|0o644, 0, 0, 0); err != nil {
+					break
+				}
+				if i%50 == 0 {
+					err = db.Commit(ctx)
+				}
+				if i%2 == 0 && err == nil {
+					var a Attr
+					if a, err = db.Unlink(ctx, d.Ino, name); err == nil {
+						err = db.Purge(ctx, a.Ino)
+					}
+				}
+			}
+			done <- err
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if u := usage(t, db); u.Inodes != 1+4+4*100 {
+		t.Fatalf("usage = %+v", u)
+	}
+	checkClean(t, db)
 }
