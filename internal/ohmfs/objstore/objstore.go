@@ -73,7 +73,7 @@ func Open(ctx context.Context, url string) (Store, error) {
 		}
 		return NewFile(rest)
 	case "s3":
-		return nil, fmt.Errorf("open object store %q: s3 backend not available yet", url)
+		return NewS3(ctx, url, S3Options{})
 	default:
 		return nil, fmt.Errorf("open object store %q: unsupported scheme %q (want a path, file:// or s3://)", url, scheme)
 	}
