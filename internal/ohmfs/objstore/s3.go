@@ -65,6 +65,8 @@ type S3Store struct {
 	prefix string // "" or ends with "/"
 	where  string // for messages: s3://bucket/prefix at endpoint
 	sem    chan struct{}
+
+	endpoint, region string
 }
 
 // ParseS3URL splits s3://bucket/prefix into its bucket and prefix (without
@@ -155,7 +157,8 @@ func NewS3(ctx context.Context, url string, opts S3Options) (*S3Store, error) {
 	if opts.Endpoint != "" {
 		where = url + " at " + opts.Endpoint
 	}
-	s := &S3Store{client: client, bucket: bucket, where: where, sem: make(chan struct{}, opts.Concurrency)}
+	s := &S3Store{client: client, bucket: bucket, where: where, sem: make(chan struct{}, opts.Concurrency),
+		endpoint: opts.Endpoint, region: opts.Region}
 	if prefix != "" {
 		s.prefix = prefix + "/"
 	}
@@ -197,6 +200,12 @@ func (s *S3Store) Bucket() string { return s.bucket }
 
 // Prefix returns the store's key prefix: "" or a path ending in "/".
 func (s *S3Store) Prefix() string { return s.prefix }
+
+// Endpoint returns the endpoint URL in use, "" for AWS's own.
+func (s *S3Store) Endpoint() string { return s.endpoint }
+
+// Region returns the region in use.
+func (s *S3Store) Region() string { return s.region }
 
 // Client returns the S3 client, for packages that speak S3 themselves (the
 // metadata replica, the lease's conditional writes).
