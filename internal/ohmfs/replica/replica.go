@@ -85,6 +85,9 @@ func TargetFor(store objstore.Store) (Target, error) {
 	}
 }
 
+// ErrFenced is returned when the volume's lease is lost and shipping stopped.
+var ErrFenced = errors.New("lease lost: not replicating")
+
 // ErrNoReplica is returned by Restore when the target holds no replica.
 var ErrNoReplica = errors.New("no metadata replica")
 
@@ -132,6 +135,10 @@ func stateDir(dbPath string) string {
 type Options struct {
 	Interval time.Duration // default DefaultInterval
 	Logger   *slog.Logger  // Litestream's log; default: discarded
+	// Fenced, if set, is asked before each round: once it says true (the
+	// volume's lease is lost) nothing more is shipped, so that the old
+	// holder never overwrites the new holder's replica.
+	Fenced func() bool
 }
 
 // Replicator ships a database's changes to its target until Close.
@@ -141,8 +148,9 @@ type Replicator struct {
 	target Target
 	path   string
 
-	stop chan struct{}
-	done chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
+	fenced func() bool
 
 	mu     sync.Mutex // serializes rounds
 	smu    sync.Mutex // guards st
@@ -174,7 +182,7 @@ func Start(ctx context.Context, m *meta.DB, t Target, opts Options) (*Replicator
 	r := &Replicator{
 		m: m, ls: ls, target: t, path: m.Path(),
 		stop: make(chan struct{}), done: make(chan struct{}),
-		st: Status{Target: t.name},
+		st: Status{Target: t.name}, fenced: opts.Fenced,
 	}
 	if err := r.Flush(ctx); err != nil {
 		ls.Close(context.WithoutCancel(ctx))
@@ -224,8 +232,17 @@ func (r *Replicator) Flush(ctx context.Context) error {
 func (r *Replicator) round(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	start := time.Now()
-	err := r.m.Quiesce(ctx, func() error { return r.ls.Sync(ctx) })
+	if r.fenced != nil && r.fenced() {
+		return ErrFenced
+	}
+	// The WAL cannot change between the end of the local sync and the end
+	// of Quiesce: a WAL newer than synced has changes this round missed.
+	var synced time.Time
+	err := r.m.Quiesce(ctx, func() error {
+		err := r.ls.Sync(ctx)
+		synced = time.Now()
+		return err
+	})
 	if err == nil {
 		err = r.ls.Replica.Sync(ctx)
 	}
@@ -245,7 +262,7 @@ func (r *Replicator) round(ctx context.Context) error {
 	} else {
 		r.st.LastError = ""
 		if remote >= local {
-			r.st.SyncedAt = start.UTC()
+			r.st.SyncedAt = synced.UTC()
 		}
 	}
 	st := r.st
@@ -285,6 +302,9 @@ func (r *Replicator) Close(ctx context.Context) error {
 	<-r.done
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.fenced != nil && r.fenced() {
+		return fmt.Errorf("close metadata replica to %s: %w", r.target, ErrFenced)
+	}
 	err := r.ls.Close(ctx)
 	var local, remote uint64
 	remote = uint64(r.ls.Replica.Pos().TXID)
@@ -365,4 +385,52 @@ func ReadStatus(dbPath string) (st Status, ok bool) {
 	}
 	st.fillLag(dbPath, time.Now())
 	return st, true
+}
+
+// RemotePosition returns the last transaction id the target holds (0 for
+// an empty target).
+func RemotePosition(ctx context.Context, t Target) (uint64, error) {
+	var pos uint64
+	for level := 0; level <= litestream.SnapshotLevel; level++ {
+		itr, err := t.client.LTXFiles(ctx, level, 0, false)
+		if err != nil {
+			return 0, fmt.Errorf("read replica position from %s: %w", t, err)
+		}
+		for itr.Next() {
+			if m := uint64(itr.Item().MaxTXID); m > pos {
+				pos = m
+			}
+		}
+		err = itr.Close()
+		if err != nil {
+			return 0, fmt.Errorf("read replica position from %s: %w", t, err)
+		}
+	}
+	return pos, nil
+}
+
+// Stale reports whether the local database at dbPath is older than the
+// target: another host has shipped transactions this one never saw, so the
+// local copy must be replaced by a restore. A database this host never
+// replicated from counts as stale when the target has anything.
+func Stale(ctx context.Context, dbPath string, t Target) (bool, error) {
+	remote, err := RemotePosition(ctx, t)
+	if err != nil {
+		return false, err
+	}
+	st, ok := ReadStatus(dbPath)
+	if !ok {
+		return remote > 0, nil
+	}
+	return remote > st.Position, nil
+}
+
+// Discard removes a local database and everything Litestream kept beside it.
+func Discard(dbPath string) error {
+	for _, p := range []string{dbPath, dbPath + "-wal", dbPath + "-shm", litestream.TXIDPath(dbPath), stateDir(dbPath), statusPath(dbPath)} {
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -10,6 +10,13 @@
 //	<dir>/meta/meta.db    SQLite metadata (with -wal, -shm)
 //	<dir>/blocks/...      immutable data blocks (objstore keys "blocks/...")
 //	<dir>/lock            flock'ed by the one process that has it open; holds the Holder as JSON
+//	<dir>/meta-replica/   Litestream's replica of meta.db
+//
+// An S3 volume (s3://bucket/prefix) keeps ohmfs.json, blocks/, lease and
+// meta-replica/ under the prefix; its SQLite database lives in a local
+// cache directory (default /var/lib/ohm/cache/<uuid>) and is restored from
+// the replica when missing, so any host can open it. The lease object
+// fences a second host.
 package volume
 
 import (
@@ -28,7 +35,12 @@ import (
 	"ohm/internal/ohmfs/blockstore"
 	"ohm/internal/ohmfs/meta"
 	"ohm/internal/ohmfs/objstore"
+	"ohm/internal/ohmfs/replica"
 )
+
+// DefaultCacheRoot holds the local metadata of S3 volumes, one directory
+// per volume uuid.
+const DefaultCacheRoot = "/var/lib/ohm/cache"
 
 // DefaultCapacity is what statfs reports as the size of a volume unless
 // Format is given another: 1 PiB, shown by df as 1.0P.
@@ -60,8 +72,13 @@ type identity struct {
 // location is a resolved volume URL.
 type location struct {
 	url  string
-	dir  string // the file backend's directory
+	dir  string // the file backend's directory; "" for S3
+	s3   *objstore.S3Store
 	objs objstore.Store
+
+	cacheRoot     string // S3 volumes: where the local metadata lives
+	cacheOverride string // S3 volumes: the cache directory, if given
+	uuid          string // set once known, for the S3 cache path
 }
 
 func resolve(ctx context.Context, url string) (*location, error) {
@@ -69,21 +86,56 @@ func resolve(ctx context.Context, url string) (*location, error) {
 	if err != nil {
 		return nil, err // it names url
 	}
-	fs, ok := objs.(*objstore.FileStore)
-	if !ok {
-		return nil, fmt.Errorf("volume %s: only local directory volumes are supported", url)
+	switch s := objs.(type) {
+	case *objstore.FileStore:
+		return &location{url: url, dir: s.Root(), objs: objs}, nil
+	case *objstore.S3Store:
+		return &location{url: url, s3: s, objs: objs, cacheRoot: DefaultCacheRoot}, nil
+	default:
+		return nil, fmt.Errorf("volume %s: unsupported store %T", url, objs)
 	}
-	return &location{url: url, dir: fs.Root(), objs: objs}, nil
 }
 
-func (l *location) metaPath() string { return filepath.Join(l.dir, filepath.FromSlash(metaPath)) }
-func (l *location) lockPath() string { return filepath.Join(l.dir, lockName) }
+// metaPath is the local SQLite database: beside the blocks for a file
+// volume, in the cache directory for an S3 volume.
+func (l *location) metaPath() string {
+	if l.s3 != nil {
+		return filepath.Join(l.cacheDir(), "meta.db")
+	}
+	return filepath.Join(l.dir, filepath.FromSlash(metaPath))
+}
+
+// cacheDir is an S3 volume's local directory.
+func (l *location) cacheDir() string {
+	if l.cacheOverride != "" {
+		return l.cacheOverride
+	}
+	if l.cacheRoot == "" {
+		l.cacheRoot = DefaultCacheRoot
+	}
+	return filepath.Join(l.cacheRoot, l.uuid)
+}
+
+func (l *location) lockPath() string {
+	if l.s3 != nil {
+		return filepath.Join(l.cacheDir(), lockName)
+	}
+	return filepath.Join(l.dir, lockName)
+}
+
+func (l *location) target() replica.Target {
+	t, _ := replica.TargetFor(l.objs) // both kinds of store have one
+	return t
+}
 
 // identity reads ohmfs.json, failing with ErrNotVolume if it is absent.
 func (l *location) identity(ctx context.Context) (identity, error) {
 	var id identity
 	b, err := l.objs.Get(ctx, identityKey, 0, -1)
 	if errors.Is(err, objstore.ErrNotFound) {
+		if l.s3 != nil {
+			return id, fmt.Errorf("%s: %w (no %s under the prefix)", l.url, ErrNotVolume, identityKey)
+		}
 		if _, serr := os.Stat(l.dir); errors.Is(serr, fs.ErrNotExist) {
 			return id, fmt.Errorf("%s: %w (no such directory)", l.url, ErrNotVolume)
 		}
@@ -98,6 +150,7 @@ func (l *location) identity(ctx context.Context) (identity, error) {
 	if id.FormatVersion > FormatVersion {
 		return id, fmt.Errorf("volume %s has format version %d; this ohm knows up to %d", l.url, id.FormatVersion, FormatVersion)
 	}
+	l.uuid = id.UUID
 	return id, nil
 }
 
@@ -116,6 +169,9 @@ func Format(ctx context.Context, url string, opts FormatOptions) (err error) {
 	capacity := opts.Capacity
 	if capacity == 0 {
 		capacity = DefaultCapacity
+	}
+	if l.s3 != nil {
+		return l.formatS3(ctx, capacity)
 	}
 
 	created := false
@@ -148,28 +204,93 @@ func Format(ctx context.Context, url string, opts FormatOptions) (err error) {
 		}
 	}()
 
-	var raw [16]byte
-	if _, err := rand.Read(raw[:]); err != nil {
+	id, err := newIdentity(capacity)
+	if err != nil {
 		return fmt.Errorf("format %s: %w", url, err)
-	}
-	id := identity{
-		UUID:          hex.EncodeToString(raw[:]),
-		Capacity:      capacity,
-		Created:       time.Now().UTC().Truncate(time.Second),
-		FormatVersion: FormatVersion,
 	}
 	if err := os.Mkdir(filepath.Dir(l.metaPath()), 0o755); err != nil {
 		return fmt.Errorf("format %s: %w", url, err)
 	}
+	if err := createMeta(ctx, l.metaPath(), id, l.target()); err != nil {
+		os.RemoveAll(filepath.Join(l.dir, replica.Dir))
+		return fmt.Errorf("format %s: %w", url, err)
+	}
+	return l.putIdentity(ctx, id)
+}
+
+func newIdentity(capacity uint64) (identity, error) {
+	var raw [16]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return identity{}, err
+	}
+	return identity{
+		UUID:          hex.EncodeToString(raw[:]),
+		Capacity:      capacity,
+		Created:       time.Now().UTC().Truncate(time.Second),
+		FormatVersion: FormatVersion,
+	}, nil
+}
+
+// createMeta creates the metadata database at path and ships its first
+// replica to t.
+func createMeta(ctx context.Context, path string, id identity, t replica.Target) error {
 	settings := map[string]string{
 		"uuid":           id.UUID,
-		"capacity":       strconv.FormatUint(capacity, 10),
+		"capacity":       strconv.FormatUint(id.Capacity, 10),
 		"chunk_size":     strconv.Itoa(meta.ChunkSize),
 		"format_version": strconv.Itoa(FormatVersion),
 	}
-	if err := meta.Create(ctx, l.metaPath(), 0, 0, settings); err != nil {
-		return fmt.Errorf("format %s: %w", url, err)
+	if err := meta.Create(ctx, path, 0, 0, settings); err != nil {
+		return err
 	}
+	db, err := meta.Open(ctx, path, meta.Options{})
+	if err != nil {
+		return err
+	}
+	rep, err := replica.Start(ctx, db, t, replica.Options{})
+	if err != nil {
+		db.Close(ctx)
+		return err
+	}
+	err = db.Close(ctx)
+	if cerr := rep.Close(ctx); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// formatS3 formats an empty S3 prefix: the metadata is made in a scratch
+// directory and shipped to the replica; the first mount restores it.
+func (l *location) formatS3(ctx context.Context, capacity uint64) error {
+	errStop := errors.New("stop")
+	found := ""
+	err := l.objs.List(ctx, "", func(oi objstore.ObjectInfo) error { found = oi.Key; return errStop })
+	if err != nil && !errors.Is(err, errStop) {
+		return fmt.Errorf("format %s: %w", l.url, err)
+	}
+	if found != "" {
+		if _, err := l.objs.Head(ctx, identityKey); err == nil {
+			return fmt.Errorf("format %s: the location already holds an ohmfs volume", l.url)
+		}
+		return fmt.Errorf("format %s: the prefix is not empty and not an ohmfs volume (it holds %s)", l.url, found)
+	}
+	id, err := newIdentity(capacity)
+	if err != nil {
+		return fmt.Errorf("format %s: %w", l.url, err)
+	}
+	scratch, err := os.MkdirTemp("", "ohm-format-")
+	if err != nil {
+		return fmt.Errorf("format %s: %w", l.url, err)
+	}
+	defer os.RemoveAll(scratch)
+	if err := createMeta(ctx, filepath.Join(scratch, "meta.db"), id, l.target()); err != nil {
+		return fmt.Errorf("format %s: %w", l.url, err)
+	}
+	return l.putIdentity(ctx, id)
+}
+
+func (l *location) putIdentity(ctx context.Context, id identity) error {
+	url := l.url
 	b, err := json.MarshalIndent(id, "", "  ")
 	if err != nil {
 		return fmt.Errorf("format %s: %w", url, err)
@@ -218,6 +339,10 @@ func (e *BusyError) Unwrap() error { return ErrBusy }
 type OpenOptions struct {
 	Mountpoint string // recorded in the Holder
 	CacheBytes int64  // block cache bound; 0 for the default
+	// CacheDir is where an S3 volume keeps its local metadata; default
+	// DefaultCacheRoot/<uuid>. A missing database there is restored from
+	// the replica.
+	CacheDir string
 }
 
 // Volume is an open volume, held with the single-writer lock until Close.
@@ -228,8 +353,17 @@ type Volume struct {
 	Objects  objstore.Store
 	Blocks   *blockstore.Store
 	Meta     *meta.DB
+	// Replica ships Meta's changes off the host; Flush it to wait until
+	// everything committed is in the replica (--fsync=replica).
+	Replica *replica.Replicator
+	// LeaseLost is closed when an S3 volume's lease is lost (another host
+	// took it over, or it could not be renewed in time): from then on
+	// writes to the store fail and the holder must stop. nil for a file
+	// volume, whose flock cannot be lost.
+	LeaseLost <-chan struct{}
 
-	lock *lockFile
+	lock  *lockFile
+	lease *lease
 }
 
 // Open opens the volume at url for writing. It fails with ErrBusy (naming
@@ -240,21 +374,49 @@ func Open(ctx context.Context, url string, opts OpenOptions) (*Volume, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.cacheOverride = opts.CacheDir
 	return l.open(ctx, Holder{Mountpoint: opts.Mountpoint}, opts.CacheBytes)
 }
 
-func (l *location) open(ctx context.Context, h Holder, cacheBytes int64) (*Volume, error) {
+func (l *location) open(ctx context.Context, h Holder, cacheBytes int64) (v *Volume, err error) {
 	id, err := l.identity(ctx)
 	if err != nil {
 		return nil, err
 	}
+	if l.s3 != nil {
+		if err := os.MkdirAll(l.cacheDir(), 0o755); err != nil {
+			return nil, fmt.Errorf("open volume %s: cache directory: %w", l.url, err)
+		}
+	}
+	// The local lock first (two processes on this host), then for S3 the
+	// lease (two hosts).
 	lock, err := acquire(l.url, l.lockPath(), h)
 	if err != nil {
 		return nil, err
 	}
+	var ls *lease
+	release := func() {
+		if ls != nil {
+			ls.release(context.WithoutCancel(ctx))
+		}
+		lock.release()
+	}
+	if l.s3 != nil {
+		if ls, err = acquireLease(ctx, l.url, l.s3, h); err != nil {
+			lock.release()
+			return nil, err
+		}
+	}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
+	if err := l.ensureMeta(ctx); err != nil {
+		return nil, fmt.Errorf("open volume %s: %w", l.url, err)
+	}
 	db, err := meta.Open(ctx, l.metaPath(), meta.Options{})
 	if err != nil {
-		lock.release()
 		return nil, fmt.Errorf("open volume %s: %w", l.url, err)
 	}
 	uuid, err := db.Setting(ctx, "uuid")
@@ -263,26 +425,81 @@ func (l *location) open(ctx context.Context, h Holder, cacheBytes int64) (*Volum
 	}
 	if err != nil {
 		db.Close(ctx)
-		lock.release()
 		return nil, fmt.Errorf("open volume %s: %w", l.url, err)
 	}
-	return &Volume{
+	objs := l.objs
+	ropts := replica.Options{}
+	if ls != nil {
+		objs = fencedStore{Store: l.objs, l: ls}
+		ropts.Fenced = func() bool { return !ls.held() }
+	}
+	rep, err := replica.Start(ctx, db, l.target(), ropts)
+	if err != nil {
+		db.Close(ctx)
+		return nil, fmt.Errorf("open volume %s: %w", l.url, err)
+	}
+	v = &Volume{
 		URL:      l.url,
 		UUID:     id.UUID,
 		Capacity: id.Capacity,
-		Objects:  l.objs,
-		Blocks:   blockstore.New(l.objs, blockstore.Options{CacheBytes: cacheBytes}),
+		Objects:  objs,
+		Blocks:   blockstore.New(objs, blockstore.Options{CacheBytes: cacheBytes}),
 		Meta:     db,
+		Replica:  rep,
 		lock:     lock,
-	}, nil
+		lease:    ls,
+	}
+	if ls != nil {
+		v.LeaseLost = ls.lostCh
+	}
+	return v, nil
 }
 
-// Close commits the metadata, closes it and releases the lock.
+// ensureMeta makes sure the local metadata database exists and is current:
+// restored from the replica when missing (the host lost it) or, for an S3
+// volume, when another host has shipped changes since this one last held
+// the volume.
+func (l *location) ensureMeta(ctx context.Context) error {
+	path := l.metaPath()
+	_, err := os.Stat(path)
+	switch {
+	case err == nil && l.s3 == nil:
+		return nil
+	case err == nil:
+		stale, err := replica.Stale(ctx, path, l.target())
+		if err != nil || !stale {
+			return err
+		}
+		if err := replica.Discard(path); err != nil {
+			return err
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
+	if err := replica.Restore(ctx, path, l.target()); err != nil {
+		if errors.Is(err, replica.ErrNoReplica) {
+			return fmt.Errorf("its metadata is missing from %s and there is no replica to restore it from", filepath.Dir(path))
+		}
+		return err
+	}
+	return nil
+}
+
+// Close commits the metadata, closes it, ships the last changes to the
+// replica and releases the lock (and lease).
 func (v *Volume) Close(ctx context.Context) error {
 	if v.lock == nil {
 		return nil
 	}
 	err := v.Meta.Close(ctx)
+	if v.Replica != nil {
+		if rerr := v.Replica.Close(ctx); err == nil {
+			err = rerr
+		}
+	}
+	if v.lease != nil {
+		v.lease.release(ctx)
+	}
 	v.lock.release()
 	v.lock = nil
 	if err != nil {
@@ -303,15 +520,26 @@ type Status struct {
 	FreedBlocks uint64  `json:"freed_blocks"` // waiting for gc
 	Mounted     bool    `json:"mounted"`
 	Holder      *Holder `json:"holder,omitempty"`
+	// Replica is the metadata replica's state as its replicator last
+	// recorded it on this host (nil if none ran here).
+	Replica *replica.Status `json:"replica,omitempty"`
 }
 
 // Inspect reports a volume's status. It works whether or not the volume is
 // mounted (it reads the committed metadata only).
 func Inspect(ctx context.Context, url string) (Status, error) {
+	return InspectWith(ctx, url, OpenOptions{})
+}
+
+// InspectWith is Inspect with the cache directory of OpenOptions (the
+// other fields are ignored). An S3 volume whose local metadata is missing is
+// read from a scratch restore of its replica.
+func InspectWith(ctx context.Context, url string, opts OpenOptions) (Status, error) {
 	l, err := resolve(ctx, url)
 	if err != nil {
 		return Status{}, err
 	}
+	l.cacheOverride = opts.CacheDir
 	id, err := l.identity(ctx)
 	if err != nil {
 		return Status{}, err
@@ -320,7 +548,30 @@ func Inspect(ctx context.Context, url string) (Status, error) {
 	if st.Mounted, st.Holder, err = held(l.lockPath()); err != nil {
 		return Status{}, fmt.Errorf("status of %s: %w", url, err)
 	}
-	db, err := meta.Open(ctx, l.metaPath(), meta.Options{ReadOnly: true})
+	path := l.metaPath()
+	if l.s3 != nil {
+		if !st.Mounted {
+			if rec, _, err := (&lease{s: l.s3, key: l.s3.Prefix() + leaseKey}).read(ctx); err == nil && time.Now().Before(rec.Expires) {
+				h := rec.Holder
+				st.Mounted, st.Holder = true, &h
+			}
+		}
+		if _, err := os.Stat(path); err != nil {
+			scratch, err := os.MkdirTemp("", "ohm-status-")
+			if err != nil {
+				return Status{}, fmt.Errorf("status of %s: %w", url, err)
+			}
+			defer os.RemoveAll(scratch)
+			path = filepath.Join(scratch, "meta.db")
+			if err := replica.Restore(ctx, path, l.target()); err != nil {
+				return Status{}, fmt.Errorf("status of %s: %w", url, err)
+			}
+		}
+	}
+	if rs, ok := replica.ReadStatus(path); ok {
+		st.Replica = &rs
+	}
+	db, err := meta.Open(ctx, path, meta.Options{ReadOnly: true})
 	if err != nil {
 		return Status{}, fmt.Errorf("status of %s: %w", url, err)
 	}
@@ -578,6 +829,9 @@ func Destroy(ctx context.Context, url string) error {
 	if _, err := l.identity(ctx); err != nil {
 		return err
 	}
+	if l.s3 != nil {
+		return l.destroyS3(ctx)
+	}
 	lock, err := acquire(l.url, l.lockPath(), Holder{Command: "ohm fs destroy"})
 	if err != nil {
 		return err
@@ -613,4 +867,47 @@ func syncDir(dir string) error {
 		err = cerr
 	}
 	return err
+}
+
+// destroyS3 deletes every object under the volume's prefix, ohmfs.json
+// last, and the local cache directory.
+func (l *location) destroyS3(ctx context.Context) error {
+	if err := os.MkdirAll(l.cacheDir(), 0o755); err != nil {
+		return fmt.Errorf("destroy %s: %w", l.url, err)
+	}
+	lock, err := acquire(l.url, l.lockPath(), Holder{Command: "ohm fs destroy"})
+	if err != nil {
+		return err
+	}
+	ls, err := acquireLease(ctx, l.url, l.s3, Holder{Command: "ohm fs destroy"})
+	if err != nil {
+		lock.release()
+		return err
+	}
+	ls.markLost() // it is deleted with everything else
+	var keys []string
+	err = l.objs.List(ctx, "", func(oi objstore.ObjectInfo) error {
+		if oi.Key != identityKey {
+			keys = append(keys, oi.Key)
+		}
+		return nil
+	})
+	for _, k := range keys {
+		if err != nil {
+			break
+		}
+		err = l.objs.Delete(ctx, k)
+	}
+	if err == nil {
+		err = l.objs.Delete(ctx, identityKey)
+	}
+	ls.release(ctx)
+	lock.release()
+	if err == nil {
+		err = os.RemoveAll(l.cacheDir())
+	}
+	if err != nil {
+		return fmt.Errorf("destroy %s: %w", l.url, err)
+	}
+	return nil
 }

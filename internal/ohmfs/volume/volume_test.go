@@ -93,6 +93,10 @@ func TestFormatOpenInspect(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Status{URL: dir, UUID: id.UUID, Capacity: 500 << 30, Files: 2, UsedBytes: 12, Blocks: 1, StoredBytes: 16 + 12}
+	if st.Replica == nil || st.Replica.LagSeconds != 0 || st.Replica.Position == 0 || st.Replica.LastError != "" {
+		t.Errorf("replica status after close = %+v", st.Replica)
+	}
+	st.Replica = nil
 	if fmt.Sprint(st) != fmt.Sprint(want) {
 		t.Errorf("status = %+v\nwant     %+v", st, want)
 	}
@@ -153,7 +157,7 @@ func TestFormatRefuses(t *testing.T) {
 		{vol, "already holds an ohmfs volume"},
 		{foreign, "is not empty and not an ohmfs volume"},
 		{file, "not a directory"},
-		{"s3://bucket/x", "s3 backend not available yet"},
+		{"s3://", "names no bucket"},
 		{"", "empty path"},
 	}
 	for _, tt := range tests {

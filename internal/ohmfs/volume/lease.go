@@ -1,0 +1,247 @@
+package volume
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+
+	"ohm/internal/ohmfs/objstore"
+)
+
+// leaseKey is the object that fences an S3 volume's single writer.
+const leaseKey = "lease"
+
+// Lease timing: a holder renews every leaseRenew and stops writing once
+// leaseTTL minus leaseMargin has passed since its last successful renewal
+// began, so it has stopped before anyone may take the lease over (after
+// leaseTTL, as the object says).
+var (
+	leaseTTL    = 30 * time.Second
+	leaseRenew  = 10 * time.Second
+	leaseMargin = 5 * time.Second
+)
+
+// leaseRecord is the content of the lease object.
+type leaseRecord struct {
+	ID      string    `json:"id"` // random per holder
+	Host    string    `json:"host"`
+	Holder  Holder    `json:"holder"`
+	Expires time.Time `json:"expires"`
+}
+
+// lease is a held lease on an S3 volume.
+type lease struct {
+	s      *objstore.S3Store
+	key    string
+	url    string
+	rec    leaseRecord
+	etag   string
+	cond   bool // the server honours If-Match / If-None-Match
+	valid  atomic.Int64
+	lost   atomic.Bool
+	lostCh chan struct{}
+	once   sync.Once
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+var errLeaseConflict = errors.New("lease changed hands")
+
+// acquireLease takes the lease of the S3 volume at url for h, or fails with
+// a *BusyError if another holder's lease has not expired.
+func acquireLease(ctx context.Context, url string, s *objstore.S3Store, h Holder) (*lease, error) {
+	var raw [12]byte
+	rand.Read(raw[:])
+	host, _ := os.Hostname()
+	h.PID = os.Getpid()
+	h.Since = time.Now().UTC().Truncate(time.Second)
+	l := &lease{
+		s: s, key: s.Prefix() + leaseKey, url: url, cond: true,
+		rec:    leaseRecord{ID: hex.EncodeToString(raw[:]), Host: host, Holder: h},
+		lostCh: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	cur, etag, err := l.read(ctx)
+	if err != nil && !errors.Is(err, objstore.ErrNotFound) {
+		return nil, fmt.Errorf("lease of volume %s: %w", url, err)
+	}
+	if err == nil && cur.ID != "" && time.Now().Before(cur.Expires) {
+		hh := cur.Holder
+		if cur.Host != "" && cur.Host != host {
+			hh.Mountpoint = cur.Host + ":" + hh.Mountpoint
+		}
+		return nil, &BusyError{URL: url, Holder: &hh}
+	}
+	if err := l.write(ctx, etag); err != nil {
+		if errors.Is(err, errLeaseConflict) {
+			return nil, &BusyError{URL: url}
+		}
+		return nil, fmt.Errorf("lease of volume %s: %w", url, err)
+	}
+	go l.loop()
+	return l, nil
+}
+
+func (l *lease) read(ctx context.Context) (leaseRecord, string, error) {
+	var rec leaseRecord
+	out, err := l.s.Client().GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(l.s.Bucket()), Key: aws.String(l.key)})
+	if err != nil {
+		var ae smithy.APIError
+		if errors.As(err, &ae) && (ae.ErrorCode() == "NoSuchKey" || ae.ErrorCode() == "NotFound") {
+			return rec, "", objstore.ErrNotFound
+		}
+		return rec, "", err
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		return rec, "", err
+	}
+	json.Unmarshal(b, &rec) // an unreadable lease is treated as expired
+	return rec, aws.ToString(out.ETag), nil
+}
+
+// write puts the lease record, conditional on the object still being the
+// one with etag (or absent, for ""). A server without conditional writes
+// gets a plain write followed by a read-back check.
+func (l *lease) write(ctx context.Context, etag string) error {
+	start := time.Now()
+	l.rec.Expires = start.Add(leaseTTL).UTC()
+	b, _ := json.Marshal(l.rec)
+	in := &s3.PutObjectInput{Bucket: aws.String(l.s.Bucket()), Key: aws.String(l.key), Body: bytes.NewReader(b)}
+	if l.cond {
+		if etag == "" {
+			in.IfNoneMatch = aws.String("*")
+		} else {
+			in.IfMatch = aws.String(etag)
+		}
+	}
+	out, err := l.s.Client().PutObject(ctx, in)
+	if err != nil {
+		var ae smithy.APIError
+		if errors.As(err, &ae) {
+			switch ae.ErrorCode() {
+			case "PreconditionFailed", "ConditionalRequestConflict":
+				return errLeaseConflict
+			case "NotImplemented":
+				l.cond = false
+				return l.write(ctx, etag)
+			}
+		}
+		return err
+	}
+	newTag := aws.ToString(out.ETag)
+	if !l.cond {
+		time.Sleep(200 * time.Millisecond)
+		cur, tag, err := l.read(ctx)
+		if err != nil {
+			return err
+		}
+		if cur.ID != l.rec.ID {
+			return errLeaseConflict
+		}
+		newTag = tag
+	}
+	l.etag = newTag
+	l.valid.Store(start.Add(leaseTTL - leaseMargin).UnixNano())
+	return nil
+}
+
+func (l *lease) loop() {
+	defer close(l.done)
+	t := time.NewTicker(leaseRenew)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		if l.lost.Load() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), leaseRenew)
+		err := l.write(ctx, l.etag)
+		cancel()
+		if errors.Is(err, errLeaseConflict) || time.Now().UnixNano() > l.valid.Load() {
+			l.markLost()
+			return
+		}
+	}
+}
+
+func (l *lease) markLost() {
+	l.once.Do(func() {
+		l.lost.Store(true)
+		close(l.lostCh)
+	})
+}
+
+// held reports whether the lease is still ours to write under.
+func (l *lease) held() bool {
+	if l.lost.Load() {
+		return false
+	}
+	if time.Now().UnixNano() > l.valid.Load() {
+		l.markLost()
+		return false
+	}
+	return true
+}
+
+// release stops renewing and deletes the lease if it is still ours.
+func (l *lease) release(ctx context.Context) {
+	close(l.stop)
+	<-l.done
+	if l.lost.Load() {
+		return
+	}
+	in := &s3.DeleteObjectInput{Bucket: aws.String(l.s.Bucket()), Key: aws.String(l.key)}
+	if l.cond && l.etag != "" {
+		in.IfMatch = aws.String(l.etag)
+	}
+	if _, err := l.s.Client().DeleteObject(ctx, in); err != nil {
+		var ae smithy.APIError
+		if errors.As(err, &ae) && ae.ErrorCode() == "NotImplemented" {
+			in.IfMatch = nil
+			l.s.Client().DeleteObject(ctx, in)
+		}
+	}
+}
+
+// ErrFenced is returned for writes to a volume whose lease was lost: another
+// host may own it now.
+var ErrFenced = errors.New("volume lease lost: another host may hold the volume; writes stopped")
+
+// fencedStore refuses writes once its volume's lease is no longer held, so
+// that a holder that lost its lease cannot overwrite the new holder's blocks.
+type fencedStore struct {
+	objstore.Store
+	l *lease
+}
+
+func (f fencedStore) Put(ctx context.Context, key string, data []byte) error {
+	if !f.l.held() {
+		return fmt.Errorf("put %s: %w", key, ErrFenced)
+	}
+	return f.Store.Put(ctx, key, data)
+}
+
+func (f fencedStore) Delete(ctx context.Context, key string) error {
+	if !f.l.held() {
+		return fmt.Errorf("delete %s: %w", key, ErrFenced)
+	}
+	return f.Store.Delete(ctx, key)
+}
