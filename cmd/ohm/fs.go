@@ -50,12 +50,13 @@ func newFSFormatCmd() *cobra.Command {
 
 func newFSStatusCmd() *cobra.Command {
 	var asJSON bool
+	var cacheDir string
 	cmd := &cobra.Command{
 		Use:   "status VOLUME",
 		Short: "Show a volume's usage and who has it mounted",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := volume.Inspect(cmd.Context(), args[0])
+			st, err := volume.InspectWith(cmd.Context(), args[0], volume.OpenOptions{CacheDir: cacheDir})
 			if err != nil {
 				return err
 			}
@@ -92,10 +93,18 @@ func newFSStatusCmd() *cobra.Command {
 			fmt.Fprintf(tw, "used:\t%s\n", units.FormatSize(st.UsedBytes))
 			fmt.Fprintf(tw, "files:\t%d\n", st.Files)
 			fmt.Fprintf(tw, "blocks:\t%s\n", blocks)
+			if r := st.Replica; r != nil {
+				rs := fmt.Sprintf("%s, position %d, lag %.1fs", r.Target, r.Position, r.LagSeconds)
+				if r.LastError != "" {
+					rs += ", last error: " + r.LastError
+				}
+				fmt.Fprintf(tw, "replica:\t%s\n", rs)
+			}
 			return tw.Flush()
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&cacheDir, "cache-dir", "", "S3 volumes: the local metadata cache of the mount (default /var/lib/ohm/cache/<uuid>)")
 	return cmd
 }
 
