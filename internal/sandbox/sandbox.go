@@ -8,16 +8,28 @@
 // the computer's namespaces and streams its output back over a Unix socket
 // in the computer's state directory. That keeps a run round trip at a fork,
 // not a container-runtime exec.
+//
+// A computer's state directory holds:
+//
+//	root.img        the root disk image (the only thing that must persist)
+//	disk/           where root.img is loop-mounted: upper/ and work/ of the overlay
+//	rootfs/         the overlay, the computer's /
+//	bundle/         the OCI bundle (config.json) runc starts
+//	runc/           runc's state root, so two data directories never collide
+//	run/            bind-mounted at /.ohm/run: the agent's socket
+//	etc/            hosts, hostname and resolv.conf, bind-mounted into /etc
+//	agent.log       the agent's own stdout and stderr
 package sandbox
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"time"
 )
-
-var errTODO = errors.New("sandbox: not implemented yet")
 
 // Spec describes a computer to start.
 type Spec struct {
@@ -26,27 +38,121 @@ type Spec struct {
 	TemplateRoot string   // read-only root filesystem of the template (the overlay's lower layer)
 	DiskSizeMB   int      // size of the root disk image
 	Workspace    string   // host path of the mounted workspace, bind-mounted at /home/ohm
-	CPUs         float64  // cgroup CPU limit
-	MemoryMB     int      // cgroup memory limit
-	PIDs         int      // cgroup pids limit
+	CPUs         float64  // cgroup CPU limit (0: DefaultCPUs)
+	MemoryMB     int      // cgroup memory limit (0: DefaultMemoryMB)
+	PIDs         int      // cgroup pids limit (0: DefaultPIDs)
 	Env          []string // KEY=VALUE added to every command's environment
+
+	// AgentBinary is the ohm binary run as the computer's init (`ohm
+	// agent`); empty means os.Executable. It must run without the host's
+	// shared libraries: the template may have none.
+	AgentBinary string
 }
 
-// CreateDisk makes the root disk of spec: a sparse ext4 image of exactly
-// DiskSizeMB under StateDir. It fails if there is not enough free space on
-// the host for the image to be filled.
-func CreateDisk(ctx context.Context, spec Spec) error { return errTODO }
+// Limits used when a Spec leaves one at zero: never unlimited.
+const (
+	DefaultMemoryMB = 4096
+	DefaultPIDs     = 4096
+)
+
+// DefaultCPUs is the CPU limit used when a Spec leaves CPUs at zero: all of
+// the host's.
+var DefaultCPUs = float64(numCPU())
+
+func (s Spec) paths() paths {
+	dir, err := filepath.Abs(s.StateDir)
+	if err != nil {
+		dir = s.StateDir
+	}
+	return paths{
+		image:  filepath.Join(dir, "root.img"),
+		disk:   filepath.Join(dir, "disk"),
+		rootfs: filepath.Join(dir, "rootfs"),
+		bundle: filepath.Join(dir, "bundle"),
+		runc:   filepath.Join(dir, "runc"),
+		run:    filepath.Join(dir, "run"),
+		etc:    filepath.Join(dir, "etc"),
+		log:    filepath.Join(dir, "agent.log"),
+		socket: filepath.Join(dir, "run", "agent.sock"),
+		state:  dir,
+	}
+}
+
+type paths struct {
+	image, disk, rootfs, bundle, runc, run, etc, log, socket, state string
+}
 
 // Sandbox is a running computer.
-type Sandbox struct{}
+type Sandbox struct {
+	spec Spec
+	p    paths
+}
 
 // Start mounts the root disk and overlay and starts the computer's init.
-func Start(ctx context.Context, spec Spec) (*Sandbox, error) { return nil, errTODO }
+func Start(ctx context.Context, spec Spec) (*Sandbox, error) {
+	if spec.Name == "" {
+		return nil, errors.New("start: computer has no name")
+	}
+	p := spec.paths()
+	if _, err := os.Stat(p.image); err != nil {
+		return nil, fmt.Errorf("start %s: root disk: %w", spec.Name, err)
+	}
+	if st, err := runcState(ctx, p, spec.Name); err == nil && st.Status == "running" {
+		return nil, fmt.Errorf("start %s: already running", spec.Name)
+	}
+	// Whatever a crash left behind would make the mounts below fail.
+	if err := Cleanup(ctx, spec); err != nil {
+		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
+	}
+	s := &Sandbox{spec: spec, p: p}
+	if err := s.start(ctx); err != nil {
+		s.teardown(context.WithoutCancel(ctx), 0)
+		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
+	}
+	return s, nil
+}
+
+func (s *Sandbox) start(ctx context.Context) error {
+	p := s.p
+	if err := mountDisk(ctx, p); err != nil {
+		return err
+	}
+	if err := mountOverlay(s.spec.TemplateRoot, p); err != nil {
+		return err
+	}
+	if err := writeEtc(s.spec, p); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(p.run, 0o700); err != nil {
+		return err
+	}
+	os.Remove(p.socket)
+	if err := writeBundle(s.spec, p); err != nil {
+		return err
+	}
+	if err := runcRun(ctx, p, s.spec.Name); err != nil {
+		return err
+	}
+	return waitAgent(ctx, p.socket, 10*time.Second)
+}
 
 // Attach reconnects to a computer started by an earlier daemon (the daemon
 // restarted; the computer kept running). It fails if the computer is not
 // running.
-func Attach(ctx context.Context, spec Spec) (*Sandbox, error) { return nil, errTODO }
+func Attach(ctx context.Context, spec Spec) (*Sandbox, error) {
+	p := spec.paths()
+	st, err := runcState(ctx, p, spec.Name)
+	if err != nil {
+		return nil, fmt.Errorf("attach %s: %w", spec.Name, err)
+	}
+	if st.Status != "running" {
+		return nil, fmt.Errorf("attach %s: computer is %s", spec.Name, st.Status)
+	}
+	if err := ping(ctx, p.socket); err != nil {
+		return nil, fmt.Errorf("attach %s: agent does not answer: %w", spec.Name, err)
+	}
+	return &Sandbox{spec: spec, p: p}, nil
+}
 
 // ExecRequest is a command to run in a computer.
 type ExecRequest struct {
@@ -56,18 +162,52 @@ type ExecRequest struct {
 	Env     []string // KEY=VALUE, added to the computer's Env
 	TTY     bool     // run on a pseudo-terminal (stdout carries both streams)
 	Timeout time.Duration
+
+	// Size is the terminal's initial size when TTY (zero: the kernel's
+	// default); Resize delivers later changes until Exec returns.
+	Size   WindowSize
+	Resize <-chan WindowSize
+}
+
+// WindowSize is a terminal's size in characters.
+type WindowSize struct {
+	Rows, Cols uint16
 }
 
 // Exec runs req in the computer, streaming its output to stdout and stderr
 // while it runs, and returns its exit code (128+signal if killed).
+// Cancelling ctx kills the command.
 func (s *Sandbox) Exec(ctx context.Context, req ExecRequest, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	return 0, errTODO
+	return execAgent(ctx, s.p.socket, req, stdin, stdout, stderr)
 }
 
 // Stop sends SIGTERM to every process, waits up to grace, kills what is
 // left, and unmounts the overlay and the root disk. The workspace mount is
 // the caller's.
-func (s *Sandbox) Stop(ctx context.Context, grace time.Duration) error { return errTODO }
+func (s *Sandbox) Stop(ctx context.Context, grace time.Duration) error {
+	if err := s.teardown(ctx, grace); err != nil {
+		return fmt.Errorf("stop %s: %w", s.spec.Name, err)
+	}
+	return nil
+}
+
+// teardown ends the container (gracefully when grace > 0) and unmounts.
+func (s *Sandbox) teardown(ctx context.Context, grace time.Duration) error {
+	p := s.p
+	if st, err := runcState(ctx, p, s.spec.Name); err == nil {
+		if st.Status == "running" && grace > 0 {
+			runc(ctx, p, "kill", s.spec.Name, "TERM")
+			waitExit(st.Pid, grace)
+		}
+		runc(ctx, p, "kill", "--all", s.spec.Name, "KILL")
+		if out, err := runc(ctx, p, "delete", "--force", s.spec.Name); err != nil {
+			if _, serr := runcState(ctx, p, s.spec.Name); serr == nil {
+				return fmt.Errorf("runc delete: %v: %s", err, out)
+			}
+		}
+	}
+	return unmountAll(p)
+}
 
 // DiskUsage is the root disk's size and use in bytes.
 type DiskUsage struct {
@@ -77,8 +217,27 @@ type DiskUsage struct {
 
 // Usage reports the root disk's use (it mounts nothing; a stopped computer
 // reports its size only).
-func Usage(ctx context.Context, spec Spec) (DiskUsage, error) { return DiskUsage{}, errTODO }
+func Usage(ctx context.Context, spec Spec) (DiskUsage, error) {
+	p := spec.paths()
+	fi, err := os.Stat(p.image)
+	if err != nil {
+		return DiskUsage{}, fmt.Errorf("usage of %s: %w", spec.Name, err)
+	}
+	u := DiskUsage{Size: uint64(fi.Size())}
+	if mounted(p.disk) {
+		if used, err := usedBytes(p.disk); err == nil {
+			u.Used = used
+		}
+	}
+	return u, nil
+}
 
 // Cleanup tears down whatever a crashed daemon or host left of spec's
 // sandbox (runc state, overlay, loop mount) so that Start can run again.
-func Cleanup(ctx context.Context, spec Spec) error { return errTODO }
+func Cleanup(ctx context.Context, spec Spec) error {
+	s := &Sandbox{spec: spec, p: spec.paths()}
+	if err := s.teardown(ctx, 0); err != nil {
+		return fmt.Errorf("cleanup %s: %w", spec.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,217 @@
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"ohm/internal/agent"
+)
+
+// Paths inside the computer.
+const (
+	agentBinary = "/.ohm/ohm"
+	agentRunDir = "/.ohm/run"
+	homeDir     = "/home/ohm"
+)
+
+// defaultCaps is the capability set container runtimes grant by default
+// (Docker's): enough for package managers as root, nothing that reaches
+// past the computer (no SYS_ADMIN, NET_ADMIN, SYS_MODULE, SYS_PTRACE).
+var defaultCaps = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+	"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+}
+
+// maskedPaths and readonlyPaths are runc's defaults (`runc spec`).
+var (
+	maskedPaths = []string{
+		"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+		"/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+	}
+	readonlyPaths = []string{
+		"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+	}
+)
+
+// cgroupPath names the computer's cgroup after its name and state
+// directory, so that two data directories with a computer of the same name
+// never share one.
+func cgroupPath(spec Spec, p paths) string {
+	sum := sha256.Sum256([]byte(p.state))
+	return "/ohm/" + spec.Name + "-" + hex.EncodeToString(sum[:4])
+}
+
+// ociSpec is the runc configuration of the computer.
+func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
+	cpus := spec.CPUs
+	if cpus <= 0 {
+		cpus = DefaultCPUs
+	}
+	memMB := spec.MemoryMB
+	if memMB <= 0 {
+		memMB = DefaultMemoryMB
+	}
+	pids := spec.PIDs
+	if pids <= 0 {
+		pids = DefaultPIDs
+	}
+	period := uint64(100000)
+	quota := int64(cpus * float64(period))
+	mem := int64(memMB) << 20
+
+	env := []string{"PATH=" + agent.DefaultPath, "HOSTNAME=" + spec.Name}
+	env = append(env, spec.Env...)
+
+	return &specs.Spec{
+		Version:  "1.0.2",
+		Hostname: spec.Name,
+		Root:     &specs.Root{Path: p.rootfs},
+		Process: &specs.Process{
+			User: specs.User{UID: 0, GID: 0},
+			Args: []string{agentBinary, "agent", "--socket", agentRunDir + "/agent.sock"},
+			Env:  env,
+			Cwd:  "/",
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding:  defaultCaps,
+				Effective: defaultCaps,
+				Permitted: defaultCaps,
+			},
+			Rlimits: []specs.POSIXRlimit{nofileLimit()},
+			// no_new_privs stays off: it would disable sudo's setuid bit,
+			// and package installs need sudo. The isolation work decides.
+			NoNewPrivileges: false,
+		},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
+			{Destination: homeDir, Type: "bind", Source: spec.Workspace, Options: []string{"rbind", "rw"}},
+			{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(p.etc, "hosts"), Options: []string{"bind", "rw"}},
+			{Destination: "/etc/hostname", Type: "bind", Source: filepath.Join(p.etc, "hostname"), Options: []string{"bind", "rw"}},
+			{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(p.etc, "resolv.conf"), Options: []string{"bind", "rw"}},
+			{Destination: agentBinary, Type: "bind", Source: agentPath, Options: []string{"bind", "ro"}},
+			{Destination: agentRunDir, Type: "bind", Source: p.run, Options: []string{"bind", "rw"}},
+		},
+		Linux: &specs.Linux{
+			CgroupsPath: cgroupPath(spec, p),
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace},
+				{Type: specs.NetworkNamespace},
+				{Type: specs.IPCNamespace},
+				{Type: specs.UTSNamespace},
+				{Type: specs.MountNamespace},
+				{Type: specs.CgroupNamespace},
+			},
+			Resources: &specs.LinuxResources{
+				// runc adds the standard nodes (null, zero, full, random,
+				// urandom, tty, ptmx) on top of this deny-all.
+				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+				Memory:  &specs.LinuxMemory{Limit: &mem},
+				CPU:     &specs.LinuxCPU{Quota: &quota, Period: &period},
+				Pids:    &specs.LinuxPids{Limit: int64(pids)},
+			},
+			MaskedPaths:   maskedPaths,
+			ReadonlyPaths: readonlyPaths,
+		},
+	}
+}
+
+// nofileLimit raises the computer's open-file limit to the hard limit the
+// daemon has (raising past it would need CAP_SYS_RESOURCE on the host).
+func nofileLimit() specs.POSIXRlimit {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Max == 0 {
+		rl.Max = 1024
+	}
+	return specs.POSIXRlimit{Type: "RLIMIT_NOFILE", Hard: rl.Max, Soft: rl.Max}
+}
+
+// writeBundle writes the OCI bundle runc starts the computer from.
+func writeBundle(spec Spec, p paths) error {
+	agentPath := spec.AgentBinary
+	if agentPath == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find the ohm binary: %w", err)
+		}
+		agentPath = exe
+	}
+	if spec.Workspace == "" {
+		return fmt.Errorf("no workspace")
+	}
+	if fi, err := os.Stat(spec.Workspace); err != nil || !fi.IsDir() {
+		return fmt.Errorf("workspace %s is not a directory", spec.Workspace)
+	}
+	data, err := json.MarshalIndent(ociSpec(spec, p, agentPath), "", "\t")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(p.bundle, 0o700); err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(p.bundle, "config.json"), data, 0o600)
+}
+
+// writeEtc writes the files bind-mounted over the computer's /etc/hosts,
+// /etc/hostname and /etc/resolv.conf.
+func writeEtc(spec Spec, p paths) error {
+	if err := os.MkdirAll(p.etc, 0o755); err != nil {
+		return err
+	}
+	hosts := fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n", spec.Name)
+	files := map[string]string{
+		"hosts":       hosts,
+		"hostname":    spec.Name + "\n",
+		"resolv.conf": resolvConf(),
+	}
+	for name, content := range files {
+		if err := writeFileAtomic(filepath.Join(p.etc, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resolvConf is the host's resolver configuration without loopback
+// nameservers, which mean nothing in the computer's network namespace.
+func resolvConf() string {
+	data, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := sc.Text()
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "nameserver" &&
+			(strings.HasPrefix(f[1], "127.") || f[1] == "::1") {
+			continue
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String()
+}
+
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, perm); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,172 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// CreateDisk makes the root disk of spec: a sparse ext4 image of exactly
+// DiskSizeMB under StateDir. It fails if there is not enough free space on
+// the host for the image to be filled.
+func CreateDisk(ctx context.Context, spec Spec) error {
+	if spec.DiskSizeMB <= 0 {
+		return fmt.Errorf("create disk: size must be positive, not %d MB", spec.DiskSizeMB)
+	}
+	p := spec.paths()
+	if err := os.MkdirAll(p.state, 0o700); err != nil {
+		return fmt.Errorf("create disk: %w", err)
+	}
+	size := int64(spec.DiskSizeMB) << 20
+	var st unix.Statfs_t
+	if err := unix.Statfs(p.state, &st); err != nil {
+		return fmt.Errorf("create disk: %w", err)
+	}
+	if free := int64(st.Bavail) * st.Bsize; free < size {
+		return fmt.Errorf("create disk: %d MB requested but the host has only %d MB free", spec.DiskSizeMB, free>>20)
+	}
+	f, err := os.OpenFile(p.image, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create disk: %w", err)
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		// Lazy init and no discard keep mkfs instant on any size: the
+		// image stays sparse and the kernel initializes inode tables in
+		// the background on first mount.
+		out, merr := exec.CommandContext(ctx, "mkfs.ext4", "-F", "-q", "-m", "0",
+			"-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1",
+			"-L", "root", p.image).CombinedOutput()
+		if merr != nil {
+			err = fmt.Errorf("mkfs.ext4: %v: %s", merr, strings.TrimSpace(string(out)))
+		}
+	}
+	if err != nil {
+		os.Remove(p.image)
+		return fmt.Errorf("create disk: %w", err)
+	}
+	return nil
+}
+
+// mountDisk loop-mounts the root disk with discard, so that space freed
+// inside goes back to the host. mount(8) sets the loop device to clear
+// itself when unmounted.
+func mountDisk(ctx context.Context, p paths) error {
+	if err := os.MkdirAll(p.disk, 0o700); err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "mount", "-t", "ext4", "-o", "loop,discard,noatime", p.image, p.disk).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mount root disk: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	for _, d := range []string{"upper", "work"} {
+		if err := os.MkdirAll(filepath.Join(p.disk, d), 0o755); err != nil {
+			return fmt.Errorf("mount root disk: %w", err)
+		}
+	}
+	return nil
+}
+
+func mountOverlay(lower string, p paths) error {
+	if lower == "" {
+		return errors.New("no template root")
+	}
+	if fi, err := os.Stat(lower); err != nil || !fi.IsDir() {
+		return fmt.Errorf("template root %s is not a directory", lower)
+	}
+	if err := os.MkdirAll(p.rootfs, 0o755); err != nil {
+		return err
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s",
+		lower, filepath.Join(p.disk, "upper"), filepath.Join(p.disk, "work"))
+	if err := unix.Mount("overlay", p.rootfs, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mount overlay: %w", err)
+	}
+	return nil
+}
+
+// unmountAll unmounts the overlay then the root disk, lazily when busy
+// (an open file somewhere must not make stop fail).
+func unmountAll(p paths) error {
+	var errs []error
+	for _, dir := range []string{p.rootfs, p.disk} {
+		for mounted(dir) {
+			err := unix.Unmount(dir, 0)
+			if err == unix.EBUSY {
+				err = unix.Unmount(dir, unix.MNT_DETACH)
+			}
+			if err != nil && err != unix.EINVAL {
+				errs = append(errs, fmt.Errorf("unmount %s: %w", dir, err))
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// mounted reports whether dir is a mount point in this mount namespace.
+func mounted(dir string) bool {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMountPath(fields[4]) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// unescapeMountPath undoes the octal escapes of mountinfo (\040 for space).
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			ok := true
+			for _, c := range s[i+1 : i+4] {
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				v = v*8 + byte(c-'0')
+			}
+			if ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func usedBytes(dir string) (uint64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return (st.Blocks - st.Bfree) * uint64(st.Bsize), nil
+}
+
+func numCPU() int { return runtime.NumCPU() }

@@ -1,0 +1,261 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"ohm/internal/agent"
+)
+
+// runc runs the runc command with the computer's state root.
+func runc(ctx context.Context, p paths, args ...string) ([]byte, error) {
+	args = append([]string{"--root", p.runc}, args...)
+	out, err := exec.CommandContext(ctx, "runc", args...).CombinedOutput()
+	return out, err
+}
+
+type containerState struct {
+	Status string `json:"status"`
+	Pid    int    `json:"pid"`
+}
+
+// runcState asks runc about the container; an error means runc knows none.
+func runcState(ctx context.Context, p paths, name string) (containerState, error) {
+	var st containerState
+	if _, err := os.Stat(p.runc); err != nil {
+		return st, fmt.Errorf("no container: %w", err)
+	}
+	out, err := exec.CommandContext(ctx, "runc", "--root", p.runc, "state", name).Output()
+	if err != nil {
+		return st, fmt.Errorf("runc state: %w", err)
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return st, fmt.Errorf("runc state: %w", err)
+	}
+	return st, nil
+}
+
+// runcRun starts the container detached. The container's init inherits
+// runc's stdio, so both go to the agent log: a pipe would be held open by
+// the container for its whole life.
+func runcRun(ctx context.Context, p paths, name string) error {
+	logf, err := os.OpenFile(p.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	off, _ := logf.Seek(0, io.SeekEnd)
+	cmd := exec.CommandContext(ctx, "runc", "--root", p.runc, "run", "--detach", "--bundle", p.bundle, name)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	if err := cmd.Run(); err != nil {
+		msg := ""
+		if f, ferr := os.Open(p.log); ferr == nil {
+			f.Seek(off, io.SeekStart)
+			b, _ := io.ReadAll(io.LimitReader(f, 4096))
+			f.Close()
+			msg = strings.TrimSpace(string(b))
+		}
+		return fmt.Errorf("runc run: %v: %s", err, msg)
+	}
+	return nil
+}
+
+// waitExit waits up to d for process pid to end.
+func waitExit(pid int, d time.Duration) {
+	if pid <= 0 {
+		return
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return // already gone
+	}
+	defer unix.Close(fd)
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n > 0 {
+			return
+		}
+	}
+}
+
+// waitAgent waits until the agent answers on socket.
+func waitAgent(ctx context.Context, socket string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	delay := time.Millisecond
+	for {
+		err := ping(ctx, socket)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("agent did not answer within %v: %w", d, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 50*time.Millisecond)
+	}
+}
+
+func dial(ctx context.Context, socket string) (*net.UnixConn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.UnixConn), nil
+}
+
+func ping(ctx context.Context, socket string) error {
+	c, err := dial(ctx, socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if err := agent.WriteFrame(c, agent.FramePing, nil); err != nil {
+		return err
+	}
+	typ, _, err := agent.ReadFrame(c)
+	if err != nil {
+		return err
+	}
+	if typ != agent.FramePing {
+		return fmt.Errorf("unexpected frame %d", typ)
+	}
+	return nil
+}
+
+// execAgent runs req through the agent at socket.
+func execAgent(ctx context.Context, socket string, req ExecRequest, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	if len(req.Argv) == 0 {
+		return 0, errors.New("exec: empty command")
+	}
+	c, err := dial(ctx, socket)
+	if err != nil {
+		return 0, fmt.Errorf("exec: computer not reachable: %w", err)
+	}
+	defer c.Close()
+	payload, err := json.Marshal(agent.Request{
+		Argv:      req.Argv,
+		User:      req.User,
+		Workdir:   req.Workdir,
+		Env:       req.Env,
+		TTY:       req.TTY,
+		Rows:      req.Size.Rows,
+		Cols:      req.Size.Cols,
+		TimeoutMS: req.Timeout.Milliseconds(),
+	})
+	if err != nil {
+		return 0, err
+	}
+	var wmu sync.Mutex
+	send := func(typ byte, b []byte) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return agent.WriteFrame(c, typ, b)
+	}
+	if err := send(agent.FrameStart, payload); err != nil {
+		return 0, fmt.Errorf("exec: %w", err)
+	}
+
+	done := make(chan struct{})
+	defer close(done)
+	// Cancelling ctx closes the connection, which makes the agent kill
+	// the command.
+	go func() {
+		select {
+		case <-ctx.Done():
+			c.Close()
+		case <-done:
+		}
+	}()
+	if stdin == nil {
+		send(agent.FrameStdinEOF, nil)
+	} else {
+		go func() {
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := stdin.Read(buf)
+				if n > 0 && send(agent.FrameStdin, buf[:n]) != nil {
+					return
+				}
+				if err != nil {
+					send(agent.FrameStdinEOF, nil)
+					return
+				}
+			}
+		}()
+	}
+	if req.Resize != nil {
+		go func() {
+			for {
+				select {
+				case ws, ok := <-req.Resize:
+					if !ok {
+						return
+					}
+					send(agent.FrameResize, agent.ResizePayload(ws.Rows, ws.Cols))
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	if stdout == nil {
+		stdout = io.Discard
+	}
+	if stderr == nil {
+		stderr = io.Discard
+	}
+	for {
+		typ, payload, err := agent.ReadFrame(c)
+		if err != nil {
+			if ctx.Err() != nil {
+				return 0, fmt.Errorf("exec: %w", ctx.Err())
+			}
+			return 0, fmt.Errorf("exec: connection to the computer lost: %w", err)
+		}
+		switch typ {
+		case agent.FrameStdout:
+			if _, err := stdout.Write(payload); err != nil {
+				return 0, fmt.Errorf("exec: write stdout: %w", err)
+			}
+		case agent.FrameStderr:
+			if _, err := stderr.Write(payload); err != nil {
+				return 0, fmt.Errorf("exec: write stderr: %w", err)
+			}
+		case agent.FrameExit:
+			if len(payload) != 4 {
+				return 0, errors.New("exec: malformed exit frame")
+			}
+			return int(int32(binary.BigEndian.Uint32(payload))), nil
+		case agent.FrameError:
+			return 0, fmt.Errorf("exec %s: %s", req.Argv[0], payload)
+		}
+	}
+}
