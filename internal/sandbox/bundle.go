@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,6 +154,9 @@ func writeBundle(spec Spec, p paths) error {
 		}
 		agentPath = exe
 	}
+	if err := checkAgentRuns(agentPath, spec.TemplateRoot); err != nil {
+		return err
+	}
 	if spec.Workspace == "" {
 		return fmt.Errorf("no workspace")
 	}
@@ -166,6 +171,31 @@ func writeBundle(spec Spec, p paths) error {
 		return err
 	}
 	return writeFileAtomic(filepath.Join(p.bundle, "config.json"), data, 0o600)
+}
+
+// checkAgentRuns fails clearly when the agent binary is dynamically linked
+// and the template lacks its loader (a busybox template has no libc): the
+// ohm binary is meant to be built with CGO_ENABLED=0.
+func checkAgentRuns(bin, templateRoot string) error {
+	f, err := elf.Open(bin)
+	if err != nil {
+		return fmt.Errorf("agent binary %s: %w", bin, err)
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type != elf.PT_INTERP {
+			continue
+		}
+		b, err := io.ReadAll(prog.Open())
+		if err != nil {
+			return fmt.Errorf("agent binary %s: %w", bin, err)
+		}
+		interp := strings.TrimRight(string(b), "\x00")
+		if _, err := os.Lstat(filepath.Join(templateRoot, interp)); err != nil {
+			return fmt.Errorf("agent binary %s is dynamically linked (build ohm with CGO_ENABLED=0) and the template has no %s", bin, interp)
+		}
+	}
+	return nil
 }
 
 // writeEtc writes the files bind-mounted over the computer's /etc/hosts,

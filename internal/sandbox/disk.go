@@ -61,12 +61,14 @@ func CreateDisk(ctx context.Context, spec Spec) error {
 
 // mountDisk loop-mounts the root disk with discard, so that space freed
 // inside goes back to the host. mount(8) sets the loop device to clear
-// itself when unmounted.
+// itself when unmounted. minixdf makes statfs report the image's whole
+// size (ext4 otherwise subtracts its metadata, and a 10 GiB disk shows as
+// 9.8G in df); the metadata counts as used instead.
 func mountDisk(ctx context.Context, p paths) error {
 	if err := os.MkdirAll(p.disk, 0o700); err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, "mount", "-t", "ext4", "-o", "loop,discard,noatime", p.image, p.disk).CombinedOutput()
+	out, err := exec.CommandContext(ctx, "mount", "-t", "ext4", "-o", "loop,discard,noatime,minixdf", p.image, p.disk).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("mount root disk: %v: %s", err, strings.TrimSpace(string(out)))
 	}

@@ -100,14 +100,28 @@ func waitExit(pid int, d time.Duration) {
 	}
 }
 
-// waitAgent waits until the agent answers on socket.
-func waitAgent(ctx context.Context, socket string, d time.Duration) error {
+// waitAgent waits until the agent answers on socket, or the container's
+// init (pid) has exited, which means the agent could not run.
+func waitAgent(ctx context.Context, socket string, pid int, d time.Duration) error {
+	pidfd := -1
+	if pid > 0 {
+		if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+			pidfd = fd
+			defer unix.Close(fd)
+		}
+	}
 	deadline := time.Now().Add(d)
 	delay := time.Millisecond
 	for {
 		err := ping(ctx, socket)
 		if err == nil {
 			return nil
+		}
+		if pidfd >= 0 {
+			fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+			if n, _ := unix.Poll(fds, 0); n > 0 {
+				return errors.New("the agent exited at start")
+			}
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("agent did not answer within %v: %w", d, err)
@@ -119,6 +133,18 @@ func waitAgent(ctx context.Context, socket string, d time.Duration) error {
 		}
 		delay = min(delay*2, 50*time.Millisecond)
 	}
+}
+
+// logTail is the end of the agent log, for error messages.
+func logTail(p paths) string {
+	data, err := os.ReadFile(p.log)
+	if err != nil {
+		return ""
+	}
+	if len(data) > 1024 {
+		data = data[len(data)-1024:]
+	}
+	return strings.TrimSpace(string(data))
 }
 
 func dial(ctx context.Context, socket string) (*net.UnixConn, error) {

@@ -133,7 +133,14 @@ func (s *Sandbox) start(ctx context.Context) error {
 	if err := runcRun(ctx, p, s.spec.Name); err != nil {
 		return err
 	}
-	return waitAgent(ctx, p.socket, 10*time.Second)
+	st, _ := runcState(ctx, p, s.spec.Name)
+	if err := waitAgent(ctx, p.socket, st.Pid, 10*time.Second); err != nil {
+		if tail := logTail(p); tail != "" {
+			return fmt.Errorf("%w; agent log: %s", err, tail)
+		}
+		return err
+	}
+	return nil
 }
 
 // Attach reconnects to a computer started by an earlier daemon (the daemon
