@@ -68,12 +68,23 @@ func Run(ctx context.Context, socket string) error {
 	case <-sigc:
 	}
 	ln.Close()
-	return shutdown()
+	return shutdown(r)
 }
 
 // shutdown sends SIGTERM to every process but this one and waits until
-// none is left (the reaper collects them).
-func shutdown() error {
+// none is left (the reaper collects them). Outside a PID namespace of its
+// own (a test, or someone running `ohm agent` by hand) "every process"
+// would be the host's, so then it signals only the commands it started.
+func shutdown(r *reaper) error {
+	if os.Getpid() != 1 {
+		for _, pid := range r.children() {
+			unix.Kill(-pid, unix.SIGTERM)
+		}
+		for len(r.children()) > 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		return nil
+	}
 	unix.Kill(-1, unix.SIGTERM)
 	for othersAlive() {
 		time.Sleep(10 * time.Millisecond)
@@ -139,6 +150,17 @@ func (r *reaper) reap() {
 			ch <- ws
 		}
 	}
+}
+
+// children lists the processes started by start that have not exited.
+func (r *reaper) children() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pids := make([]int, 0, len(r.waiting))
+	for pid := range r.waiting {
+		pids = append(pids, pid)
+	}
+	return pids
 }
 
 // start starts a process and returns a channel that receives its status.
