@@ -72,8 +72,6 @@ func TestKillDuringWorkload(t *testing.T) {
 			checkAfterCrash(t, v, logs, i-1)
 			if t.Failed() {
 				ohmtest.ForceUnmount(v.Dir)
-				mount.Process.Kill()
-				mount.Wait()
 				t.Fatalf("stopping after the failed check of crash %d", i-1)
 			}
 		}
@@ -89,10 +87,7 @@ func TestKillDuringWorkload(t *testing.T) {
 		}
 		delay := time.Duration(200+rng.Intn(2800)) * time.Millisecond
 		time.Sleep(delay)
-		if err := mount.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatalf("kill -9 of the mount process: %v", err)
-		}
-		mount.Wait()
+		mount.Kill(t)
 		w.Process.Kill()
 		w.Wait()
 		ohmtest.ForceUnmount(v.Dir)
@@ -243,8 +238,7 @@ func TestFsckAfterKill(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Duration(500+400*i) * time.Millisecond)
-		mount.Process.Signal(syscall.SIGKILL)
-		mount.Wait()
+		mount.Kill(t)
 		w.Process.Kill()
 		w.Wait()
 		ohmtest.ForceUnmount(v.Dir)
@@ -302,8 +296,7 @@ func TestUnsyncedWritesDurableWithinASecond(t *testing.T) {
 	must(os.Remove(p("deleted")))
 
 	time.Sleep(2500 * time.Millisecond)
-	must(mount.Process.Signal(syscall.SIGKILL))
-	mount.Wait()
+	mount.Kill(t)
 	open.Close()
 	ohmtest.ForceUnmount(v.Dir)
 

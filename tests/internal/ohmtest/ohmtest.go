@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -195,33 +196,78 @@ func (v *Volume) Remount(t testing.TB) {
 	v.Mount(t)
 }
 
+// Foreground is an `ohm fs mount` process running in the foreground.
+type Foreground struct {
+	Cmd  *exec.Cmd
+	done chan struct{}
+	log  *os.File // its stdout and stderr; a file, not a pipe, so that no reader can hang on it
+}
+
+// Exited is closed when the mount process has exited.
+func (f *Foreground) Exited() <-chan struct{} { return f.done }
+
+// Output returns what the mount process printed so far.
+func (f *Foreground) Output() string {
+	b, _ := os.ReadFile(f.log.Name())
+	return string(b)
+}
+
+// Kill sends SIGKILL to the mount process and waits for it to exit.
+func (f *Foreground) Kill(t testing.TB) {
+	t.Helper()
+	if err := f.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		select {
+		case <-f.done:
+			t.Errorf("the mount process had already exited before the kill: %v\n%s", f.Cmd.ProcessState, f.Output())
+			return
+		default:
+		}
+		t.Fatalf("kill -9 of the mount process: %v", err)
+	}
+	select {
+	case <-f.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the mount process (pid %d) did not exit 30 s after SIGKILL", f.Cmd.Process.Pid)
+	}
+}
+
 // MountForeground starts `ohm fs mount` in the foreground (so that the
 // caller knows the mount process's pid) and waits until the mount is up.
-func (v *Volume) MountForeground(t testing.TB) *exec.Cmd {
+func (v *Volume) MountForeground(t testing.TB) *Foreground {
 	t.Helper()
+	log, err := os.CreateTemp("", "ohm-mount-log-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close(); os.Remove(log.Name()) })
 	cmd := exec.Command(v.Bin, "fs", "mount", v.Path, v.Dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.Stdout = &stderr
+	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start ohm fs mount: %v", err)
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	f := &Foreground{Cmd: cmd, done: make(chan struct{}), log: log}
+	go func() { cmd.Wait(); close(f.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-f.done:
+		default:
+			cmd.Process.Kill()
+			<-f.done
+		}
+	})
 	deadline := time.Now().Add(30 * time.Second)
 	for !Mounted(v.Dir) {
 		select {
-		case <-exited:
-			t.Fatalf("ohm fs mount %s %s exited before mounting: %v\n%s", v.Path, v.Dir, cmd.ProcessState, stderr.String())
+		case <-f.done:
+			t.Fatalf("ohm fs mount %s %s exited before mounting: %v\n%s", v.Path, v.Dir, cmd.ProcessState, f.Output())
 		default:
 		}
 		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("ohm fs mount %s %s: not mounted after 30s\n%s", v.Path, v.Dir, stderr.String())
+			t.Fatalf("ohm fs mount %s %s: not mounted after 30s\n%s", v.Path, v.Dir, f.Output())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return cmd
+	return f
 }
 
 // Mounted reports whether a filesystem is mounted at dir.
