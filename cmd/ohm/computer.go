@@ -299,12 +299,8 @@ func newComputerShellCmd(connect connectFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := client.ExecRequest{Argv: []string{"bash", "-l"}, User: user}
-			info, err := c.Get(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			_ = info
+			// No command: the daemon runs the template's login shell.
+			req := client.ExecRequest{User: user}
 			fd := int(os.Stdin.Fd())
 			var resize chan client.WindowSize
 			if isTerminal(os.Stdin) {

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"ohm/internal/api/client"
+	"ohm/internal/sandbox"
 )
 
 // interactive serves an exec with stdin (and maybe a PTY) over a hijacked
@@ -42,7 +43,7 @@ func (s *Server) interactive(w http.ResponseWriter, r *http.Request, req client.
 		return client.WriteFrame(conn, typ, p)
 	}
 	stdinR, stdinW := io.Pipe()
-	resize := make(chan [2]uint16, 4)
+	resize := make(chan sandbox.WindowSize, 4)
 	go func() {
 		defer cancel()
 		for {
@@ -62,7 +63,7 @@ func (s *Server) interactive(w http.ResponseWriter, r *http.Request, req client.
 			case client.FrameResize:
 				if len(p) == 4 {
 					select {
-					case resize <- [2]uint16{binary.BigEndian.Uint16(p), binary.BigEndian.Uint16(p[2:])}:
+					case resize <- sandbox.WindowSize{Rows: binary.BigEndian.Uint16(p), Cols: binary.BigEndian.Uint16(p[2:])}:
 					default: // a newer size will come; never block the reader
 					}
 				}

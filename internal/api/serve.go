@@ -20,6 +20,12 @@ import (
 // manager (which reconciles the registry with what runs), and answers the
 // API on the root-only socket <dataDir>/ohm.sock.
 func Serve(ctx context.Context, dataDir string, logf func(format string, args ...any)) error {
+	return ServeOptions(ctx, computer.Options{DataDir: dataDir, Logf: logf})
+}
+
+// ServeOptions is Serve with a manager configured by opts.
+func ServeOptions(ctx context.Context, opts computer.Options) error {
+	dataDir, logf := opts.DataDir, opts.Logf
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
@@ -37,7 +43,7 @@ func Serve(ctx context.Context, dataDir string, logf func(format string, args ..
 		}
 		return fmt.Errorf("lock data directory: %w", err)
 	}
-	m, err := computer.Open(ctx, computer.Options{DataDir: dataDir, Logf: logf})
+	m, err := computer.Open(ctx, opts)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 
 	"ohm/internal/api/client"
 	"ohm/internal/computer"
+	"ohm/internal/sandbox"
 )
 
 // maxBody bounds JSON request bodies.
@@ -306,7 +307,7 @@ func (lw *lineWriter) flush() {
 func execOptions(req client.ExecRequest) computer.ExecOptions {
 	return computer.ExecOptions{
 		Command: req.Command, Argv: req.Argv, User: req.User, Workdir: req.Workdir,
-		Env: req.Env, TTY: req.TTY, Rows: req.Rows, Cols: req.Cols,
+		Env: req.Env, TTY: req.TTY, Size: sandbox.WindowSize{Rows: req.Rows, Cols: req.Cols},
 		Timeout: time.Duration(req.TimeoutSeconds * float64(time.Second)),
 	}
 }

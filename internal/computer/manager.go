@@ -45,8 +45,11 @@ const homeUID = 1000
 
 // Options configure a Manager.
 type Options struct {
-	DataDir   string
-	Workspace Workspace // default: OhmfsWorkspace with the running binary
+	DataDir string
+	// Exe is the ohm binary: the workspace mounts run it (`ohm fs ...`) and
+	// it is every computer's init (`ohm agent`). Default: os.Executable.
+	Exe       string
+	Workspace Workspace // default: OhmfsWorkspace running Exe
 	Templates Templates // default: template.NewStore(DataDir)
 	Logf      func(format string, args ...any)
 
@@ -57,6 +60,7 @@ type Options struct {
 // for concurrent use; operations on one computer serialize.
 type Manager struct {
 	dataDir string
+	exe     string
 	reg     *registry
 	ws      Workspace
 	tmpl    Templates
@@ -87,6 +91,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	m := &Manager{
 		dataDir: opts.DataDir,
+		exe:     opts.Exe,
 		ws:      opts.Workspace,
 		tmpl:    opts.Templates,
 		rt:      opts.runtime,
@@ -94,12 +99,15 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		locks:   map[string]*sync.Mutex{},
 		running: map[string]*live{},
 	}
-	if m.ws == nil {
+	if m.exe == "" {
 		exe, err := os.Executable()
 		if err != nil {
 			return nil, fmt.Errorf("find the ohm binary: %w", err)
 		}
-		m.ws = OhmfsWorkspace{Exe: exe}
+		m.exe = exe
+	}
+	if m.ws == nil {
+		m.ws = OhmfsWorkspace{Exe: m.exe}
 	}
 	if m.tmpl == nil {
 		m.tmpl = template.NewStore(opts.DataDir)
@@ -177,6 +185,7 @@ func (m *Manager) spec(rec Record, templateRoot string) sandbox.Spec {
 		MemoryMB:     rec.MemoryMB,
 		PIDs:         rec.PIDs,
 		Env:          env,
+		AgentBinary:  m.exe,
 	}
 }
 
@@ -554,24 +563,22 @@ func (m *Manager) List(ctx context.Context) ([]Record, error) {
 
 // ExecOptions describe a command to run in a computer.
 type ExecOptions struct {
-	Command string   // run through `bash -lc` (or `sh -c` without bash)
+	Command string   // run through `bash -lc` (or `sh -c` without bash); with stdin, empty means a login shell
 	Argv    []string // run as is, instead of Command
 	User    string   // "ohm" (default) or "root"
 	Workdir string
 	Env     map[string]string
 	TTY     bool
 	Timeout time.Duration
-	// Rows and Cols are the initial window size with TTY, and Resize
-	// carries later sizes.
-	// TODO(d2): pass them on once internal/sandbox takes window sizes.
-	Rows, Cols uint16
-	Resize     <-chan [2]uint16
+	// Size is the initial window size with TTY; Resize carries later ones.
+	Size   sandbox.WindowSize
+	Resize <-chan sandbox.WindowSize
 }
 
 // Exec runs a command in computer name, starting the computer first if it
 // is stopped, and returns the command's exit code.
 func (m *Manager) Exec(ctx context.Context, name string, opts ExecOptions, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	req, err := execRequest(opts)
+	req, err := execRequest(opts, stdin != nil)
 	if err != nil {
 		return 0, err
 	}
@@ -580,7 +587,13 @@ func (m *Manager) Exec(ctx context.Context, name string, opts ExecOptions, stdin
 		return 0, err
 	}
 	if req.Argv == nil {
+		sh := "sh"
 		if l.hasBash {
+			sh = "bash"
+		}
+		if opts.Command == "" {
+			req.Argv = []string{sh, "-l"} // an interactive login shell
+		} else if l.hasBash {
 			req.Argv = []string{"bash", "-lc", opts.Command}
 		} else {
 			req.Argv = []string{"sh", "-c", opts.Command}
@@ -593,8 +606,13 @@ func (m *Manager) Exec(ctx context.Context, name string, opts ExecOptions, stdin
 	return code, nil
 }
 
-func execRequest(opts ExecOptions) (sandbox.ExecRequest, error) {
-	req := sandbox.ExecRequest{User: opts.User, Workdir: opts.Workdir, TTY: opts.TTY, Timeout: opts.Timeout}
+// execRequest checks opts; an empty command is a login shell, which only
+// makes sense with stdin.
+func execRequest(opts ExecOptions, interactive bool) (sandbox.ExecRequest, error) {
+	req := sandbox.ExecRequest{
+		User: opts.User, Workdir: opts.Workdir, TTY: opts.TTY, Timeout: opts.Timeout,
+		Size: opts.Size, Resize: opts.Resize,
+	}
 	switch opts.User {
 	case "", "ohm", "root":
 	default:
@@ -605,7 +623,7 @@ func execRequest(opts ExecOptions) (sandbox.ExecRequest, error) {
 	}
 	if len(opts.Argv) > 0 {
 		req.Argv = opts.Argv
-	} else if opts.Command == "" {
+	} else if opts.Command == "" && !interactive {
 		return req, invalidf("no command to run")
 	}
 	for k, v := range opts.Env {
