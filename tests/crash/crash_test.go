@@ -88,9 +88,9 @@ func TestKillDuringWorkload(t *testing.T) {
 		delay := time.Duration(200+rng.Intn(2800)) * time.Millisecond
 		time.Sleep(delay)
 		mount.Kill(t)
+		ohmtest.ForceUnmount(v.Dir)
 		w.Process.Kill()
 		w.Wait()
-		ohmtest.ForceUnmount(v.Dir)
 		if ohmtest.Mounted(v.Dir) {
 			t.Fatalf("crash %d: %s is still mounted after umount -l", i, v.Dir)
 		}
@@ -239,9 +239,9 @@ func TestFsckAfterKill(t *testing.T) {
 		}
 		time.Sleep(time.Duration(500+400*i) * time.Millisecond)
 		mount.Kill(t)
+		ohmtest.ForceUnmount(v.Dir)
 		w.Process.Kill()
 		w.Wait()
-		ohmtest.ForceUnmount(v.Dir)
 		fsckClean(t, bin, v, fmt.Sprintf("after kill %d", i))
 	}
 }

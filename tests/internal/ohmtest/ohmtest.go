@@ -315,11 +315,45 @@ func unescapeMount(s string) string {
 }
 
 // ForceUnmount detaches whatever is mounted at dir, dead or alive: what a
-// test does after killing a mount process.
+// test does after killing a mount process. It aborts the FUSE connection
+// first (as `umount -l` alone does not: a process blocked in writeback on a
+// dead connection stays blocked until it is aborted), then detaches it.
 func ForceUnmount(dir string) {
+	if minor, ok := fuseConnection(dir); ok {
+		os.WriteFile(fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", minor), []byte("1"), 0)
+	}
 	for i := 0; i < 5 && Mounted(dir); i++ {
 		if exec.Command("umount", "-l", dir).Run() != nil {
 			exec.Command("fusermount3", "-u", "-z", dir).Run()
 		}
 	}
+}
+
+// fuseConnection returns the number of the FUSE connection mounted at dir
+// (its device minor, the name of its directory in /sys/fs/fuse/connections).
+func fuseConnection(dir string) (int, bool) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return 0, false
+	}
+	minor, found := 0, false
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 || unescapeMount(f[4]) != dir {
+			continue
+		}
+		sep := 6
+		for sep < len(f) && f[sep] != "-" {
+			sep++
+		}
+		if sep+1 >= len(f) || !strings.HasPrefix(f[sep+1], "fuse") {
+			continue
+		}
+		if _, m, ok := strings.Cut(f[2], ":"); ok {
+			if _, err := fmt.Sscan(m, &minor); err == nil {
+				found = true
+			}
+		}
+	}
+	return minor, found
 }
