@@ -139,6 +139,13 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("stdin: code %d, err %v, stdout %q", code, err, stdout.String())
 	}
 
+	// A PTY with the window size asked for.
+	stdout.Reset()
+	code, err = c.Interactive(ctx, "e2e", client.ExecRequest{Argv: []string{"stty", "size"}, TTY: true, Rows: 42, Cols: 117}, nil, &stdout, nil, nil)
+	if err != nil || code != 0 || strings.TrimSpace(stdout.String()) != "42 117" {
+		t.Errorf("pty: code %d, err %v, stdout %q", code, err, stdout.String())
+	}
+
 	// Files both ways.
 	data := bytes.Repeat([]byte("ohm\x00\xff"), 100000)
 	if err := c.PutFile(ctx, "e2e", "/home/ohm/blob", "", bytes.NewReader(data)); err != nil {

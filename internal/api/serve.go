@@ -43,6 +43,9 @@ func ServeOptions(ctx context.Context, opts computer.Options) error {
 		}
 		return fmt.Errorf("lock data directory: %w", err)
 	}
+	// The lock file names the daemon, for operators.
+	lock.Truncate(0)
+	fmt.Fprintf(lock, "%d\n", os.Getpid())
 	m, err := computer.Open(ctx, opts)
 	if err != nil {
 		return err

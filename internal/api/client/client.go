@@ -281,7 +281,11 @@ func (c *Client) Interactive(ctx context.Context, name string, req ExecRequest, 
 	}
 	done := make(chan struct{})
 	defer close(done)
-	if stdin != nil {
+	if stdin == nil {
+		if err := send(FrameStdinEOF, nil); err != nil {
+			return 0, fmt.Errorf("talk to the ohm daemon: %w", err)
+		}
+	} else {
 		go func() {
 			buf := make([]byte, 32<<10)
 			for {
