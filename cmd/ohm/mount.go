@@ -54,6 +54,7 @@ type mountFlags struct {
 	cpuProfile string
 	readyFD    int
 	debug      bool
+	noWBCache  bool
 }
 
 func newMountCmd() *cobra.Command {
@@ -85,7 +86,8 @@ func newMountCmd() *cobra.Command {
 	cmd.Flags().StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the mount process to this file")
 	cmd.Flags().IntVar(&f.readyFD, "ready-fd", -1, "file descriptor to report readiness on")
 	cmd.Flags().BoolVar(&f.debug, "debug", false, "log every FUSE request")
-	for _, name := range []string{"cpuprofile", "ready-fd", "debug"} {
+	cmd.Flags().BoolVar(&f.noWBCache, "no-writeback-cache", false, "send every write to the daemon (for measurements)")
+	for _, name := range []string{"cpuprofile", "ready-fd", "debug", "no-writeback-cache"} {
 		cmd.Flags().MarkHidden(name)
 	}
 	return cmd
@@ -136,7 +138,7 @@ func mountForeground(ctx context.Context, url, mp string, cacheBytes int64, f mo
 		return err
 	}
 	logger := log.New(os.Stderr, "", log.LstdFlags)
-	m, err := fusefs.Mount(bg, vol, mp, fusefs.Options{Debug: f.debug, Logger: logger})
+	m, err := fusefs.Mount(bg, vol, mp, fusefs.Options{Debug: f.debug, NoWritebackCache: f.noWBCache, Logger: logger})
 	if err != nil {
 		vol.Close(bg)
 		return err
@@ -222,6 +224,9 @@ func mountBackground(url, mp string, f mountFlags) error {
 	}
 	if f.debug {
 		args = append(args, "--debug")
+	}
+	if f.noWBCache {
+		args = append(args, "--no-writeback-cache")
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Stdin = devnull
