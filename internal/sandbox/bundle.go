@@ -26,21 +26,27 @@ const (
 	homeDir     = "/home/ohm"
 )
 
-// defaultCaps is the capability set container runtimes grant by default
-// (Docker's): enough for package managers as root, nothing that reaches
-// past the computer (no SYS_ADMIN, NET_ADMIN, SYS_MODULE, SYS_PTRACE).
+// defaultCaps is the capability set of root in a computer: the container
+// runtime default (Docker's) without CAP_MKNOD. It is enough for package
+// managers as root and holds nothing that reaches past the computer (no
+// SYS_ADMIN, NET_ADMIN, SYS_MODULE, SYS_PTRACE, SYS_RAWIO, SYS_TIME,
+// SYS_RESOURCE, DAC_READ_SEARCH). MKNOD goes too: the device cgroup runc
+// sets up lets any node be created (only opening is refused), and nothing
+// a computer does needs device nodes of its own.
 var defaultCaps = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER",
 	"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
 	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 }
 
-// maskedPaths and readonlyPaths are runc's defaults (`runc spec`).
+// maskedPaths and readonlyPaths are runc's defaults (`runc spec`), plus
+// powercap, whose energy counters leak what other tenants compute.
 var (
 	maskedPaths = []string{
 		"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
 		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
 		"/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+		"/sys/devices/virtual/powercap",
 	}
 	readonlyPaths = []string{
 		"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
@@ -57,21 +63,16 @@ func cgroupPath(spec Spec, p paths) string {
 
 // ociSpec is the runc configuration of the computer.
 func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
-	cpus := spec.CPUs
-	if cpus <= 0 {
-		cpus = DefaultCPUs
-	}
-	memMB := spec.MemoryMB
-	if memMB <= 0 {
-		memMB = DefaultMemoryMB
-	}
-	pids := spec.PIDs
-	if pids <= 0 {
-		pids = DefaultPIDs
-	}
+	lim := spec.Limits()
 	period := uint64(100000)
-	quota := int64(cpus * float64(period))
-	mem := int64(memMB) << 20
+	quota := int64(lim.CPUs * float64(period))
+	mem := lim.MemoryBytes
+	// Memory+swap equal to memory: swap never extends the limit (where
+	// the kernel accounts swap at all; without it there is nothing to cap).
+	var swap *int64
+	if swapAccounted() {
+		swap = &mem
+	}
 
 	env := []string{"PATH=" + agent.DefaultPath, "HOSTNAME=" + spec.Name}
 	env = append(env, spec.Env...)
@@ -92,7 +93,9 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 			},
 			Rlimits: []specs.POSIXRlimit{nofileLimit()},
 			// no_new_privs stays off: it would disable sudo's setuid bit,
-			// and package installs need sudo. The isolation work decides.
+			// and package installs need sudo. What root can do is bounded
+			// by the capability set and the seccomp filter instead (as
+			// with Docker's defaults); see SECURITY.md.
 			NoNewPrivileges: false,
 		},
 		Mounts: []specs.Mount{
@@ -103,12 +106,12 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
-			{Destination: homeDir, Type: "bind", Source: spec.Workspace, Options: []string{"rbind", "rw"}},
+			{Destination: homeDir, Type: "bind", Source: spec.Workspace, Options: []string{"rbind", "rw", "nosuid", "nodev"}},
 			{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(p.etc, "hosts"), Options: []string{"bind", "rw"}},
 			{Destination: "/etc/hostname", Type: "bind", Source: filepath.Join(p.etc, "hostname"), Options: []string{"bind", "rw"}},
 			{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(p.etc, "resolv.conf"), Options: []string{"bind", "rw"}},
-			{Destination: agentBinary, Type: "bind", Source: agentPath, Options: []string{"bind", "ro"}},
-			{Destination: agentRunDir, Type: "bind", Source: p.run, Options: []string{"bind", "rw"}},
+			{Destination: agentBinary, Type: "bind", Source: agentPath, Options: []string{"bind", "ro", "nosuid", "nodev"}},
+			{Destination: agentRunDir, Type: "bind", Source: p.run, Options: []string{"bind", "rw", "nosuid", "nodev", "noexec"}},
 		},
 		Linux: &specs.Linux{
 			CgroupsPath: cgroupPath(spec, p),
@@ -122,12 +125,13 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 			},
 			Resources: &specs.LinuxResources{
 				// runc adds the standard nodes (null, zero, full, random,
-				// urandom, tty, ptmx) on top of this deny-all.
+				// urandom, tty, ptmx, pts) on top of this deny-all.
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
-				Memory:  &specs.LinuxMemory{Limit: &mem},
+				Memory:  &specs.LinuxMemory{Limit: &mem, Swap: swap},
 				CPU:     &specs.LinuxCPU{Quota: &quota, Period: &period},
-				Pids:    &specs.LinuxPids{Limit: int64(pids)},
+				Pids:    &specs.LinuxPids{Limit: lim.PIDs},
 			},
+			Seccomp:       seccompProfile(),
 			MaskedPaths:   maskedPaths,
 			ReadonlyPaths: readonlyPaths,
 		},

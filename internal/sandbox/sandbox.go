@@ -114,6 +114,9 @@ func Start(ctx context.Context, spec Spec) (*Sandbox, error) {
 
 func (s *Sandbox) start(ctx context.Context) error {
 	p := s.p
+	if _, err := DetectCgroups(); err != nil {
+		return err
+	}
 	if err := mountDisk(ctx, p); err != nil {
 		return err
 	}

@@ -1,0 +1,100 @@
+package sandbox
+
+import (
+	"runtime"
+	"sort"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// deniedSyscalls are the system calls the seccomp filter refuses (EPERM),
+// with why. Most would fail anyway for lack of a capability; the filter
+// is the second wall, and it also closes calls that need no capability but
+// widen the kernel surface a computer can reach (user namespaces, bpf,
+// io_uring, userfaultfd, perf, keyrings).
+var deniedSyscalls = map[string]string{
+	// Mounts and namespaces: the computer's view of the filesystem and
+	// its namespaces are fixed at start.
+	"mount": "mounts", "umount": "mounts", "umount2": "mounts", "pivot_root": "mounts",
+	"open_tree": "mounts", "move_mount": "mounts", "fsopen": "mounts", "fsconfig": "mounts",
+	"fsmount": "mounts", "fspick": "mounts", "mount_setattr": "mounts",
+	"unshare": "new namespaces (user namespaces need no capability)",
+	"setns":   "joining namespaces",
+	// The kernel itself.
+	"kexec_load": "kernel replacement", "kexec_file_load": "kernel replacement", "reboot": "reboot",
+	"init_module": "kernel modules", "finit_module": "kernel modules", "delete_module": "kernel modules",
+	"create_module": "kernel modules", "query_module": "kernel modules", "get_kernel_syms": "kernel modules",
+	"bpf": "eBPF", "perf_event_open": "perf (kernel and hardware introspection)",
+	"lookup_dcookie": "kernel profiling", "syslog": "kernel log", "_sysctl": "kernel parameters",
+	"swapon": "swap", "swapoff": "swap", "acct": "process accounting",
+	"quotactl": "quotas", "quotactl_fd": "quotas", "nfsservctl": "NFS server", "uselib": "obsolete loader",
+	"iopl": "I/O ports", "ioperm": "I/O ports", "vm86": "vm86", "vm86old": "vm86",
+	"settimeofday": "host clock", "clock_settime": "host clock", "clock_settime64": "host clock", "stime": "host clock",
+	"sethostname": "hostname is the computer's name", "setdomainname": "domain name",
+	"vhangup": "terminal hangup", "fanotify_init": "filesystem-wide monitoring",
+	// Keyrings are not namespaced.
+	"keyctl": "kernel keyrings", "add_key": "kernel keyrings", "request_key": "kernel keyrings",
+	// Reading and steering other processes.
+	"ptrace": "process tracing", "process_vm_readv": "other processes' memory",
+	"process_vm_writev": "other processes' memory", "kcmp": "process comparison",
+	"pidfd_getfd":   "other processes' file descriptors",
+	"migrate_pages": "other processes' memory placement", "move_pages": "other processes' memory placement",
+	// File handles bypass the mount namespace (the "shocker" escape).
+	"open_by_handle_at": "file handles", "name_to_handle_at": "file handles",
+	// Large, exploit-prone kernel surfaces with fallbacks in every user.
+	"userfaultfd":       "userfaultfd (exploit aid)",
+	"io_uring_setup":    "io_uring",
+	"io_uring_enter":    "io_uring",
+	"io_uring_register": "io_uring",
+}
+
+// cloneNamespaceFlags are clone(2) flags that create namespaces; clone is
+// allowed only without them.
+const cloneNamespaceFlags = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC |
+	unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP
+
+// seccompProfile is the computer's system call filter: refuse by default,
+// allow every known call but deniedSyscalls, clone only without namespace
+// flags, and clone3 answered ENOSYS (its flags sit in memory a filter
+// cannot read; libc then falls back to clone). Only the native
+// architecture is allowed: 32-bit compat calls are refused, which removes
+// the compat layer from what a computer can reach.
+func seccompProfile() *specs.LinuxSeccomp {
+	eperm := uint(unix.EPERM)
+	enosys := uint(unix.ENOSYS)
+	var allowed []string
+	for _, name := range linuxSyscalls {
+		if _, denied := deniedSyscalls[name]; denied || name == "clone" || name == "clone3" {
+			continue
+		}
+		allowed = append(allowed, name)
+	}
+	sort.Strings(allowed)
+	return &specs.LinuxSeccomp{
+		DefaultAction:   specs.ActErrno,
+		DefaultErrnoRet: &eperm,
+		Architectures:   seccompArchs(),
+		Syscalls: []specs.LinuxSyscall{
+			{Names: allowed, Action: specs.ActAllow},
+			{
+				Names:  []string{"clone"},
+				Action: specs.ActAllow,
+				Args: []specs.LinuxSeccompArg{{
+					Index: 0, Value: cloneNamespaceFlags, ValueTwo: 0, Op: specs.OpMaskedEqual,
+				}},
+			},
+			{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: &enosys},
+		},
+	}
+}
+
+func seccompArchs() []specs.Arch {
+	switch runtime.GOARCH {
+	case "amd64":
+		return []specs.Arch{specs.ArchX86_64}
+	case "arm64":
+		return []specs.Arch{specs.ArchAARCH64}
+	}
+	return nil // the native architecture
+}
