@@ -533,6 +533,19 @@ func (fs *FS) Rmdir(ctx context.Context, parent meta.Ino, name string) error {
 
 // Rename renames, with renameat2 flags.
 func (fs *FS) Rename(ctx context.Context, oldParent meta.Ino, oldName string, newParent meta.Ino, newName string, flags uint32) error {
+	// Write-then-rename is how programs replace files without fsync. Like
+	// ext4's auto_da_alloc, put the file's data in meta before the rename,
+	// so that no commit can hold the new name with the old data.
+	if a, err := fs.m.Lookup(ctx, oldParent, oldName); err == nil && a.Mode&syscall.S_IFMT == syscall.S_IFREG {
+		fs.mu.Lock()
+		f := fs.files[a.Ino]
+		fs.mu.Unlock()
+		if f != nil {
+			if err := fs.flushFile(ctx, f); err != nil {
+				return err
+			}
+		}
+	}
 	replaced, err := fs.m.Rename(ctx, oldParent, oldName, newParent, newName, flags)
 	if err != nil {
 		return err
