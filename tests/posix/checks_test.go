@@ -758,6 +758,9 @@ func checkFallocate(e *env) error {
 	g.Write(data)
 	g.Sync()
 	before, _ := lstat(e.p("g"))
+	if before.Blocks*512 < 4<<20 {
+		return fmt.Errorf("a file being written holds 4 MiB (written, fsynced, still open) but st_blocks says %d bytes", before.Blocks*512)
+	}
 	if err := unix.Fallocate(int(g.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 1<<20, 2<<20); err != nil {
 		return wantOK("fallocate PUNCH_HOLE", err)
 	}
