@@ -177,9 +177,6 @@ func (s *Server) SetEnv() {
 		os.Setenv(k, v)
 	}
 	os.Unsetenv("AWS_ENDPOINT_URL_S3")
-	// Litestream's S3 client cannot use a CA bundle (it brings its own HTTP
-	// client), and loopback HTTP needs none.
-	os.Unsetenv("AWS_CA_BUNDLE")
 	os.Unsetenv("AWS_PROFILE")
 	os.Unsetenv("AWS_SESSION_TOKEN")
 }

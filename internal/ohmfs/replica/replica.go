@@ -32,7 +32,6 @@ import (
 
 	"github.com/benbjohnson/litestream"
 	lsfile "github.com/benbjohnson/litestream/file"
-	lss3 "github.com/benbjohnson/litestream/s3"
 
 	"ohm/internal/ohmfs/meta"
 	"ohm/internal/ohmfs/objstore"
@@ -59,17 +58,11 @@ func FileTarget(dir string) Target {
 	return Target{client: lsfile.NewReplicaClient(dir), name: dir}
 }
 
-// S3Target is a replica under the S3 store's prefix, at Dir.
+// S3Target is a replica under the S3 store's prefix, at Dir. It goes
+// through the store's own client (see storeClient), in the same layout as
+// Litestream's S3 client.
 func S3Target(s *objstore.S3Store) Target {
-	c := lss3.NewReplicaClient()
-	c.Bucket = s.Bucket()
-	c.Path = s.Prefix() + Dir
-	c.Region = s.Region()
-	if ep := s.Endpoint(); ep != "" {
-		c.Endpoint = ep
-		c.ForcePathStyle = true
-	}
-	return Target{client: c, name: fmt.Sprintf("s3://%s/%s%s", s.Bucket(), s.Prefix(), Dir)}
+	return Target{client: newStoreClient(s, Dir), name: fmt.Sprintf("s3://%s/%s%s", s.Bucket(), s.Prefix(), Dir)}
 }
 
 // TargetFor returns the replica target of a volume whose objects live in

@@ -2,8 +2,16 @@ package replica
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -143,4 +151,73 @@ func TestRestoreEmptyTarget(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestS3WithCABundle replicates to S3 and restores with AWS_CA_BUNDLE set,
+// as it is on hosts that trust a private CA: the replica goes through the
+// store's own client, which loads the bundle (Litestream's S3 client
+// refused to start with one).
+func TestS3WithCABundle(t *testing.T) {
+	srv := s3test.Shared(t)
+	t.Setenv("AWS_CA_BUNDLE", writeCABundle(t))
+	ctx := context.Background()
+	s, err := objstore.NewS3(ctx, "s3://"+srv.NewBucket(t)+"/vol", objstore.S3Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := newDB(t)
+	tg := S3Target(s)
+	r, err := Start(ctx, db, tg, Options{})
+	if err != nil {
+		t.Fatalf("Start with AWS_CA_BUNDLE set: %v", err)
+	}
+	if _, err := db.Mknod(ctx, meta.RootIno, "f", 0o100644, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "restored.db")
+	if err := Restore(ctx, out, tg); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, out); !got["f"] {
+		t.Fatalf("restored names %v, want f", got)
+	}
+}
+
+// writeCABundle writes a PEM file with one self-signed CA certificate.
+func writeCABundle(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "ohm test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
