@@ -212,7 +212,7 @@ func writeEtc(spec Spec, p paths) error {
 	files := map[string]string{
 		"hosts":       hosts,
 		"hostname":    spec.Name + "\n",
-		"resolv.conf": resolvConf(),
+		"resolv.conf": resolvConf(spec.Network),
 	}
 	for name, content := range files {
 		if err := writeFileAtomic(filepath.Join(p.etc, name), []byte(content), 0o644); err != nil {
@@ -223,11 +223,23 @@ func writeEtc(spec Spec, p paths) error {
 }
 
 // resolvConf is the host's resolver configuration without loopback
-// nameservers, which mean nothing in the computer's network namespace.
-func resolvConf() string {
+// nameservers, which mean nothing in the computer's network namespace;
+// with a network, slirp4netns's forwarder stands in for the host's
+// nameservers.
+func resolvConf(network bool) string {
 	data, err := os.ReadFile("/etc/resolv.conf")
-	if err != nil {
+	if err != nil && !network {
 		return ""
+	}
+	if network {
+		var b strings.Builder
+		b.WriteString("nameserver " + slirpResolver + "\n")
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && (f[0] == "search" || f[0] == "options") {
+				b.WriteString(line + "\n")
+			}
+		}
+		return b.String()
 	}
 	var b strings.Builder
 	sc := bufio.NewScanner(bytes.NewReader(data))

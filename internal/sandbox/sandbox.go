@@ -43,6 +43,11 @@ type Spec struct {
 	PIDs         int      // cgroup pids limit (0: DefaultPIDs)
 	Env          []string // KEY=VALUE added to every command's environment
 
+	// Network gives the computer outbound access (through slirp4netns);
+	// without it the computer has a loopback interface only. Either way
+	// the host's own loopback services are out of reach.
+	Network bool
+
 	// AgentBinary is the ohm binary run as the computer's init (`ohm
 	// agent`); empty means os.Executable. It must run without the host's
 	// shared libraries: the template may have none.
@@ -75,11 +80,16 @@ func (s Spec) paths() paths {
 		log:    filepath.Join(dir, "agent.log"),
 		socket: filepath.Join(dir, "run", "agent.sock"),
 		state:  dir,
+
+		slirpPid:  filepath.Join(dir, "slirp.pid"),
+		slirpSock: filepath.Join(dir, "slirp.sock"),
+		slirpLog:  filepath.Join(dir, "slirp.log"),
 	}
 }
 
 type paths struct {
 	image, disk, rootfs, bundle, runc, run, etc, log, socket, state string
+	slirpPid, slirpSock, slirpLog                                   string
 }
 
 // Sandbox is a running computer.
@@ -137,6 +147,11 @@ func (s *Sandbox) start(ctx context.Context) error {
 		return err
 	}
 	st, _ := runcState(ctx, p, s.spec.Name)
+	if s.spec.Network {
+		if err := startNetwork(p, st.Pid); err != nil {
+			return err
+		}
+	}
 	if err := waitAgent(ctx, p.socket, st.Pid, 10*time.Second); err != nil {
 		if tail := logTail(p); tail != "" {
 			return fmt.Errorf("%w; agent log: %s", err, tail)
@@ -216,6 +231,7 @@ func (s *Sandbox) teardown(ctx context.Context, grace time.Duration) error {
 			}
 		}
 	}
+	stopNetwork(p)
 	return unmountAll(p)
 }
 
