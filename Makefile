@@ -20,7 +20,7 @@ BENCH_DIR ?= /var/tmp/ohm-bench
 # iproute2 (computer networking), python3 (the acceptance script), git (the
 # bench's real tree), procps and psmisc (process tools in tests).
 APT_PACKAGES := fuse3 runc debootstrap e2fsprogs busybox-static util-linux \
-	iproute2 python3 git procps psmisc ca-certificates coreutils mount kmod
+	iproute2 python3 git procps psmisc ca-certificates coreutils mount kmod slirp4netns
 
 .PHONY: all deps deps-s3 build test demo bench clean
 
