@@ -47,6 +47,9 @@ type fileSystem struct {
 	// O_APPEND itself and may read from write-only files.
 	wantWriteback bool
 	writeback     atomic.Bool
+
+	// afterFsync runs after each successful fsync and fsyncdir (Options.AfterFsync).
+	afterFsync func(ctx context.Context) error
 }
 
 func newFileSystem(ctx context.Context, fs *vfs.FS, logger *log.Logger) *fileSystem {
@@ -376,6 +379,9 @@ func (f *fileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 
 func (f *fileSystem) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	err := f.fs.Fsync(f.ctx, meta.Ino(in.NodeId), vfs.Handle(in.Fh), in.FsyncFlags&1 != 0)
+	if err == nil && f.afterFsync != nil {
+		err = f.afterFsync(f.ctx)
+	}
 	return f.status("fsync", err)
 }
 
@@ -435,7 +441,11 @@ func (f *fileSystem) ReleaseDir(in *fuse.ReleaseIn) {
 }
 
 func (f *fileSystem) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	return f.status("fsyncdir", f.fs.FsyncDir(f.ctx, meta.Ino(in.NodeId)))
+	err := f.fs.FsyncDir(f.ctx, meta.Ino(in.NodeId))
+	if err == nil && f.afterFsync != nil {
+		err = f.afterFsync(f.ctx)
+	}
+	return f.status("fsyncdir", err)
 }
 
 // freeInodes is what statfs adds to the used inodes as free: inodes are

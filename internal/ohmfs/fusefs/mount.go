@@ -50,6 +50,13 @@ type Options struct {
 	// 500 ms).
 	SyncInterval time.Duration
 
+	// AfterFsync, if set, runs after every successful fsync and fsyncdir
+	// (vfs has made the change durable in the volume's local metadata and
+	// its object store) and before the kernel hears back; an error fails
+	// the call with EIO. `ohm fs mount --fsync=replica` waits here until the
+	// metadata replica has the change.
+	AfterFsync func(ctx context.Context) error
+
 	// Debug logs every FUSE request.
 	Debug bool
 
@@ -67,6 +74,8 @@ type Mounted struct {
 	done     chan struct{} // closed when the kernel has let go of the mount
 	stopSync chan struct{}
 	syncDone chan struct{}
+
+	conn int // the FUSE connection's number in /sys/fs/fuse/connections; 0 if unknown
 
 	closeOnce sync.Once
 	closeErr  error
@@ -110,6 +119,7 @@ func Mount(ctx context.Context, vol *volume.Volume, mountpoint string, opts Opti
 
 	raw := newFileSystem(context.WithoutCancel(ctx), fs, logger)
 	raw.wantWriteback = !opts.NoWritebackCache
+	raw.afterFsync = opts.AfterFsync
 	mo := mountOptions(opts, logger)
 	server, err := fuse.NewServer(raw, mp, mo)
 	if err != nil {
@@ -133,6 +143,12 @@ func Mount(ctx context.Context, vol *volume.Volume, mountpoint string, opts Opti
 		server.Unmount()
 		fs.Close(ctx)
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	// The FUSE connection's number (for Abort) is the minor of the
+	// mount's device; the root's attributes come from us.
+	var st unix.Stat_t
+	if err := unix.Stat(mp, &st); err == nil {
+		m.conn = int(unix.Minor(st.Dev))
 	}
 
 	interval := opts.SyncInterval
@@ -265,6 +281,36 @@ func (m *Mounted) close(ctx context.Context) error {
 	if err := m.fs.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	return errors.Join(errs...)
+}
+
+// Abort ends the mount without making anything more durable: the FUSE
+// connection is aborted, so that every request in flight and every later
+// one fails (ENOTCONN) and the kernel drops its dirty pages, and the
+// mountpoint is detached. It is for a mount that must stop writing at once
+// (its volume's lease is lost: another host may own the volume now).
+// After Abort, Close only stops the background loops.
+func (m *Mounted) Abort() error {
+	var errs []error
+	m.closeOnce.Do(func() {
+		close(m.stopSync)
+		<-m.syncDone
+		if m.conn > 0 {
+			p := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", m.conn)
+			if err := os.WriteFile(p, []byte("1"), 0); err != nil {
+				errs = append(errs, fmt.Errorf("abort the FUSE connection: %w", err))
+			}
+		}
+		if err := unix.Unmount(m.mountpoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("detach %s: %w", m.mountpoint, err))
+		}
+		select {
+		case <-m.done:
+		case <-time.After(10 * time.Second):
+			errs = append(errs, fmt.Errorf("the kernel did not release %s", m.mountpoint))
+		}
+		m.closeErr = errors.New("mount aborted")
+	})
 	return errors.Join(errs...)
 }
 
