@@ -191,7 +191,7 @@ func TestSandbox(t *testing.T) {
 		{name: "pid 1 is the agent", script: "cat /proc/1/cmdline | tr '\\0' ' '", wantOut: "/.ohm/ohm agent --socket /.ohm/run/agent.sock "},
 		// The agent, this sh, and ps: nothing of the host.
 		{name: "host processes invisible", script: "ps -o pid= > /tmp/ps; wc -l < /tmp/ps", outPattern: `^\s*3\n$`},
-		// Off so that sudo's setuid works; the isolation issue decides.
+		// Off so that sudo's setuid works (SECURITY.md says why).
 		{name: "setuid allowed", script: "grep NoNewPrivs /proc/self/status", outPattern: `NoNewPrivs:\s*0\n`},
 		{name: "loopback only", script: "ls /sys/class/net", wantOut: "lo\n"},
 		{name: "sys read-only", user: "root", script: "touch /sys/x 2>/dev/null || echo ro", wantOut: "ro\n"},

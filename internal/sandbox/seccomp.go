@@ -12,11 +12,13 @@ import (
 // with why. Most would fail anyway for lack of a capability; the filter
 // is the second wall, and it also closes calls that need no capability but
 // widen the kernel surface a computer can reach (user namespaces, bpf,
-// io_uring, userfaultfd, perf, keyrings).
+// io_uring, userfaultfd, perf, keyrings). Calls that exist only for 32-bit
+// x86 (umount, stime, vm86) need no entry: that architecture is refused
+// as a whole.
 var deniedSyscalls = map[string]string{
 	// Mounts and namespaces: the computer's view of the filesystem and
 	// its namespaces are fixed at start.
-	"mount": "mounts", "umount": "mounts", "umount2": "mounts", "pivot_root": "mounts",
+	"mount": "mounts", "umount2": "mounts", "pivot_root": "mounts",
 	"open_tree": "mounts", "move_mount": "mounts", "fsopen": "mounts", "fsconfig": "mounts",
 	"fsmount": "mounts", "fspick": "mounts", "mount_setattr": "mounts",
 	"unshare": "new namespaces (user namespaces need no capability)",
@@ -29,8 +31,8 @@ var deniedSyscalls = map[string]string{
 	"lookup_dcookie": "kernel profiling", "syslog": "kernel log", "_sysctl": "kernel parameters",
 	"swapon": "swap", "swapoff": "swap", "acct": "process accounting",
 	"quotactl": "quotas", "quotactl_fd": "quotas", "nfsservctl": "NFS server", "uselib": "obsolete loader",
-	"iopl": "I/O ports", "ioperm": "I/O ports", "vm86": "vm86", "vm86old": "vm86",
-	"settimeofday": "host clock", "clock_settime": "host clock", "clock_settime64": "host clock", "stime": "host clock",
+	"iopl": "I/O ports", "ioperm": "I/O ports",
+	"settimeofday": "host clock", "clock_settime": "host clock", "clock_settime64": "host clock",
 	"sethostname": "hostname is the computer's name", "setdomainname": "domain name",
 	"vhangup": "terminal hangup", "fanotify_init": "filesystem-wide monitoring",
 	// Keyrings are not namespaced.
