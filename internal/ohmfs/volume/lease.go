@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -40,6 +42,33 @@ type leaseRecord struct {
 	Host    string    `json:"host"`
 	Holder  Holder    `json:"holder"`
 	Expires time.Time `json:"expires"`
+	// Boot and PIDNS name the kernel boot and the PID namespace of the
+	// holder, so that a holder on this very host and namespace that has
+	// died (kill -9, a crash) need not wait out the TTL.
+	Boot  string `json:"boot,omitempty"`
+	PIDNS string `json:"pidns,omitempty"`
+}
+
+// processScope returns this kernel's boot id and this process's PID
+// namespace: two processes with equal scopes see the same PIDs.
+func processScope() (boot, pidns string) {
+	if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
+		boot = strings.TrimSpace(string(b))
+	}
+	pidns, _ = os.Readlink("/proc/self/ns/pid")
+	return boot, pidns
+}
+
+// deadHere reports whether the lease's holder was a process in this boot
+// and PID namespace that no longer runs: no one else can be writing under
+// that lease, so it may be taken over before it expires.
+func (r leaseRecord) deadHere() bool {
+	boot, pidns := processScope()
+	if r.Boot == "" || r.Boot != boot || r.PIDNS == "" || r.PIDNS != pidns || r.Holder.PID <= 0 {
+		return false
+	}
+	err := syscall.Kill(r.Holder.PID, 0)
+	return errors.Is(err, syscall.ESRCH)
 }
 
 // lease is a held lease on an S3 volume.
@@ -77,7 +106,8 @@ func acquireLease(ctx context.Context, url string, s *objstore.S3Store, h Holder
 	if err != nil && !errors.Is(err, objstore.ErrNotFound) {
 		return nil, fmt.Errorf("lease of volume %s: %w", url, err)
 	}
-	if err == nil && cur.ID != "" && time.Now().Before(cur.Expires) {
+	l.rec.Boot, l.rec.PIDNS = processScope()
+	if err == nil && cur.ID != "" && time.Now().Before(cur.Expires) && !cur.deadHere() {
 		hh := cur.Holder
 		if cur.Host != "" && cur.Host != host {
 			hh.Mountpoint = cur.Host + ":" + hh.Mountpoint

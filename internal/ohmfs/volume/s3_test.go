@@ -3,13 +3,18 @@ package volume
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"ohm/internal/ohmfs/meta"
 	"ohm/internal/ohmfs/objstore"
@@ -256,5 +261,53 @@ func TestS3BadInput(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s (format %v) = %v, want one line containing %q", tt.url, tt.format, err, tt.want)
 		}
+	}
+}
+
+// TestS3LeaseDeadHolderHere: a lease whose holder was a process of this
+// boot and PID namespace that is gone is taken over at once; one from
+// another host (boot) is not, until it expires.
+func TestS3LeaseDeadHolderHere(t *testing.T) {
+	srv := s3test.Shared(t)
+	ctx := context.Background()
+	bucket := srv.NewBucket(t)
+	url := "s3://" + bucket + "/v"
+	if err := Format(ctx, url, FormatOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := Open(ctx, url, OpenOptions{CacheDir: filepath.Join(t.TempDir(), "a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	abandon(v)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	setLease := func(edit func(*leaseRecord)) {
+		t.Helper()
+		rec, _, err := v.lease.read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edit(&rec)
+		b, _ := json.Marshal(rec)
+		if _, err := srv.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String("v/" + leaseKey), Body: bytes.NewReader(b)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	setLease(func(r *leaseRecord) { r.Holder.PID = dead.Process.Pid; r.Boot = "another-host" })
+	if _, err := Open(ctx, url, OpenOptions{CacheDir: filepath.Join(t.TempDir(), "b")}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("open under another host's unexpired lease = %v, want ErrBusy", err)
+	}
+	boot, _ := processScope()
+	setLease(func(r *leaseRecord) { r.Holder.PID = dead.Process.Pid; r.Boot = boot })
+	v2, err := Open(ctx, url, OpenOptions{CacheDir: filepath.Join(t.TempDir(), "c")})
+	if err != nil {
+		t.Fatalf("open under the lease of a dead process of this host: %v", err)
+	}
+	if err := v2.Close(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
