@@ -55,7 +55,15 @@ type mountFlags struct {
 	readyFD    int
 	debug      bool
 	noWBCache  bool
+	cacheDir   string
+	fsync      string
 }
+
+// Values of --fsync.
+const (
+	fsyncLocal   = "local"
+	fsyncReplica = "replica"
+)
 
 func newMountCmd() *cobra.Command {
 	var f mountFlags
@@ -64,7 +72,17 @@ func newMountCmd() *cobra.Command {
 		Short: "Mount a volume (in the foreground unless --background)",
 		Long: "Mount serves the volume at MOUNTPOINT (created if missing) until it is unmounted\n" +
 			"(ohm fs umount, or umount) or the process gets SIGTERM or SIGINT; either way\n" +
-			"everything written is made durable first.",
+			"everything written is made durable first.\n\n" +
+			"Durability: fsync returns once the change is in the volume's metadata database\n" +
+			"and its data in the object store (--fsync=local, the default). The metadata\n" +
+			"replica (Litestream, shipped every second) then trails by at most about 1 s\n" +
+			"while its target answers: that is what a host loss can cost of fsynced work.\n" +
+			"--fsync=replica also waits until the replica has the change, so fsynced work\n" +
+			"survives the loss of the host. Writes without fsync are durable within 1 s.\n\n" +
+			"S3 volumes (s3://bucket/prefix) keep their metadata database in --cache-dir\n" +
+			"and restore it from the replica when it is missing. If the volume's lease is\n" +
+			"lost (another host took the volume over), the mount stops at once without\n" +
+			"writing anything more, and the process exits non-zero. See docs/durability.md.",
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cacheBytes, err := parseSize(f.cacheSize)
@@ -75,6 +93,9 @@ func newMountCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if f.fsync != fsyncLocal && f.fsync != fsyncReplica {
+				return fmt.Errorf("--fsync: %q is not local or replica", f.fsync)
+			}
 			if f.background {
 				return mountBackground(args[0], mp, f)
 			}
@@ -83,6 +104,8 @@ func newMountCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&f.background, "background", false, "return once the mount is ready, serving it from a detached process")
 	cmd.Flags().StringVar(&f.cacheSize, "cache-size", "256M", "memory for cached data blocks (e.g. 256M, 1G)")
+	cmd.Flags().StringVar(&f.cacheDir, "cache-dir", "", "S3 volumes: local directory for the metadata database (default "+volume.DefaultCacheRoot+"/<uuid>)")
+	cmd.Flags().StringVar(&f.fsync, "fsync", fsyncLocal, "what fsync waits for: local (metadata database and object store) or replica (also the off-host metadata replica)")
 	cmd.Flags().StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the mount process to this file")
 	cmd.Flags().IntVar(&f.readyFD, "ready-fd", -1, "file descriptor to report readiness on")
 	cmd.Flags().BoolVar(&f.debug, "debug", false, "log every FUSE request")
@@ -133,12 +156,18 @@ func mountForeground(ctx context.Context, url, mp string, cacheBytes int64, f mo
 	// The volume and the mount outlive ctx, which ends on SIGTERM: that
 	// is when they must still flush.
 	bg := context.WithoutCancel(ctx)
-	vol, err := volume.Open(bg, url, volume.OpenOptions{Mountpoint: mp, CacheBytes: cacheBytes})
+	vol, err := volume.Open(bg, url, volume.OpenOptions{Mountpoint: mp, CacheBytes: cacheBytes, CacheDir: f.cacheDir})
 	if err != nil {
 		return err
 	}
 	logger := log.New(os.Stderr, "", log.LstdFlags)
-	m, err := fusefs.Mount(bg, vol, mp, fusefs.Options{Debug: f.debug, NoWritebackCache: f.noWBCache, Logger: logger})
+	fopts := fusefs.Options{Debug: f.debug, NoWritebackCache: f.noWBCache, Logger: logger}
+	if f.fsync == fsyncReplica {
+		// vfs has committed the change locally when this runs: Flush
+		// ships everything committed so far.
+		fopts.AfterFsync = vol.Replica.Flush
+	}
+	m, err := fusefs.Mount(bg, vol, mp, fopts)
 	if err != nil {
 		vol.Close(bg)
 		return err
@@ -163,6 +192,13 @@ func mountForeground(ctx context.Context, url, mp string, cacheBytes int64, f mo
 		logger.Printf("ohm: %s was unmounted; closing the volume", mp)
 	case <-ctx.Done():
 		logger.Printf("ohm: signalled; flushing and unmounting %s", mp)
+	case <-vol.LeaseLost: // nil (never) for a file volume
+		// Another host may own the volume now: write nothing more, not
+		// even the last commit. The local lock goes with the process.
+		if err := m.Abort(); err != nil {
+			logger.Printf("ohm: %v", err)
+		}
+		return fmt.Errorf("lost the lease of %s (another host took it over, or it could not be renewed in time): stopped serving %s without writing anything more", url, mp)
 	}
 	var errs []error
 	if err := m.Close(bg); err != nil {
@@ -228,6 +264,10 @@ func mountBackground(url, mp string, f mountFlags) error {
 	if f.noWBCache {
 		args = append(args, "--no-writeback-cache")
 	}
+	if f.cacheDir != "" {
+		args = append(args, "--cache-dir", f.cacheDir)
+	}
+	args = append(args, "--fsync", f.fsync)
 	cmd := exec.Command(exe, args...)
 	cmd.Stdin = devnull
 	cmd.Stdout = logf
