@@ -158,7 +158,7 @@ func TestMemoryHog(t *testing.T) {
 	defer s.Stop(context.Background(), time.Second)
 
 	sh(t, s, "ohm", "sleep 1000 >/dev/null 2>&1 &")
-	r := run(t, s, ExecRequest{Argv: []string{agentBinary, "probe", "hog", "1024"}})
+	r := run(t, s, ExecRequest{Argv: []string{probeBinary(t, spec), "probe", "hog", "1024"}})
 	if r.code != 128+9 {
 		t.Errorf("memory hog: exit %d (%q), want killed (137)", r.code, r.stdout)
 	}

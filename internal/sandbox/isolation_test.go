@@ -95,7 +95,7 @@ func TestIsolation(t *testing.T) {
 		if r.stdout != "Seccomp:\t2\nSeccomp:\t2\n" {
 			t.Errorf("seccomp mode of agent and command: %q, want filter (2)", r.stdout)
 		}
-		r = run(t, s, ExecRequest{Argv: []string{agentBinary, "probe", "syscalls"}, User: "root"})
+		r = run(t, s, ExecRequest{Argv: []string{probeBinary(t, spec), "probe", "syscalls"}, User: "root"})
 		if r.code != 0 {
 			t.Fatalf("probe: %+v", r)
 		}

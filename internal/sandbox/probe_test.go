@@ -3,14 +3,29 @@ package sandbox
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"testing"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// probe runs inside a computer (the test binary is bind-mounted there as
-// the agent, /.ohm/ohm, and `/.ohm/ohm probe ...` lands here). "probe
+// probeBinary copies the test binary into spec's workspace and returns its
+// path inside the computer (the agent may be a real ohm binary, which has
+// no probe).
+func probeBinary(t *testing.T, spec Spec) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, exe, filepath.Join(spec.Workspace, ".ohm-probe"), 0o755)
+	return homeDir + "/.ohm-probe"
+}
+
+// probe runs inside a computer (`probe ...` of the test binary, copied
+// there by probeBinary, lands here). "probe
 // syscalls" makes each system call the seccomp filter must refuse, with
 // arguments that would do nothing harmful if it got through, and prints
 // "NAME ERRNO" lines; "probe hog MB" allocates and touches MB of memory.
