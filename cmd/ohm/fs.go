@@ -123,12 +123,13 @@ type problemJSON struct {
 
 func newFSFsckCmd() *cobra.Command {
 	var asJSON, deep bool
+	var cacheDir string
 	cmd := &cobra.Command{
 		Use:   "fsck VOLUME",
 		Short: "Check an unmounted volume; exits 1 if it finds problems",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := volume.FsckVolume(cmd.Context(), args[0], volume.FsckOptions{Deep: deep})
+			r, err := volume.FsckVolume(cmd.Context(), args[0], volume.FsckOptions{Deep: deep, CacheDir: cacheDir})
 			if err != nil {
 				return err
 			}
@@ -169,6 +170,7 @@ func newFSFsckCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&deep, "deep", false, "also read every block and verify its checksum")
+	cmd.Flags().StringVar(&cacheDir, "cache-dir", "", "S3 volumes: the local metadata cache (default /var/lib/ohm/cache/<uuid>)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

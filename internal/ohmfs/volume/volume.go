@@ -603,6 +603,9 @@ type FsckOptions struct {
 	// Deep reads every referenced block and verifies its checksum, instead
 	// of only checking that it exists.
 	Deep bool
+	// CacheDir is an S3 volume's local metadata directory, as in
+	// OpenOptions; a missing database there is restored from the replica.
+	CacheDir string
 }
 
 // FsckReport is what FsckVolume finds.
@@ -629,6 +632,7 @@ func FsckVolume(ctx context.Context, url string, opts FsckOptions) (*FsckReport,
 	if err != nil {
 		return nil, err
 	}
+	l.cacheOverride = opts.CacheDir
 	v, err := l.open(ctx, Holder{Command: "ohm fs fsck"}, -1)
 	if err != nil {
 		return nil, err
