@@ -17,6 +17,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -74,8 +75,8 @@ type Manager struct {
 
 // live is a computer whose sandbox this manager holds.
 type live struct {
-	inst    instance
-	hasBash bool
+	inst  instance
+	shell string // the template's shell: /bin/bash or /bin/sh
 }
 
 // Open opens the manager of dataDir, creating the directory if needed, and
@@ -192,16 +193,33 @@ func (m *Manager) spec(rec Record, templateRoot string) sandbox.Spec {
 // builtRoot returns the root of template name if it is built, without
 // building it ("" otherwise).
 func (m *Manager) builtRoot(ctx context.Context, name string) string {
+	return m.builtInfo(ctx, name).Root
+}
+
+// builtInfo returns template name if it is built (a zero Info otherwise).
+func (m *Manager) builtInfo(ctx context.Context, name string) template.Info {
 	infos, err := m.tmpl.List(ctx)
 	if err != nil {
-		return ""
+		return template.Info{}
 	}
 	for _, t := range infos {
 		if t.Name == name && t.Built {
-			return t.Root
+			return t
 		}
 	}
-	return ""
+	return template.Info{}
+}
+
+// shellOf is the shell commands run through in a computer of template
+// name: the one its manifest names, or bash if its root has it.
+func (m *Manager) shellOf(ctx context.Context, name, root string) string {
+	if info := m.builtInfo(ctx, name); info.Shell != "" {
+		return info.Shell
+	}
+	if hasBash(root) {
+		return "/bin/bash"
+	}
+	return "/bin/sh"
 }
 
 // CreateOptions describe a new computer. Zero values take the defaults.
@@ -220,6 +238,15 @@ type Computer struct {
 	Record
 	Disk      *DiskUsage      `json:"disk,omitempty"`
 	Workspace *WorkspaceUsage `json:"workspace,omitempty"`
+	Limits    *Limits         `json:"limits,omitempty"`
+}
+
+// Limits are the resource limits of a computer.
+type Limits struct {
+	CPUs     float64 `json:"cpus"`
+	MemoryMB int     `json:"memory_mb"`
+	PIDs     int     `json:"pids"`
+	Network  bool    `json:"network"` // network beyond loopback: not yet
 }
 
 // DiskUsage is a root disk's size and use.
@@ -352,12 +379,13 @@ func (m *Manager) create(ctx context.Context, rec Record, progress io.Writer) er
 	if err := m.rt.CreateDisk(ctx, spec); err != nil {
 		return fmt.Errorf("create root disk: %w", err)
 	}
-	return m.start(ctx, rec, root)
+	return m.start(ctx, rec, root, true)
 }
 
 // start mounts the workspace and starts the sandbox of rec, whose lock the
-// caller holds.
-func (m *Manager) start(ctx context.Context, rec Record, root string) error {
+// caller holds. On the first start (fresh) the workspace gets the
+// template's /etc/skel dotfiles.
+func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool) error {
 	home := m.home(rec.Name)
 	if isMountpoint(home) {
 		// Left mounted by a crash between start and stop; it may be dead.
@@ -372,6 +400,12 @@ func (m *Manager) start(ctx context.Context, rec Record, root string) error {
 		m.ws.Unmount(context.WithoutCancel(ctx), home)
 		return err
 	}
+	if fresh {
+		if err := copySkel(filepath.Join(root, "etc", "skel"), home); err != nil {
+			m.ws.Unmount(context.WithoutCancel(ctx), home)
+			return fmt.Errorf("workspace: copy /etc/skel: %w", err)
+		}
+	}
 	spec := m.spec(rec, root)
 	inst, err := m.rt.Start(ctx, spec)
 	if err != nil {
@@ -379,7 +413,7 @@ func (m *Manager) start(ctx context.Context, rec Record, root string) error {
 		m.ws.Unmount(context.WithoutCancel(ctx), home)
 		return fmt.Errorf("start: %w", err)
 	}
-	m.setLive(rec.Name, &live{inst: inst, hasBash: hasBash(root)})
+	m.setLive(rec.Name, &live{inst: inst, shell: m.shellOf(ctx, rec.Template, root)})
 	if err := m.reg.setState(ctx, rec.Name, StateRunning); err != nil {
 		m.stop(context.WithoutCancel(ctx), rec)
 		return err
@@ -490,7 +524,7 @@ func (m *Manager) startRec(ctx context.Context, rec Record) error {
 	if err != nil {
 		return fmt.Errorf("start %s: template %s: %w", rec.Name, rec.Template, err)
 	}
-	if err := m.start(ctx, rec, root); err != nil {
+	if err := m.start(ctx, rec, root, false); err != nil {
 		return fmt.Errorf("start %s: %w", rec.Name, err)
 	}
 	return nil
@@ -553,7 +587,16 @@ func (m *Manager) Info(ctx context.Context, name string) (Computer, error) {
 	} else {
 		m.logf("info %s: workspace usage: %v", name, err)
 	}
+	c.Limits = &Limits{CPUs: rec.CPUs, MemoryMB: rec.MemoryMB, PIDs: rec.PIDs}
 	return c, nil
+}
+
+// WorkspaceUsage reports what computer name's workspace holds.
+func (m *Manager) WorkspaceUsage(ctx context.Context, name string) (WorkspaceUsage, error) {
+	if err := ValidateName(name); err != nil {
+		return WorkspaceUsage{}, err
+	}
+	return m.ws.Usage(ctx, m.volume(name))
 }
 
 // List returns every computer, oldest first.
@@ -587,16 +630,17 @@ func (m *Manager) Exec(ctx context.Context, name string, opts ExecOptions, stdin
 		return 0, err
 	}
 	if req.Argv == nil {
-		sh := "sh"
-		if l.hasBash {
-			sh = "bash"
+		sh := l.shell
+		if sh == "" {
+			sh = "/bin/sh"
 		}
-		if opts.Command == "" {
+		switch {
+		case opts.Command == "":
 			req.Argv = []string{sh, "-l"} // an interactive login shell
-		} else if l.hasBash {
-			req.Argv = []string{"bash", "-lc", opts.Command}
-		} else {
-			req.Argv = []string{"sh", "-c", opts.Command}
+		case path.Base(sh) == "bash":
+			req.Argv = []string{sh, "-lc", opts.Command}
+		default:
+			req.Argv = []string{sh, "-c", opts.Command}
 		}
 	}
 	code, err := l.inst.Exec(ctx, req, stdin, stdout, stderr)
@@ -678,7 +722,7 @@ func (m *Manager) reconcile(ctx context.Context) error {
 			spec := m.spec(rec, root)
 			inst, err := m.rt.Attach(ctx, spec)
 			if err == nil {
-				m.setLive(rec.Name, &live{inst: inst, hasBash: hasBash(root)})
+				m.setLive(rec.Name, &live{inst: inst, shell: m.shellOf(ctx, rec.Template, root)})
 				continue
 			}
 			m.logf("reconcile %s: not running (%v); marking it stopped", rec.Name, err)

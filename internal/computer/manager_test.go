@@ -25,6 +25,7 @@ func (f fakeTemplates) List(ctx context.Context) ([]template.Info, error) {
 	return []template.Info{
 		{Name: "coding-agent", Built: true, Root: f.root},
 		{Name: "minimal", Built: true, Root: f.root},
+		{Name: "zsh-box", Built: true, Root: f.root, Shell: "/bin/zsh"},
 	}, nil
 }
 
@@ -289,8 +290,15 @@ func TestExecChoosesShell(t *testing.T) {
 	if _, err := m.Exec(ctx, "box", ExecOptions{Command: "echo hi"}, nil, out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if got != "sh" { // the fake template root has no bash
-		t.Errorf("argv[0] = %q, want sh", got)
+	if got != "/bin/sh" { // the fake template root has no bash
+		t.Errorf("argv[0] = %q, want /bin/sh", got)
+	}
+	// The template manifest's shell wins over probing the root.
+	if _, err := m.Create(ctx, CreateOptions{Name: "zed", Template: "zsh-box", DiskSizeMB: 64}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Exec(ctx, "zed", ExecOptions{Command: "echo hi"}, nil, out, io.Discard); err != nil || got != "/bin/zsh" {
+		t.Errorf("argv[0] = %q (%v), want the manifest's /bin/zsh", got, err)
 	}
 	if _, err := m.Exec(ctx, "box", ExecOptions{Command: "x", User: "mallory"}, nil, out, io.Discard); ErrorCode(err) != CodeInvalid {
 		t.Errorf("bad user: %v, want %s", err, CodeInvalid)

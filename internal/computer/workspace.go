@@ -37,6 +37,9 @@ type WorkspaceUsage struct {
 	StoredBytes uint64 `json:"stored_bytes"`
 	Files       uint64 `json:"files"`
 	Capacity    uint64 `json:"capacity_bytes"`
+	// ReplicaLagSeconds is the age of the oldest metadata change the
+	// volume's replica lacks; nil when it has no replica.
+	ReplicaLagSeconds *float64 `json:"replica_lag_seconds,omitempty"`
 }
 
 // OhmfsWorkspace keeps workspaces as ohmfs file volumes, driven through
@@ -82,7 +85,12 @@ func (w OhmfsWorkspace) Usage(ctx context.Context, vol string) (WorkspaceUsage, 
 	if err != nil {
 		return WorkspaceUsage{}, err
 	}
-	return WorkspaceUsage{UsedBytes: st.UsedBytes, StoredBytes: st.StoredBytes, Files: st.Files, Capacity: st.Capacity}, nil
+	u := WorkspaceUsage{UsedBytes: st.UsedBytes, StoredBytes: st.StoredBytes, Files: st.Files, Capacity: st.Capacity}
+	if st.Replica != nil {
+		lag := st.Replica.LagSeconds
+		u.ReplicaLagSeconds = &lag
+	}
+	return u, nil
 }
 
 func (w OhmfsWorkspace) run(ctx context.Context, args ...string) error {
