@@ -4,7 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,17 +13,19 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 )
 
-// Client talks to one Ohm daemon over its Unix socket.
+// Client talks to one Ohm daemon, over its Unix socket or over TCP.
 type Client struct {
-	socket string
-	hc     *http.Client
+	base  string // URL prefix of requests, e.g. http://ohm or https://host:7070
+	where string // for error messages
+	token string
+	hc    *http.Client
 }
 
-// New returns a client of the daemon listening on socket. It does not
-// connect; see Connect for a client that starts the daemon when needed.
+// New returns a client of the daemon listening on the Unix socket socket.
+// It does not connect; see Connect for a client that starts the daemon when
+// needed.
 func New(socket string) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -32,11 +34,54 @@ func New(socket string) *Client {
 		},
 		DisableCompression: true,
 	}
-	return &Client{socket: socket, hc: &http.Client{Transport: tr}}
+	// The host is ignored by the dialer.
+	return &Client{base: "http://ohm", where: socket, hc: &http.Client{Transport: tr}}
 }
 
-// base is the URL prefix of requests; the host is ignored by the dialer.
-const base = "http://ohm"
+// NewTCP returns a client of a daemon serving TCP at baseURL
+// ("http://127.0.0.1:7070", or "https://..." when it serves TLS), sending
+// token as its bearer token. tlsConfig, if not nil, configures TLS (for
+// example the CA that signed the daemon's certificate).
+func NewTCP(baseURL, token string, tlsConfig *tls.Config) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("invalid daemon URL %q: want http://HOST:PORT or https://HOST:PORT", baseURL)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DisableCompression = true
+	if tlsConfig != nil {
+		tr.TLSClientConfig = tlsConfig
+	}
+	return &Client{
+		base:  strings.TrimSuffix(u.String(), "/"),
+		where: u.Host,
+		token: token,
+		hc:    &http.Client{Transport: tr},
+	}, nil
+}
+
+func (c *Client) newRequest(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return req, nil
+}
+
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("talk to the ohm daemon at %s: %w", c.where, unwrapURLError(err))
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
+	}
+	return resp, nil
+}
 
 func (c *Client) do(ctx context.Context, method, path string, body any, accept string) (*http.Response, error) {
 	var rd io.Reader
@@ -47,7 +92,7 @@ func (c *Client) do(ctx context.Context, method, path string, body any, accept s
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+	req, err := c.newRequest(ctx, method, path, rd)
 	if err != nil {
 		return nil, err
 	}
@@ -57,15 +102,7 @@ func (c *Client) do(ctx context.Context, method, path string, body any, accept s
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("talk to the ohm daemon at %s: %w", c.socket, unwrapURLError(err))
-	}
-	if resp.StatusCode >= 300 {
-		defer resp.Body.Close()
-		return nil, decodeError(resp)
-	}
-	return resp, nil
+	return c.send(req)
 }
 
 func unwrapURLError(err error) error {
@@ -175,10 +212,12 @@ func (c *Client) List(ctx context.Context) ([]Computer, error) {
 	return out.Computers, nil
 }
 
-// Get returns a computer with its disk and workspace use.
+func computerPath(name string) string { return "/v1/computers/" + url.PathEscape(name) }
+
+// Get returns a computer with its disk and workspace use and its limits.
 func (c *Client) Get(ctx context.Context, name string) (*Computer, error) {
 	var comp Computer
-	if err := c.doJSON(ctx, http.MethodGet, "/v1/computers/"+url.PathEscape(name), nil, &comp); err != nil {
+	if err := c.doJSON(ctx, http.MethodGet, computerPath(name), nil, &comp); err != nil {
 		return nil, err
 	}
 	return &comp, nil
@@ -186,210 +225,15 @@ func (c *Client) Get(ctx context.Context, name string) (*Computer, error) {
 
 // Start starts a stopped computer.
 func (c *Client) Start(ctx context.Context, name string) error {
-	return c.doJSON(ctx, http.MethodPost, "/v1/computers/"+url.PathEscape(name)+"/start", nil, nil)
+	return c.doJSON(ctx, http.MethodPost, computerPath(name)+"/start", nil, nil)
 }
 
 // Stop stops a running computer.
 func (c *Client) Stop(ctx context.Context, name string) error {
-	return c.doJSON(ctx, http.MethodPost, "/v1/computers/"+url.PathEscape(name)+"/stop", nil, nil)
+	return c.doJSON(ctx, http.MethodPost, computerPath(name)+"/stop", nil, nil)
 }
 
 // Delete deletes a computer, stopping it first if it runs.
 func (c *Client) Delete(ctx context.Context, name string) error {
-	return c.doJSON(ctx, http.MethodDelete, "/v1/computers/"+url.PathEscape(name), nil, nil)
-}
-
-// Exec runs a command in a computer (starting it first if stopped),
-// streaming its output to stdout and stderr as it comes, and returns its
-// exit code.
-func (c *Client) Exec(ctx context.Context, name string, req ExecRequest, stdout, stderr io.Writer) (int, error) {
-	resp, err := c.do(ctx, http.MethodPost, "/v1/computers/"+url.PathEscape(name)+"/exec", req, "application/x-ndjson")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	code := -1
-	err = readEvents(resp.Body, func(ev *Event) error {
-		if ev.ExitCode != nil {
-			code = *ev.ExitCode
-			return nil
-		}
-		w := stdout
-		if ev.Stream == "stderr" {
-			w = stderr
-		}
-		var err error
-		if ev.DataB64 != nil {
-			_, err = w.Write(ev.DataB64)
-		} else {
-			_, err = io.WriteString(w, ev.Data)
-		}
-		return err
-	})
-	if err != nil {
-		return 0, err
-	}
-	if code < 0 {
-		return 0, errors.New("the daemon ended the command's output without an exit code")
-	}
-	return code, nil
-}
-
-// WindowSize is a terminal's size.
-type WindowSize struct{ Rows, Cols uint16 }
-
-// Interactive runs a command with stdin (and a PTY if req.TTY) over an
-// upgraded connection and returns its exit code. Window sizes sent on
-// resize are passed to the PTY. stderr is unused with a PTY.
-func (c *Client) Interactive(ctx context.Context, name string, req ExecRequest, stdin io.Reader, stdout, stderr io.Writer, resize <-chan WindowSize) (int, error) {
-	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", c.socket)
-	if err != nil {
-		return 0, fmt.Errorf("talk to the ohm daemon at %s: %w", c.socket, err)
-	}
-	defer conn.Close()
-	body, err := json.Marshal(req)
-	if err != nil {
-		return 0, err
-	}
-	hreq, err := http.NewRequest(http.MethodPost, base+"/v1/computers/"+url.PathEscape(name)+"/exec", bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Connection", "Upgrade")
-	hreq.Header.Set("Upgrade", UpgradeProtocol)
-	if err := hreq.Write(conn); err != nil {
-		return 0, fmt.Errorf("talk to the ohm daemon: %w", err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, hreq)
-	if err != nil {
-		return 0, fmt.Errorf("talk to the ohm daemon: %w", err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		defer resp.Body.Close()
-		return 0, decodeError(resp)
-	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-
-	var wmu sync.Mutex
-	send := func(typ byte, p []byte) error {
-		wmu.Lock()
-		defer wmu.Unlock()
-		return WriteFrame(conn, typ, p)
-	}
-	done := make(chan struct{})
-	defer close(done)
-	if stdin == nil {
-		if err := send(FrameStdinEOF, nil); err != nil {
-			return 0, fmt.Errorf("talk to the ohm daemon: %w", err)
-		}
-	} else {
-		go func() {
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := stdin.Read(buf)
-				if n > 0 {
-					if send(FrameStdin, buf[:n]) != nil {
-						return
-					}
-				}
-				if err != nil {
-					send(FrameStdinEOF, nil)
-					return
-				}
-			}
-		}()
-	}
-	if resize != nil {
-		go func() {
-			for {
-				select {
-				case ws := <-resize:
-					p := make([]byte, 4)
-					binary.BigEndian.PutUint16(p, ws.Rows)
-					binary.BigEndian.PutUint16(p[2:], ws.Cols)
-					if send(FrameResize, p) != nil {
-						return
-					}
-				case <-done:
-					return
-				}
-			}
-		}()
-	}
-	for {
-		typ, p, err := ReadFrame(br)
-		if err != nil {
-			if ctx.Err() != nil {
-				return 0, ctx.Err()
-			}
-			return 0, fmt.Errorf("session ended without an exit code: %w", err)
-		}
-		switch typ {
-		case FrameStdout:
-			if _, err := stdout.Write(p); err != nil {
-				return 0, err
-			}
-		case FrameStderr:
-			w := stderr
-			if w == nil {
-				w = stdout
-			}
-			if _, err := w.Write(p); err != nil {
-				return 0, err
-			}
-		case FrameExit:
-			if len(p) != 4 {
-				return 0, errors.New("bad exit frame")
-			}
-			return int(int32(binary.BigEndian.Uint32(p))), nil
-		case FrameError:
-			var eb ErrorBody
-			json.Unmarshal(p, &eb)
-			return 0, &Error{Code: eb.Code, Message: eb.Message}
-		}
-	}
-}
-
-func filesPath(name, p, user string) string {
-	q := url.Values{"path": {p}}
-	if user != "" {
-		q.Set("user", user)
-	}
-	return "/v1/computers/" + url.PathEscape(name) + "/files?" + q.Encode()
-}
-
-// PutFile writes r to the file p in a computer (created or truncated),
-// streaming it.
-func (c *Client) PutFile(ctx context.Context, name, p, user string, r io.Reader) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, base+filesPath(name, p, user), r)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("talk to the ohm daemon at %s: %w", c.socket, unwrapURLError(err))
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return decodeError(resp)
-	}
-	io.Copy(io.Discard, resp.Body)
-	return nil
-}
-
-// GetFile copies the file p of a computer to w, streaming it.
-func (c *Client) GetFile(ctx context.Context, name, p, user string, w io.Writer) error {
-	resp, err := c.do(ctx, http.MethodGet, filesPath(name, p, user), nil, "")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if _, err := io.Copy(w, resp.Body); err != nil {
-		return fmt.Errorf("read %s:%s: %w", name, p, err)
-	}
-	return nil
+	return c.doJSON(ctx, http.MethodDelete, computerPath(name), nil, nil)
 }

@@ -1,14 +1,17 @@
 // Package client is the Go client of the Ohm API that `ohm serve` answers
-// on its Unix socket. The CLI uses it; so can programs.
+// on its root-only Unix socket and, when asked, on TCP with a bearer token.
+// The ohm CLI uses it; so can programs. The API is described by the OpenAPI
+// document the daemon serves at /v1/openapi.json.
 //
 // # Wire format
 //
-// Requests and plain answers are JSON. Errors are
+// Requests and plain answers are JSON. Every error is
 //
 //	{"error": {"code": "not_found", "message": "computer \"x\" does not exist"}}
 //
-// with an HTTP status matching the code. Long operations answer with NDJSON
-// (one JSON object per line, flushed as it happens):
+// with an HTTP status matching the code (see the Code constants). Long
+// operations answer with NDJSON (one JSON object per line, flushed as it
+// happens):
 //
 //   - POST /v1/computers with "Accept: application/x-ndjson": zero or more
 //     {"progress": "..."} (template build output, one line each), then
@@ -16,13 +19,40 @@
 //   - POST /v1/computers/{name}/exec: {"stream": "stdout"|"stderr",
 //     "data": "..."} while the command runs, then {"exit_code": N} or
 //     {"error": {...}}. Output that is not valid UTF-8 comes as "data_b64"
-//     (standard base64) instead of "data", so any bytes survive.
+//     (standard base64) instead of "data", so any bytes survive. With
+//     "background": true the first event is {"process": {...}}: the
+//     command then outlives the request, its output is kept in a bounded
+//     ring, and GET /v1/computers/{name}/processes/{id}/attach streams it
+//     again (a {"dropped": N} event says how many bytes the ring lost).
+//     Without it, a client that disconnects kills the command.
 //
-// Interactive sessions (stdin, a PTY, window resize) use the same exec URL
-// with "Connection: Upgrade" and "Upgrade: ohm-exec". The server answers
-// 101 Switching Protocols and both sides then exchange frames: a type byte,
-// a 4-byte big-endian payload length and the payload (see the Frame
-// constants).
+// # Interactive sessions
+//
+// GET /v1/computers/{name}/exec with a WebSocket upgrade runs a command
+// with stdin and optionally a PTY. The client's first message is the
+// ExecRequest as JSON text. Then:
+//
+//   - client to server, binary: bytes for the command's stdin;
+//   - client to server, text: {"type": "resize", "rows": R, "cols": C} or
+//     {"type": "eof"} (closes stdin);
+//   - server to client, binary: one stream byte (1 stdout, 2 stderr) and
+//     the output bytes;
+//   - server to client, text: an Event: {"process": ...} for a background
+//     session, then finally {"exit_code": N} or {"error": ...}, after which
+//     the server closes the connection.
+//
+// Closing the WebSocket kills the command unless it runs in the
+// background.
+//
+// # Files
+//
+// GET and PUT /v1/computers/{name}/files?path=/abs/path move one file's
+// bytes; with archive=tar they move a directory as a tar stream (GET
+// archives the directory's contents; PUT extracts into the directory,
+// creating it). GET .../files/stat and .../files/list describe paths. All
+// file I/O happens inside the computer as its user (ohm unless user=root),
+// so paths resolve in the computer's own filesystem and cannot reach the
+// host.
 package client
 
 import (
@@ -41,8 +71,17 @@ type Computer struct {
 	PIDs       int               `json:"pids"`
 	Env        map[string]string `json:"env,omitempty"`
 	CreatedAt  time.Time         `json:"created_at"`
-	Disk       *DiskUsage        `json:"disk,omitempty"`      // root disk, from info
-	Workspace  *WorkspaceUsage   `json:"workspace,omitempty"` // from info
+	Disk       *DiskUsage        `json:"disk,omitempty"`      // root disk, from Get
+	Workspace  *WorkspaceUsage   `json:"workspace,omitempty"` // from Get
+	Limits     *Limits           `json:"limits,omitempty"`    // from Get
+}
+
+// Limits are the resource limits in force for a computer.
+type Limits struct {
+	CPUs     float64 `json:"cpus"`
+	MemoryMB int     `json:"memory_mb"`
+	PIDs     int     `json:"pids"`
+	Network  bool    `json:"network"` // whether the computer can reach the network
 }
 
 // DiskUsage is a root disk's size and use.
@@ -57,6 +96,9 @@ type WorkspaceUsage struct {
 	StoredBytes uint64 `json:"stored_bytes"`
 	Files       uint64 `json:"files"`
 	Capacity    uint64 `json:"capacity_bytes"`
+	// ReplicaLagSeconds is the age of the oldest metadata change the
+	// replica lacks (nil when the workspace has no replica).
+	ReplicaLagSeconds *float64 `json:"replica_lag_seconds,omitempty"`
 }
 
 // CreateRequest is the body of POST /v1/computers. Zero values take the
@@ -69,11 +111,16 @@ type CreateRequest struct {
 	CPUs       float64           `json:"cpus,omitempty"`
 	MemoryMB   int               `json:"memory_mb,omitempty"`
 	Env        map[string]string `json:"env,omitempty"`
+	// Network asks for network access beyond the computer's loopback.
+	// Computers are offline for now: true is refused.
+	Network bool `json:"network,omitempty"`
 }
 
-// ExecRequest is the body of POST /v1/computers/{name}/exec. Command runs
-// through `bash -lc` (`sh -c` where the template has no bash); Argv, if
-// set, runs as is instead.
+// ExecRequest is the body of POST /v1/computers/{name}/exec (and the first
+// message of an interactive session). Command runs through the template's
+// shell (`bash -lc`, or `sh -c` where the template has no bash); Argv, if
+// set, runs as is instead. In an interactive session an empty Command and
+// Argv run a login shell.
 type ExecRequest struct {
 	Command        string            `json:"command,omitempty"`
 	Argv           []string          `json:"argv,omitempty"`
@@ -84,17 +131,46 @@ type ExecRequest struct {
 	TTY            bool              `json:"tty,omitempty"` // interactive sessions only
 	Rows           uint16            `json:"rows,omitempty"`
 	Cols           uint16            `json:"cols,omitempty"`
+	// Background keeps the command running when the client goes away.
+	Background bool `json:"background,omitempty"`
 }
 
-// Event is one line of an NDJSON answer.
+// Event is one line of an NDJSON answer (or one text message of an
+// interactive session).
 type Event struct {
 	Progress string     `json:"progress,omitempty"`
 	Computer *Computer  `json:"computer,omitempty"`
+	Process  *Process   `json:"process,omitempty"`
 	Stream   string     `json:"stream,omitempty"`
 	Data     string     `json:"data,omitempty"`
 	DataB64  []byte     `json:"data_b64,omitempty"`
+	Dropped  int64      `json:"dropped,omitempty"`
 	ExitCode *int       `json:"exit_code,omitempty"`
 	Error    *ErrorBody `json:"error,omitempty"`
+}
+
+// Process is a command running in the background in a computer.
+type Process struct {
+	ID        string    `json:"id"`
+	Computer  string    `json:"computer"`
+	Command   string    `json:"command,omitempty"`
+	Argv      []string  `json:"argv,omitempty"`
+	State     string    `json:"state"` // running or exited
+	ExitCode  *int      `json:"exit_code,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	StartedAt time.Time `json:"started_at"`
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+}
+
+// FileInfo describes a path in a computer.
+type FileInfo struct {
+	Path       string    `json:"path"`
+	Name       string    `json:"name"`
+	Type       string    `json:"type"` // file, dir, symlink or other
+	Size       int64     `json:"size"`
+	Mode       uint32    `json:"mode"` // permission bits, e.g. 0o644
+	ModTime    time.Time `json:"mtime"`
+	LinkTarget string    `json:"link_target,omitempty"`
 }
 
 // ErrorBody is the "error" member of an error answer.
@@ -102,6 +178,17 @@ type ErrorBody struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
+
+// The stable error codes of ErrorBody.Code.
+const (
+	CodeInvalid         = "invalid_argument"    // 400: bad input
+	CodeUnauthenticated = "unauthenticated"     // 401: missing or wrong token
+	CodeNotFound        = "not_found"           // 404
+	CodeExists          = "already_exists"      // 409
+	CodeState           = "failed_precondition" // 409: wrong state
+	CodeTooLarge        = "too_large"           // 413: body over the limit
+	CodeInternal        = "internal"            // 500
+)
 
 // Error is an error the server answered.
 type Error struct {
@@ -117,22 +204,18 @@ func (e *Error) Error() string {
 	return e.Message
 }
 
-// Frame types of an interactive session. Client to server: FrameStdin,
-// FrameStdinEOF, FrameResize (rows and columns, 2 bytes each, big endian).
-// Server to client: FrameStdout, FrameStderr, FrameExit (exit code, 4
-// bytes big endian), FrameError (an ErrorBody as JSON).
+// Stream bytes of an interactive session's binary messages from the server.
 const (
-	FrameStdin    byte = 3
-	FrameStdinEOF byte = 4
-	FrameResize   byte = 5
-	FrameStdout   byte = 6
-	FrameStderr   byte = 7
-	FrameExit     byte = 8
-	FrameError    byte = 9
+	StreamStdout byte = 1
+	StreamStderr byte = 2
 )
 
-// MaxFrame bounds a frame's payload.
-const MaxFrame = 1 << 20
+// Control is a text message from the client in an interactive session.
+type Control struct {
+	Type string `json:"type"` // resize or eof
+	Rows uint16 `json:"rows,omitempty"`
+	Cols uint16 `json:"cols,omitempty"`
+}
 
-// UpgradeProtocol is the Upgrade header value of an interactive session.
-const UpgradeProtocol = "ohm-exec"
+// WindowSize is a terminal's size.
+type WindowSize struct{ Rows, Cols uint16 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -18,7 +19,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"ohm/internal/api/client"
+	"ohm/client"
+	"ohm/internal/api/fileops"
 	"ohm/internal/datadir"
 )
 
@@ -225,8 +227,18 @@ func newComputerInfoCmd(connect connectFunc) *cobra.Command {
 			fmt.Fprintf(tw, "name:\t%s\n", comp.Name)
 			fmt.Fprintf(tw, "state:\t%s\n", comp.State)
 			fmt.Fprintf(tw, "template:\t%s\n", comp.Template)
-			fmt.Fprintf(tw, "cpus:\t%g\n", comp.CPUs)
-			fmt.Fprintf(tw, "memory:\t%s\n", formatMB(comp.MemoryMB))
+			lim := client.Limits{CPUs: comp.CPUs, MemoryMB: comp.MemoryMB, PIDs: comp.PIDs}
+			if comp.Limits != nil {
+				lim = *comp.Limits
+			}
+			network := "off (loopback only)"
+			if lim.Network {
+				network = "on"
+			}
+			fmt.Fprintf(tw, "cpus:\t%g\n", lim.CPUs)
+			fmt.Fprintf(tw, "memory:\t%s\n", formatMB(lim.MemoryMB))
+			fmt.Fprintf(tw, "pids:\t%d\n", lim.PIDs)
+			fmt.Fprintf(tw, "network:\t%s\n", network)
 			if comp.Disk != nil {
 				fmt.Fprintf(tw, "root disk:\t%s used of %s\n", formatBytes(comp.Disk.UsedBytes), formatBytes(comp.Disk.SizeBytes))
 			} else {
@@ -393,8 +405,12 @@ func newComputerCpCmd(connect connectFunc) *cobra.Command {
 	var user string
 	cmd := &cobra.Command{
 		Use:   "cp SRC DST",
-		Short: "Copy a file between the host and a computer (NAME:/path on one side)",
-		Args:  cobra.ExactArgs(2),
+		Short: "Copy a file or directory between the host and a computer (NAME:/path on one side)",
+		Long: `Copy a file or a directory (recursively, as a tar stream) between the host
+and a computer. NAME:/path names a path in computer NAME; a relative path
+there is under /home/ohm. As with cp -r, copying onto an existing
+directory puts the source inside it.`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			srcName, srcPath, srcRemote := splitRemote(args[0])
 			dstName, dstPath, dstRemote := splitRemote(args[1])
@@ -405,47 +421,90 @@ func newComputerCpCmd(connect connectFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
 			if dstRemote {
-				f, err := os.Open(args[0])
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if st, err := f.Stat(); err == nil && st.IsDir() {
-					return fmt.Errorf("%s is a directory; cp copies files", args[0])
-				}
-				if !strings.HasPrefix(dstPath, "/") {
-					dstPath = path.Join("/home/ohm", dstPath)
-				}
-				if strings.HasSuffix(dstPath, "/") {
-					dstPath = path.Join(dstPath, path.Base(args[0]))
-				}
-				return c.PutFile(ctx, dstName, dstPath, user, f)
+				return cpToComputer(cmd.Context(), c, args[0], dstName, remotePath(dstPath), user)
 			}
-			if !strings.HasPrefix(srcPath, "/") {
-				srcPath = path.Join("/home/ohm", srcPath)
-			}
-			dst := args[1]
-			if st, err := os.Stat(dst); err == nil && st.IsDir() {
-				dst = path.Join(dst, path.Base(srcPath))
-			}
-			tmp := dst + ".ohm-cp"
-			f, err := os.Create(tmp)
-			if err != nil {
-				return err
-			}
-			err = c.GetFile(ctx, srcName, srcPath, user, f)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				os.Remove(tmp)
-				return err
-			}
-			return os.Rename(tmp, dst)
+			return cpFromComputer(cmd.Context(), c, srcName, remotePath(srcPath), args[1], user)
 		},
 	}
 	cmd.Flags().StringVar(&user, "user", "ohm", "user to read or write as inside the computer: ohm or root")
 	return cmd
+}
+
+// remotePath makes a path in a computer absolute (relative to /home/ohm),
+// keeping a trailing slash.
+func remotePath(p string) string {
+	if strings.HasPrefix(p, "/") {
+		return p
+	}
+	joined := path.Join("/home/ohm", p)
+	if strings.HasSuffix(p, "/") {
+		joined += "/"
+	}
+	return joined
+}
+
+func cpToComputer(ctx context.Context, c *client.Client, src, name, dst, user string) error {
+	st, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	// Onto an existing directory (or a path ending in /): inside it.
+	if strings.HasSuffix(dst, "/") {
+		dst = path.Join(dst, filepath.Base(src))
+	} else if fi, err := c.Stat(ctx, name, dst, user); err == nil && fi.Type == "dir" {
+		dst = path.Join(dst, filepath.Base(src))
+	}
+	if !st.IsDir() {
+		f, err := os.Open(src)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return c.PutFile(ctx, name, dst, user, f)
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(fileops.Tar(pw, src)) }()
+	err = c.PutTar(ctx, name, dst, user, pr)
+	pr.CloseWithError(errors.New("upload ended"))
+	return err
+}
+
+func cpFromComputer(ctx context.Context, c *client.Client, name, src, dst, user string) error {
+	fi, err := c.Stat(ctx, name, src, user)
+	if err != nil {
+		return err
+	}
+	if st, err := os.Stat(dst); err == nil && st.IsDir() {
+		dst = filepath.Join(dst, path.Base(src))
+	}
+	if fi.Type == "dir" {
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() {
+			err := fileops.Untar(pr, dst)
+			pr.CloseWithError(errors.New("extraction ended"))
+			done <- err
+		}()
+		err := c.GetTar(ctx, name, src, user, pw)
+		pw.CloseWithError(err)
+		if uerr := <-done; err == nil && uerr != nil {
+			err = uerr
+		}
+		return err
+	}
+	tmp := dst + ".ohm-cp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	err = c.GetFile(ctx, name, src, user, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, dst)
 }

@@ -1,7 +1,8 @@
 package main
 
 import (
-	"log"
+	"fmt"
+	"log/slog"
 
 	"github.com/spf13/cobra"
 
@@ -9,19 +10,54 @@ import (
 	"ohm/internal/datadir"
 )
 
-func init() { extraCommands = append(extraCommands, newServeCmd) }
+func init() { extraCommands = append(extraCommands, newServeCmd, newTokenCmd) }
 
 func newServeCmd() *cobra.Command {
-	var dir string
+	var cfg api.Config
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the ohm daemon (the CLI starts it by itself when needed)",
-		Args:  cobra.NoArgs,
+		Long: `Run the ohm daemon. It answers the API on the root-only Unix socket
+<data-dir>/ohm.sock. With --listen it also serves TCP, where every request
+needs the bearer token that ` + "`ohm token`" + ` prints. Logs are JSON lines on stderr.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			logger := log.New(cmd.ErrOrStderr(), "", log.LstdFlags)
-			return api.Serve(cmd.Context(), dir, logger.Printf)
+			cfg.Log = slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
+			return api.ServeConfig(cmd.Context(), cfg)
 		},
 	}
-	cmd.Flags().StringVar(&dir, "data-dir", datadir.Default(), "data directory (or $"+datadir.EnvVar+")")
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", datadir.Default(), "data directory (or $"+datadir.EnvVar+")")
+	f.StringVar(&cfg.Listen, "listen", "", "also serve TCP on this address (e.g. 127.0.0.1:7070), with bearer token auth")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (PEM) for --listen")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key (PEM) for --listen")
+	return cmd
+}
+
+// newTokenCmd is `ohm token`: the bearer token TCP clients need.
+func newTokenCmd() *cobra.Command {
+	var dir string
+	var rotate bool
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Print the API token TCP clients need (--rotate replaces it)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var tok string
+			var err error
+			if rotate {
+				tok, err = api.RotateToken(dir)
+			} else {
+				tok, err = api.LoadToken(dir)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), tok)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "data-dir", datadir.Default(), "data directory of the daemon (or $"+datadir.EnvVar+")")
+	cmd.Flags().BoolVar(&rotate, "rotate", false, "replace the token with a new one (the old one stops working at once)")
 	return cmd
 }

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +13,7 @@ import (
 	"sync"
 	"testing"
 
-	"ohm/internal/api/client"
+	"ohm/client"
 	"ohm/internal/computer"
 )
 
@@ -61,7 +61,7 @@ func startDaemon(t *testing.T) (*client.Client, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: NewServer(m, t.Logf)}
+	srv := newHTTPServer(NewServer(m, testLogger(t)))
 	go srv.Serve(ln)
 	t.Cleanup(func() {
 		recs, _ := m.List(context.Background())
@@ -73,6 +73,18 @@ func startDaemon(t *testing.T) (*client.Client, string) {
 		cancel()
 	})
 	return client.New(sock), opts.DataDir
+}
+
+// testLogger logs to the test's log.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 // signalWriter closes first when the first write arrives.

@@ -2,8 +2,10 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -11,21 +13,61 @@ import (
 	"syscall"
 	"time"
 
-	"ohm/internal/api/client"
+	"ohm/client"
 	"ohm/internal/computer"
 )
+
+// Config configures the daemon.
+type Config struct {
+	computer.Options // DataDir is required
+
+	// Listen, if set, is a TCP address (e.g. 127.0.0.1:7070) to serve the
+	// API on as well, every request needing the data directory's bearer
+	// token. Off by default: the Unix socket is root-only.
+	Listen string
+	// TLSCert and TLSKey, if set, make the TCP listener speak TLS.
+	TLSCert, TLSKey string
+	// Log receives the daemon's structured logs (default: JSON on stderr).
+	Log *slog.Logger
+}
 
 // Serve runs the daemon of dataDir until ctx ends: it takes the data
 // directory's lock (one daemon per data directory), opens the computer
 // manager (which reconciles the registry with what runs), and answers the
 // API on the root-only socket <dataDir>/ohm.sock.
-func Serve(ctx context.Context, dataDir string, logf func(format string, args ...any)) error {
-	return ServeOptions(ctx, computer.Options{DataDir: dataDir, Logf: logf})
+func Serve(ctx context.Context, dataDir string, log *slog.Logger) error {
+	return ServeConfig(ctx, Config{Options: computer.Options{DataDir: dataDir}, Log: log})
 }
 
-// ServeOptions is Serve with a manager configured by opts.
-func ServeOptions(ctx context.Context, opts computer.Options) error {
-	dataDir, logf := opts.DataDir, opts.Logf
+// newHTTPServer returns an http.Server with the timeouts that keep slow
+// or idle clients from holding connections forever. There is no overall
+// read or write timeout: exec output and file transfers stream for as
+// long as they take.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// ServeConfig is Serve with everything configurable.
+func ServeConfig(ctx context.Context, cfg Config) error {
+	dataDir := cfg.DataDir
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(format string, args ...any) { log.Info(fmt.Sprintf(format, args...)) }
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return errors.New("TLS needs both a certificate and a key")
+	}
+	if cfg.TLSCert != "" && cfg.Listen == "" {
+		return errors.New("TLS applies to the TCP listener: give --listen too")
+	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
@@ -46,11 +88,25 @@ func ServeOptions(ctx context.Context, opts computer.Options) error {
 	// The lock file names the daemon, for operators.
 	lock.Truncate(0)
 	fmt.Fprintf(lock, "%d\n", os.Getpid())
-	m, err := computer.Open(ctx, opts)
+	// The token exists from the first start, so `ohm token` can show it
+	// before TCP is ever turned on.
+	if _, err := LoadToken(dataDir); err != nil {
+		return err
+	}
+	var tlsCfg *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("load TLS certificate: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	m, err := computer.Open(ctx, cfg.Options)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	api := NewServer(m, log)
 
 	sock := client.SocketPath(dataDir)
 	// We hold the lock, so a socket file left here belongs to a dead daemon.
@@ -63,23 +119,42 @@ func ServeOptions(ctx context.Context, opts computer.Options) error {
 		ln.Close()
 		return fmt.Errorf("secure %s: %w", sock, err)
 	}
-	srv := &http.Server{
-		Handler:           NewServer(m, logf),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
+	servers := []*http.Server{newHTTPServer(api)}
+	errc := make(chan error, 2)
+	go func() { errc <- servers[0].Serve(ln) }()
+	log.Info("ohm daemon serving", "socket", sock, "pid", os.Getpid())
+	if cfg.Listen != "" {
+		tln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			servers[0].Close()
+			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
+		tcp := newHTTPServer(&tokenAuth{dataDir: dataDir, next: api})
+		tcp.TLSConfig = tlsCfg
+		servers = append(servers, tcp)
+		go func() {
+			if tlsCfg != nil {
+				errc <- tcp.ServeTLS(tln, "", "")
+			} else {
+				errc <- tcp.Serve(tln)
+			}
+		}()
+		log.Info("ohm daemon serving TCP", "addr", tln.Addr().String(), "tls", tlsCfg != nil)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	logf("ohm daemon serving %s", sock)
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve %s: %w", sock, err)
+		for _, s := range servers {
+			s.Close()
+		}
+		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	srv.Shutdown(shutCtx)
+	for _, s := range servers {
+		s.Shutdown(shutCtx)
+	}
 	os.Remove(sock)
-	logf("ohm daemon stopped")
+	log.Info("ohm daemon stopped")
 	return nil
 }

@@ -1,7 +1,8 @@
 // Package api is the HTTP API of `ohm serve`: computers' lifecycle, exec
-// with streamed output, interactive sessions and files, over a root-only
-// Unix socket. The wire format is documented in package client, whose
-// types it speaks.
+// with streamed output, interactive sessions over WebSocket, background
+// processes, files, metrics and the OpenAPI document. The wire format is
+// documented in package ohm/client, whose types it speaks, and in
+// openapi.json.
 package api
 
 import (
@@ -10,13 +11,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
-	"ohm/internal/api/client"
+	"ohm/client"
 	"ohm/internal/computer"
 	"ohm/internal/sandbox"
 )
@@ -24,37 +27,111 @@ import (
 // maxBody bounds JSON request bodies.
 const maxBody = 1 << 20
 
+// bodyReadTimeout bounds how long a client may take to send a JSON body.
+const bodyReadTimeout = 30 * time.Second
+
 // Server answers the API for one Manager.
 type Server struct {
-	m    *computer.Manager
-	logf func(format string, args ...any)
-	mux  *http.ServeMux
+	m       *computer.Manager
+	log     *slog.Logger
+	mux     *http.ServeMux
+	routes  []string // "METHOD /pattern", for the OpenAPI sync test
+	procs   *processTable
+	metrics *metrics
 }
 
-// NewServer returns the API of m.
-func NewServer(m *computer.Manager, logf func(format string, args ...any)) *Server {
-	s := &Server{m: m, logf: logf, mux: http.NewServeMux()}
-	s.mux.HandleFunc("GET /healthz", s.health)
-	s.mux.HandleFunc("POST /v1/computers", s.create)
-	s.mux.HandleFunc("GET /v1/computers", s.list)
-	s.mux.HandleFunc("GET /v1/computers/{name}", s.get)
-	s.mux.HandleFunc("DELETE /v1/computers/{name}", s.delete)
-	s.mux.HandleFunc("POST /v1/computers/{name}/start", s.start)
-	s.mux.HandleFunc("POST /v1/computers/{name}/stop", s.stop)
-	s.mux.HandleFunc("POST /v1/computers/{name}/exec", s.exec)
-	s.mux.HandleFunc("GET /v1/computers/{name}/files", s.getFile)
-	s.mux.HandleFunc("PUT /v1/computers/{name}/files", s.putFile)
+// NewServer returns the API of m, logging to log.
+func NewServer(m *computer.Manager, log *slog.Logger) *Server {
+	s := &Server{m: m, log: log, mux: http.NewServeMux(), procs: newProcessTable(), metrics: newMetrics()}
+	s.handle("GET /healthz", s.health)
+	s.handle("GET /metrics", s.serveMetrics)
+	s.handle("GET /v1/openapi.json", serveOpenAPI)
+	s.handle("POST /v1/computers", s.create)
+	s.handle("GET /v1/computers", s.list)
+	s.handle("GET /v1/computers/{name}", s.get)
+	s.handle("DELETE /v1/computers/{name}", s.delete)
+	s.handle("POST /v1/computers/{name}/start", s.start)
+	s.handle("POST /v1/computers/{name}/stop", s.stop)
+	s.handle("POST /v1/computers/{name}/exec", s.exec)
+	s.handle("GET /v1/computers/{name}/exec", s.interactive)
+	s.handle("GET /v1/computers/{name}/processes", s.listProcesses)
+	s.handle("GET /v1/computers/{name}/processes/{id}", s.getProcess)
+	s.handle("GET /v1/computers/{name}/processes/{id}/attach", s.attachProcess)
+	s.handle("DELETE /v1/computers/{name}/processes/{id}", s.killProcess)
+	s.handle("GET /v1/computers/{name}/files", s.getFile)
+	s.handle("PUT /v1/computers/{name}/files", s.putFile)
+	s.handle("GET /v1/computers/{name}/files/stat", s.statFile)
+	s.handle("GET /v1/computers/{name}/files/list", s.listFiles)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+		writeError(w, http.StatusNotFound, client.CodeNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	return s
 }
 
-// ServeHTTP serves the API.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) handle(pattern string, h http.HandlerFunc) {
+	s.routes = append(s.routes, pattern)
+	s.mux.HandleFunc(pattern, h)
+}
+
+// Routes returns the "METHOD /pattern" of every endpoint.
+func (s *Server) Routes() []string { return append([]string(nil), s.routes...) }
+
+// ServeHTTP serves the API, logging each request and turning a panic into
+// a 500 JSON error.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			if !rec.wrote {
+				writeError(rec, http.StatusInternalServerError, client.CodeInternal, "internal error")
+			}
+		}
+		status := rec.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		s.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", status,
+			"bytes", rec.bytes, "duration_ms", time.Since(start).Milliseconds())
+	}()
+	s.mux.ServeHTTP(rec, r)
+}
+
+// recorder notes what a handler answered, for the request log.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	wrote  bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if !r.wrote {
+		r.status, r.wrote = http.StatusOK, true
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController and the WebSocket upgrade reach the
+// connection.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
 }
@@ -63,7 +140,7 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, map[string]client.ErrorBody{"error": {Code: code, Message: msg}})
 }
 
-// httpStatus maps a manager error code to an HTTP status.
+// httpStatus maps an error code to an HTTP status.
 func httpStatus(code computer.Code) int {
 	switch code {
 	case computer.CodeInvalid:
@@ -72,6 +149,8 @@ func httpStatus(code computer.Code) int {
 		return http.StatusNotFound
 	case computer.CodeExists, computer.CodeState:
 		return http.StatusConflict
+	case client.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
 	}
 	return http.StatusInternalServerError
 }
@@ -83,19 +162,46 @@ func errorBody(err error) client.ErrorBody {
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code := computer.ErrorCode(err)
 	if code == computer.CodeInternal {
-		s.logf("%s %s: %v", r.Method, r.URL.Path, err)
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err.Error())
 	}
 	writeError(w, httpStatus(code), string(code), err.Error())
 }
 
-// decode reads a JSON body into v; an empty body leaves v as is.
+func invalid(format string, args ...any) error {
+	return &computer.Error{Code: computer.CodeInvalid, Msg: fmt.Sprintf(format, args...)}
+}
+
+// decode reads a JSON body into v; an empty body leaves v as is. The body
+// is bounded in size and in the time the client may take to send it.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	defer rc.SetReadDeadline(time.Time{})
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		return &computer.Error{Code: computer.CodeInvalid, Msg: "bad request body: " + err.Error()}
+	err := dec.Decode(v)
+	var tooBig *http.MaxBytesError
+	switch {
+	case err == nil:
+		if dec.More() {
+			return invalid("bad request body: more than one JSON value")
+		}
+		return nil
+	case errors.Is(err, io.EOF):
+		return nil
+	case errors.As(err, &tooBig):
+		return &computer.Error{Code: client.CodeTooLarge, Msg: fmt.Sprintf("request body is larger than %d bytes", maxBody)}
 	}
-	return nil
+	return invalid("bad request body: %v", err)
+}
+
+// validName checks the {name} of a path before anything is done with it.
+func validName(r *http.Request) (string, error) {
+	name := r.PathValue("name")
+	if err := computer.ValidateName(name); err != nil {
+		return "", &computer.Error{Code: computer.CodeNotFound, Msg: fmt.Sprintf("computer %q does not exist", name)}
+	}
+	return name, nil
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
@@ -115,7 +221,12 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
-	c, err := s.m.Info(r.Context(), r.PathValue("name"))
+	name, err := validName(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	c, err := s.m.Info(r.Context(), name)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -124,11 +235,17 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
-	if err := s.m.Delete(r.Context(), r.PathValue("name")); err != nil {
+	name, err := validName(r)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"name": r.PathValue("name"), "state": "deleted"})
+	s.procs.killAll(name)
+	if err := s.m.Delete(r.Context(), name); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"name": name, "state": "deleted"})
 }
 
 func (s *Server) start(w http.ResponseWriter, r *http.Request) {
@@ -140,7 +257,11 @@ func (s *Server) stop(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) transition(w http.ResponseWriter, r *http.Request, op func(context.Context, string) error) {
-	name := r.PathValue("name")
+	name, err := validName(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if err := op(r.Context(), name); err != nil {
 		s.fail(w, r, err)
 		return
@@ -161,6 +282,10 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	var req client.CreateRequest
 	if err := decode(w, r, &req); err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if req.Network {
+		s.fail(w, r, invalid("network access is not available: computers only have their loopback interface"))
 		return
 	}
 	opts := computer.CreateOptions{
@@ -248,6 +373,17 @@ func (e *emitter) sendAny(v any) error {
 	return nil
 }
 
+// outputEvent is the event of output p on stream.
+func outputEvent(stream string, p []byte) client.Event {
+	ev := client.Event{Stream: stream}
+	if utf8.Valid(p) {
+		ev.Data = string(p)
+	} else {
+		ev.DataB64 = append([]byte(nil), p...)
+	}
+	return ev
+}
+
 // streamWriter turns writes into output events of one stream.
 type streamWriter struct {
 	em     *emitter
@@ -258,13 +394,7 @@ func (sw streamWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	ev := client.Event{Stream: sw.stream}
-	if utf8.Valid(p) {
-		ev.Data = string(p)
-	} else {
-		ev.DataB64 = append([]byte(nil), p...)
-	}
-	if err := sw.em.send(ev); err != nil {
+	if err := sw.em.send(outputEvent(sw.stream, p)); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -286,7 +416,9 @@ func (lw *lineWriter) Write(p []byte) (int, error) {
 			lw.flushLocked()
 			continue
 		}
-		lw.buf = append(lw.buf, c)
+		if len(lw.buf) < 64<<10 {
+			lw.buf = append(lw.buf, c)
+		}
 	}
 	return len(p), nil
 }
@@ -304,38 +436,30 @@ func (lw *lineWriter) flush() {
 	lw.flushLocked()
 }
 
-func execOptions(req client.ExecRequest) computer.ExecOptions {
+// maxTimeout bounds a command's timeout (a week); longer is a typo.
+const maxTimeout = 7 * 24 * time.Hour
+
+func execOptions(req client.ExecRequest) (computer.ExecOptions, error) {
+	if req.TimeoutSeconds < 0 || req.TimeoutSeconds > maxTimeout.Seconds() || req.TimeoutSeconds != req.TimeoutSeconds {
+		return computer.ExecOptions{}, invalid("invalid timeout_seconds %v: between 0 (none) and %v", req.TimeoutSeconds, maxTimeout.Seconds())
+	}
+	if len(req.Command) > maxBody || len(req.Argv) > 4096 {
+		return computer.ExecOptions{}, invalid("command too long")
+	}
+	if strings.ContainsRune(req.Command, 0) || strings.ContainsRune(req.Workdir, 0) {
+		return computer.ExecOptions{}, invalid("command and workdir must not contain NUL bytes")
+	}
+	for _, a := range req.Argv {
+		if strings.ContainsRune(a, 0) {
+			return computer.ExecOptions{}, invalid("argv must not contain NUL bytes")
+		}
+	}
+	if req.Workdir != "" && !strings.HasPrefix(req.Workdir, "/") {
+		return computer.ExecOptions{}, invalid("invalid workdir %q: it must be absolute", req.Workdir)
+	}
 	return computer.ExecOptions{
 		Command: req.Command, Argv: req.Argv, User: req.User, Workdir: req.Workdir,
 		Env: req.Env, TTY: req.TTY, Size: sandbox.WindowSize{Rows: req.Rows, Cols: req.Cols},
 		Timeout: time.Duration(req.TimeoutSeconds * float64(time.Second)),
-	}
-}
-
-func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
-	var req client.ExecRequest
-	if err := decode(w, r, &req); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if strings.EqualFold(r.Header.Get("Upgrade"), client.UpgradeProtocol) {
-		s.interactive(w, r, req)
-		return
-	}
-	if req.TTY {
-		s.fail(w, r, &computer.Error{Code: computer.CodeInvalid, Msg: "a TTY needs an interactive session (Upgrade: " + client.UpgradeProtocol + ")"})
-		return
-	}
-	em := newEmitter(w)
-	code, err := s.m.Exec(r.Context(), r.PathValue("name"), execOptions(req), nil,
-		streamWriter{em, "stdout"}, streamWriter{em, "stderr"})
-	if err != nil {
-		if !em.started() {
-			s.fail(w, r, err)
-			return
-		}
-		em.sendError(err)
-		return
-	}
-	em.send(client.Event{ExitCode: &code})
+	}, nil
 }
