@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
@@ -136,11 +138,20 @@ func NewS3(ctx context.Context, url string, opts S3Options) (*S3Store, error) {
 				// The default token bucket gives up on retries after a burst
 				// of errors; attempts are bounded per request already.
 				o.RateLimiter = ratelimit.None
+				// A response cut off in its body (a dropped connection, a
+				// proxy giving up) surfaces as a deserialization error,
+				// which the SDK does not retry. Every request of ours can
+				// be repeated: objects are immutable, and the lease's
+				// conditional writes check what a lost answer did.
+				o.Retryables = append(slices.Clone(o.Retryables), retry.IsErrorRetryableFunc(retryCutOff))
 			})
 		}),
 		// Checksums only where the API requires them: not every
 		// S3-compatible store knows the newer checksum headers, and blocks
 		// carry their own checksums.
+		// The SDK's own log (e.g. a warning for every response body cut
+		// short, which the retries handle) would go to the mount's output.
+		config.WithLogger(logging.Nop{}),
 		config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
 		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
 	)
@@ -181,6 +192,15 @@ func NewS3(ctx context.Context, url string, opts S3Options) (*S3Store, error) {
 		return nil, fmt.Errorf("open object store %s: %w", where, err)
 	}
 	return s, nil
+}
+
+// retryCutOff says to retry a request whose response body ended early.
+func retryCutOff(err error) aws.Ternary {
+	var de *smithy.DeserializationError
+	if errors.As(err, &de) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return aws.TrueTernary
+	}
+	return aws.UnknownTernary
 }
 
 func firstEnv(names ...string) string {

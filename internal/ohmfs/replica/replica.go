@@ -103,7 +103,11 @@ func Restore(ctx context.Context, dbPath string, t Target) error {
 	if err := os.MkdirAll(filepath.Dir(dbPath), 0o755); err != nil {
 		return fmt.Errorf("restore metadata to %s: %w", dbPath, err)
 	}
-	r := litestream.NewReplicaWithClient(nil, t.client)
+	// The DB is never opened: it only gives the restore a quiet logger
+	// (without one, Litestream logs to slog's default, into the CLI's output).
+	ldb := litestream.NewDB(dbPath)
+	ldb.Logger = quietLogger()
+	r := litestream.NewReplicaWithClient(ldb, t.client)
 	opt := litestream.NewRestoreOptions()
 	opt.OutputPath = dbPath
 	opt.IntegrityCheck = litestream.IntegrityCheckQuick

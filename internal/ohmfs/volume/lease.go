@@ -164,6 +164,13 @@ func (l *lease) write(ctx context.Context, etag string) error {
 		if errors.As(err, &ae) {
 			switch ae.ErrorCode() {
 			case "PreconditionFailed", "ConditionalRequestConflict":
+				// A retry of a write whose answer was lost fails its own
+				// condition: the lease may well be ours as written.
+				if cur, tag, rerr := l.read(ctx); rerr == nil && cur.ID == l.rec.ID && cur.Expires.Equal(l.rec.Expires) {
+					l.etag = tag
+					l.valid.Store(start.Add(leaseTTL - leaseMargin).UnixNano())
+					return nil
+				}
 				return errLeaseConflict
 			case "NotImplemented":
 				l.cond = false
