@@ -32,6 +32,18 @@ func buildOhm(t *testing.T) string {
 // startDaemon serves the API of a fresh data directory on a real Unix
 // socket, with the real sandbox, the minimal template and ohmfs.
 func startDaemon(t *testing.T) (*client.Client, string) {
+	d := startDaemonServer(t)
+	return d.c, d.dir
+}
+
+// daemon is an API server under test.
+type daemon struct {
+	c   *client.Client
+	dir string
+	api *Server
+}
+
+func startDaemonServer(t *testing.T) daemon {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (sandboxes, loop devices, mounts)")
@@ -61,7 +73,8 @@ func startDaemon(t *testing.T) (*client.Client, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newHTTPServer(NewServer(m, testLogger(t)))
+	api := NewServer(m, testLogger(t))
+	srv := newHTTPServer(api)
 	go srv.Serve(ln)
 	t.Cleanup(func() {
 		recs, _ := m.List(context.Background())
@@ -72,7 +85,7 @@ func startDaemon(t *testing.T) (*client.Client, string) {
 		m.Close()
 		cancel()
 	})
-	return client.New(sock), opts.DataDir
+	return daemon{c: client.New(sock), dir: opts.DataDir, api: api}
 }
 
 // testLogger logs to the test's log.
