@@ -1,0 +1,95 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"ohm/internal/api/mcpserver"
+)
+
+// TestMCP drives a real daemon with the minimal template through an MCP
+// client session of the official SDK, as an agent would.
+func TestMCP(t *testing.T) {
+	c, _ := startDaemon(t)
+	ctx := context.Background()
+	serverT, clientT := mcp.NewInMemoryTransports()
+	ss, err := mcpserver.New(c, "test").Connect(ctx, serverT, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, nil).Connect(ctx, clientT, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+	}
+	if got := strings.Join(names, " "); got != "create delete list read_file run start stop write_file" {
+		t.Errorf("tools: %s", got)
+	}
+
+	call := func(name string, args map[string]any, out any) *mcp.CallToolResult {
+		t.Helper()
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if out != nil && !res.IsError {
+			b, _ := json.Marshal(res.StructuredContent)
+			if err := json.Unmarshal(b, out); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		}
+		return res
+	}
+	var comp mcpserver.ComputerOutput
+	if res := call("create", map[string]any{"name": "agent", "template": "minimal", "disk_size_mb": 256}, &comp); res.IsError || comp.Name != "agent" || comp.State != "running" {
+		t.Fatalf("create: %+v %+v", res, comp)
+	}
+	var list mcpserver.ListOutput
+	call("list", map[string]any{}, &list)
+	if len(list.Computers) != 1 || list.Computers[0].Name != "agent" {
+		t.Errorf("list: %+v", list)
+	}
+	var run mcpserver.RunOutput
+	call("run", map[string]any{"name": "agent", "command": "echo out; echo err >&2; exit 5"}, &run)
+	if run.ExitCode != 5 || run.Stdout != "out\n" || run.Stderr != "err\n" {
+		t.Errorf("run: %+v", run)
+	}
+	var wrote mcpserver.WriteFileOutput
+	call("write_file", map[string]any{"name": "agent", "path": "/home/ohm/notes.txt", "content": "remember\n"}, &wrote)
+	if wrote.Bytes != 9 {
+		t.Errorf("write_file: %+v", wrote)
+	}
+	call("stop", map[string]any{"name": "agent"}, nil)
+	call("start", map[string]any{"name": "agent"}, nil)
+	var read mcpserver.ReadFileOutput
+	call("read_file", map[string]any{"name": "agent", "path": "/home/ohm/notes.txt"}, &read)
+	if read.Content != "remember\n" {
+		t.Errorf("read_file after stop/start: %+v", read)
+	}
+	// Errors are tool errors the agent can read, not protocol failures.
+	if res := call("read_file", map[string]any{"name": "agent", "path": "/home/ohm/missing"}, nil); !res.IsError {
+		t.Errorf("read_file of a missing file: not an error: %+v", res)
+	}
+	if res := call("run", map[string]any{"name": "ghost", "command": "true"}, nil); !res.IsError {
+		t.Errorf("run in a missing computer: not an error")
+	}
+	call("delete", map[string]any{"name": "agent"}, nil)
+	call("list", map[string]any{}, &list)
+	if len(list.Computers) != 0 {
+		t.Errorf("list after delete: %+v", list)
+	}
+}
