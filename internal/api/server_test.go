@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -152,6 +153,9 @@ func TestTokenAuth(t *testing.T) {
 	tok, err := LoadToken(dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if st, err := os.Stat(TokenPath(dir)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("token file: %v, mode %v, want 0600", err, st.Mode())
 	}
 	if again, _ := LoadToken(dir); again != tok {
 		t.Fatal("LoadToken made a new token over an existing one")

@@ -47,11 +47,13 @@ func RotateToken(dataDir string) (string, error) {
 		return "", fmt.Errorf("write token: %w", err)
 	}
 	defer os.Remove(f.Name())
-	if err := f.Chmod(0o600); err == nil {
+	// CreateTemp makes the file 0600 already; Chmod is belt and braces.
+	err = f.Chmod(0o600)
+	if err == nil {
 		_, err = f.WriteString(tok + "\n")
-		if err == nil {
-			err = f.Sync()
-		}
+	}
+	if err == nil {
+		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
