@@ -164,7 +164,7 @@ var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 func create(t *testing.T, args ...string) string {
 	t.Helper()
 	// The first create may build the template (debootstrap): minutes.
-	out := must(t, 30*time.Minute, append([]string{"computer", "create"}, args...)...)
+	out := must(t, 15*time.Minute, append([]string{"computer", "create"}, args...)...)
 	name := strings.TrimSpace(out)
 	if strings.Contains(name, "\n") || !dnsLabel.MatchString(name) {
 		t.Fatalf("create printed %q, want one line: the new name", out)
@@ -271,7 +271,7 @@ func storageProof(t *testing.T, gib, diskMB int) {
 
 	before := must(t, time.Minute, "computer", "run", name, "df -B1M / | tail -1")
 	script := fmt.Sprintf("bash -c %s fill %d /home/ohm/big", shellQuote(fillScript), gib)
-	must(t, 2*time.Hour, "computer", "run", name, script)
+	must(t, 15*time.Minute, "computer", "run", name, script)
 
 	du := must(t, time.Minute, "computer", "run", name, "du -h /home/ohm/big")
 	if f := strings.Fields(du); len(f) == 0 || f[0] != fmt.Sprintf("%dG", gib) {
