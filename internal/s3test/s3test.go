@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,6 +99,10 @@ func Start() (*Server, error) {
 		"--port", addr, "--quiet", "posix", data)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), "VGW_QUIET=true")
+	// The server dies with the test process, even one killed by a signal
+	// (a crash helper that SIGKILLs itself, go test's timeout) that runs
+	// no Close.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", bin, err)
