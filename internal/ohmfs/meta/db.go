@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // blockReserve is how many block ids one committed reservation covers.
@@ -108,8 +110,12 @@ func setPragmas(c *conn, readOnly bool) error {
 	} else {
 		pragmas = append(pragmas,
 			"PRAGMA journal_mode = WAL",
-			// FULL: the WAL is fsynced at every COMMIT, so Commit is durable.
-			"PRAGMA synchronous = FULL",
+			// NORMAL: COMMIT appends to the WAL without an fsync, and
+			// Commit fsyncs the WAL itself after letting go of db.mu, so
+			// that no call waits for the disk while a commit becomes
+			// durable. Checkpoints still fsync the WAL before copying it
+			// into the database file and the file after.
+			"PRAGMA synchronous = NORMAL",
 			// A whole group commit's dirty pages should fit in memory.
 			"PRAGMA cache_size = -65536",
 			"PRAGMA temp_store = MEMORY",
@@ -253,6 +259,11 @@ func (db *DB) Close(ctx context.Context) error {
 		if err == nil {
 			err = db.c.execScript("COMMIT")
 		}
+		if err == nil {
+			// Another connection (the replica's) may keep the WAL from
+			// being checkpointed at close: make the last commit durable.
+			err = fsyncWAL(db.path)
+		}
 		if err != nil {
 			err = fmt.Errorf("close metadata %s: commit: %w", db.path, err)
 		}
@@ -269,20 +280,39 @@ func (db *DB) Close(ctx context.Context) error {
 
 // Commit makes every call made so far durable (the WAL is fsynced), then
 // begins the next transaction. It is the only point where the database is
-// written to disk.
+// written to disk. The fsync runs without the lock: calls made meanwhile go
+// on into the next transaction.
 func (db *DB) Commit(ctx context.Context) error {
 	db.mu.Lock()
-	defer db.mu.Unlock()
 	if err := db.usable(); err != nil {
+		db.mu.Unlock()
 		return err
 	}
 	if db.readOnly {
+		db.mu.Unlock()
 		return nil
 	}
-	return db.commitLocked()
+	err := db.commitNoSyncLocked()
+	db.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return db.syncWAL()
 }
 
+// commitLocked commits and makes the commit durable before returning,
+// holding the lock throughout.
 func (db *DB) commitLocked() error {
+	if err := db.commitNoSyncLocked(); err != nil {
+		return err
+	}
+	return db.syncWALLocked()
+}
+
+// commitNoSyncLocked commits the write transaction into the WAL (not yet
+// fsynced) and begins the next one. WAL frames are appended in order and
+// chained by checksums, so a crash keeps a prefix of the commits.
+func (db *DB) commitNoSyncLocked() error {
 	if err := db.flushCounters(); err != nil {
 		db.broken = fmt.Errorf("meta: commit failed, uncommitted changes lost: %w", err)
 		return db.broken
@@ -297,6 +327,47 @@ func (db *DB) commitLocked() error {
 		return db.broken
 	}
 	return nil
+}
+
+// syncWAL makes every commit written to the WAL so far durable. A failed
+// fsync may have dropped pages the WAL relies on, so it breaks the DB.
+func (db *DB) syncWAL() error {
+	if err := fsyncWAL(db.path); err != nil {
+		db.mu.Lock()
+		if db.broken == nil {
+			db.broken = fmt.Errorf("meta: fsync WAL, committed changes may be lost: %w", err)
+		}
+		err = db.broken
+		db.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+func (db *DB) syncWALLocked() error {
+	if err := fsyncWAL(db.path); err != nil {
+		db.broken = fmt.Errorf("meta: fsync WAL, committed changes may be lost: %w", err)
+		return db.broken
+	}
+	return nil
+}
+
+// fsyncWAL fsyncs the WAL of the database at path. The WAL lives as long
+// as a connection is open (ours is); if it is missing, everything is in
+// the database file, which the checkpoint that removed the WAL fsynced.
+func fsyncWAL(path string) error {
+	f, err := os.Open(path + "-wal")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = unix.Fdatasync(int(f.Fd()))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func (db *DB) flushCounters() error {
