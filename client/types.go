@@ -70,18 +70,19 @@ type Computer struct {
 	MemoryMB   int               `json:"memory_mb"`
 	PIDs       int               `json:"pids"`
 	Env        map[string]string `json:"env,omitempty"`
+	Network    bool              `json:"network"` // outbound access beyond loopback
 	CreatedAt  time.Time         `json:"created_at"`
 	Disk       *DiskUsage        `json:"disk,omitempty"`      // root disk, from Get
 	Workspace  *WorkspaceUsage   `json:"workspace,omitempty"` // from Get
 	Limits     *Limits           `json:"limits,omitempty"`    // from Get
 }
 
-// Limits are the resource limits in force for a computer.
+// Limits are the resource limits in force for a computer: read back from
+// its cgroup while it runs, what it will get at start while stopped.
 type Limits struct {
-	CPUs     float64 `json:"cpus"`
-	MemoryMB int     `json:"memory_mb"`
-	PIDs     int     `json:"pids"`
-	Network  bool    `json:"network"` // whether the computer can reach the network
+	CPUs        float64 `json:"cpus"`
+	MemoryBytes int64   `json:"memory_bytes"`
+	PIDs        int64   `json:"pids"`
 }
 
 // DiskUsage is a root disk's size and use.
@@ -111,8 +112,8 @@ type CreateRequest struct {
 	CPUs       float64           `json:"cpus,omitempty"`
 	MemoryMB   int               `json:"memory_mb,omitempty"`
 	Env        map[string]string `json:"env,omitempty"`
-	// Network asks for network access beyond the computer's loopback.
-	// Computers are offline for now: true is refused.
+	// Network gives the computer outbound access beyond its loopback
+	// (through slirp4netns; the host's own loopback stays out of reach).
 	Network bool `json:"network,omitempty"`
 }
 

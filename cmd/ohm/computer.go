@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -123,6 +124,7 @@ func newComputerCreateCmd(connect connectFunc) *cobra.Command {
 	f.Float64Var(&req.CPUs, "cpus", 2, "CPU limit")
 	f.IntVar(&req.MemoryMB, "memory-mb", 2048, "memory limit in MB")
 	f.StringArrayVar(&env, "env", nil, "KEY=VALUE set in every command's environment (repeatable)")
+	f.BoolVar(&req.Network, "network", false, "give the computer outbound network access (the host's loopback stays out of reach)")
 	f.BoolVar(&asJSON, "json", false, "print the computer as JSON")
 	return cmd
 }
@@ -223,44 +225,50 @@ func newComputerInfoCmd(connect connectFunc) *cobra.Command {
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), comp)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 1, ' ', 0)
-			fmt.Fprintf(tw, "name:\t%s\n", comp.Name)
-			fmt.Fprintf(tw, "state:\t%s\n", comp.State)
-			fmt.Fprintf(tw, "template:\t%s\n", comp.Template)
-			lim := client.Limits{CPUs: comp.CPUs, MemoryMB: comp.MemoryMB, PIDs: comp.PIDs}
-			if comp.Limits != nil {
-				lim = *comp.Limits
-			}
-			network := "off (loopback only)"
-			if lim.Network {
-				network = "on"
-			}
-			fmt.Fprintf(tw, "cpus:\t%g\n", lim.CPUs)
-			fmt.Fprintf(tw, "memory:\t%s\n", formatMB(lim.MemoryMB))
-			fmt.Fprintf(tw, "pids:\t%d\n", lim.PIDs)
-			fmt.Fprintf(tw, "network:\t%s\n", network)
-			if comp.Disk != nil {
-				fmt.Fprintf(tw, "root disk:\t%s used of %s\n", formatBytes(comp.Disk.UsedBytes), formatBytes(comp.Disk.SizeBytes))
-			} else {
-				fmt.Fprintf(tw, "root disk:\t%s\n", formatMB(comp.DiskSizeMB))
-			}
-			if comp.Workspace != nil {
-				fmt.Fprintf(tw, "workspace:\t%s in %d files (%s stored)\n", formatBytes(comp.Workspace.UsedBytes), comp.Workspace.Files, formatBytes(comp.Workspace.StoredBytes))
-			}
-			if len(comp.Env) > 0 {
-				keys := make([]string, 0, len(comp.Env))
-				for k := range comp.Env {
-					keys = append(keys, k)
-				}
-				sort.Strings(keys)
-				fmt.Fprintf(tw, "env:\t%s\n", strings.Join(keys, " "))
-			}
-			fmt.Fprintf(tw, "created:\t%s\n", comp.CreatedAt.Local().Format(time.RFC3339))
-			return tw.Flush()
+			return writeInfo(cmd.OutOrStdout(), comp)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// writeInfo prints comp as `ohm computer info` shows it: one "key: value"
+// line per fact, easy to grep.
+func writeInfo(w io.Writer, comp *client.Computer) error {
+	tw := bufio.NewWriter(w)
+	fmt.Fprintf(tw, "name: %s\n", comp.Name)
+	fmt.Fprintf(tw, "state: %s\n", comp.State)
+	fmt.Fprintf(tw, "template: %s\n", comp.Template)
+	lim := client.Limits{CPUs: comp.CPUs, MemoryBytes: int64(comp.MemoryMB) << 20, PIDs: int64(comp.PIDs)}
+	if comp.Limits != nil {
+		lim = *comp.Limits
+	}
+	network := "none"
+	if comp.Network {
+		network = "outbound"
+	}
+	fmt.Fprintf(tw, "cpus: %g\n", lim.CPUs)
+	fmt.Fprintf(tw, "memory: %s\n", formatBytes(uint64(lim.MemoryBytes)))
+	fmt.Fprintf(tw, "pids: %d\n", lim.PIDs)
+	fmt.Fprintf(tw, "network: %s\n", network)
+	if comp.Disk != nil {
+		fmt.Fprintf(tw, "root disk: %s used of %s\n", formatBytes(comp.Disk.UsedBytes), formatBytes(comp.Disk.SizeBytes))
+	} else {
+		fmt.Fprintf(tw, "root disk: %s\n", formatMB(comp.DiskSizeMB))
+	}
+	if comp.Workspace != nil {
+		fmt.Fprintf(tw, "workspace: %s in %d files (%s stored)\n", formatBytes(comp.Workspace.UsedBytes), comp.Workspace.Files, formatBytes(comp.Workspace.StoredBytes))
+	}
+	if len(comp.Env) > 0 {
+		keys := make([]string, 0, len(comp.Env))
+		for k := range comp.Env {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		fmt.Fprintf(tw, "env: %s\n", strings.Join(keys, " "))
+	}
+	fmt.Fprintf(tw, "created: %s\n", comp.CreatedAt.Local().Format(time.RFC3339))
+	return tw.Flush()
 }
 
 func newComputerRunCmd(connect connectFunc) *cobra.Command {

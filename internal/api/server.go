@@ -284,13 +284,9 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if req.Network {
-		s.fail(w, r, invalid("network access is not available: computers only have their loopback interface"))
-		return
-	}
 	opts := computer.CreateOptions{
 		Name: req.Name, Template: req.Template, DiskSizeMB: req.DiskSizeMB,
-		CPUs: req.CPUs, MemoryMB: req.MemoryMB, Env: req.Env,
+		CPUs: req.CPUs, MemoryMB: req.MemoryMB, Env: req.Env, Network: req.Network,
 	}
 	if !wantsStream(r) {
 		c, err := s.m.Create(r.Context(), opts)

@@ -100,7 +100,6 @@ func TestBadInput(t *testing.T) {
 		{"POST", "/v1/computers", `{"disk_size_mb":"ten"}`, 400, "invalid_argument"},
 		{"POST", "/v1/computers", `{"disk_size_mb":0,"template":"minimal"}`, 400, "invalid_argument"},
 		{"POST", "/v1/computers", `{"name":"../etc","disk_size_mb":8,"template":"minimal"}`, 400, "invalid_argument"},
-		{"POST", "/v1/computers", `{"disk_size_mb":8,"network":true}`, 400, "invalid_argument"},
 		{"POST", "/v1/computers/box/exec", huge, 413, "too_large"},
 		{"POST", "/v1/computers/box/exec", `not json`, 400, "invalid_argument"},
 		{"POST", "/v1/computers/box/exec", `{"command":"x","timeout_seconds":-1}`, 400, "invalid_argument"},

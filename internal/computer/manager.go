@@ -186,6 +186,7 @@ func (m *Manager) spec(rec Record, templateRoot string) sandbox.Spec {
 		MemoryMB:     rec.MemoryMB,
 		PIDs:         rec.PIDs,
 		Env:          env,
+		Network:      rec.Network,
 		AgentBinary:  m.exe,
 	}
 }
@@ -230,6 +231,7 @@ type CreateOptions struct {
 	CPUs       float64
 	MemoryMB   int
 	Env        map[string]string
+	Network    bool      // outbound access beyond loopback (slirp4netns)
 	Progress   io.Writer // template build progress, when create has to build it
 }
 
@@ -241,12 +243,12 @@ type Computer struct {
 	Limits    *Limits         `json:"limits,omitempty"`
 }
 
-// Limits are the resource limits of a computer.
+// Limits are the resource limits in force for a computer: read back from
+// its cgroup while it runs, what it will get when stopped.
 type Limits struct {
-	CPUs     float64 `json:"cpus"`
-	MemoryMB int     `json:"memory_mb"`
-	PIDs     int     `json:"pids"`
-	Network  bool    `json:"network"` // network beyond loopback: not yet
+	CPUs        float64 `json:"cpus"`
+	MemoryBytes int64   `json:"memory_bytes"`
+	PIDs        int64   `json:"pids"`
 }
 
 // DiskUsage is a root disk's size and use.
@@ -321,6 +323,7 @@ func (m *Manager) Create(ctx context.Context, opts CreateOptions) (Computer, err
 		MemoryMB:   opts.MemoryMB,
 		PIDs:       DefaultPIDs,
 		Env:        opts.Env,
+		Network:    opts.Network,
 		CreatedAt:  time.Now().UTC().Truncate(time.Millisecond),
 	}
 	// Reserve the name: the row in state creating holds it.
@@ -587,7 +590,16 @@ func (m *Manager) Info(ctx context.Context, name string) (Computer, error) {
 	} else {
 		m.logf("info %s: workspace usage: %v", name, err)
 	}
-	c.Limits = &Limits{CPUs: rec.CPUs, MemoryMB: rec.MemoryMB, PIDs: rec.PIDs}
+	spec := m.spec(rec, "")
+	lim := spec.Limits()
+	if rec.State == StateRunning {
+		if cur, err := m.rt.Limits(ctx, spec); err == nil {
+			lim = cur
+		} else {
+			m.logf("info %s: limits in force: %v", name, err)
+		}
+	}
+	c.Limits = &Limits{CPUs: lim.CPUs, MemoryBytes: lim.MemoryBytes, PIDs: lim.PIDs}
 	return c, nil
 }
 

@@ -82,6 +82,10 @@ func (rt *fakeRuntime) Usage(ctx context.Context, spec sandbox.Spec) (sandbox.Di
 	return sandbox.DiskUsage{Size: uint64(spec.DiskSizeMB) << 20}, nil
 }
 
+func (rt *fakeRuntime) Limits(ctx context.Context, spec sandbox.Spec) (sandbox.Limits, error) {
+	return spec.Limits(), nil
+}
+
 func (rt *fakeRuntime) Cleanup(ctx context.Context, spec sandbox.Spec) error {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()

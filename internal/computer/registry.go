@@ -33,14 +33,20 @@ type Record struct {
 	MemoryMB   int               `json:"memory_mb"`
 	PIDs       int               `json:"pids"`
 	Env        map[string]string `json:"env,omitempty"`
-	CreatedAt  time.Time         `json:"created_at"`
+	// Network gives the computer outbound access beyond its loopback.
+	Network   bool      `json:"network"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // registry is the SQLite table of computers, <dataDir>/ohm.db.
 type registry struct{ db *sql.DB }
 
-const schema = `
-CREATE TABLE IF NOT EXISTS computers (
+// migrations take the registry from schema version i (SQLite's
+// user_version; 0 is an empty database or one made before versioning,
+// whose table already has the columns of migration 0) to version i+1.
+// Append only: a registry written by a newer daemon is refused.
+var migrations = []string{
+	`CREATE TABLE IF NOT EXISTS computers (
 	name         TEXT PRIMARY KEY,
 	state        TEXT NOT NULL,
 	template     TEXT NOT NULL,
@@ -51,7 +57,39 @@ CREATE TABLE IF NOT EXISTS computers (
 	env          TEXT NOT NULL DEFAULT '{}',
 	created_at   TEXT NOT NULL,
 	updated_at   TEXT NOT NULL
-);`
+);`,
+	`ALTER TABLE computers ADD COLUMN network INTEGER NOT NULL DEFAULT 0;`,
+}
+
+// migrate brings the registry's schema up to date, one transaction per
+// step so that a crash never leaves it between versions.
+func migrate(ctx context.Context, db *sql.DB) error {
+	var v int
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+		return err
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this ohm knows (%d): upgrade ohm", v, len(migrations))
+	}
+	for ; v < len(migrations); v++ {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to schema version %d: %w", v+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, v+1)); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 func openRegistry(ctx context.Context, path string) (*registry, error) {
 	// One connection: the registry is tiny and writes must serialize anyway.
@@ -60,7 +98,7 @@ func openRegistry(ctx context.Context, path string) (*registry, error) {
 		return nil, fmt.Errorf("open registry %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(1)
-	if _, err := db.ExecContext(ctx, schema); err != nil {
+	if err := migrate(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open registry %s: %w", path, err)
 	}
@@ -77,9 +115,9 @@ func (r *registry) insert(ctx context.Context, rec Record) error {
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	_, err = r.db.ExecContext(ctx, `INSERT INTO computers
-		(name, state, template, disk_size_mb, cpus, memory_mb, pids, env, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		rec.Name, rec.State, rec.Template, rec.DiskSizeMB, rec.CPUs, rec.MemoryMB, rec.PIDs, string(env),
+		(name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		rec.Name, rec.State, rec.Template, rec.DiskSizeMB, rec.CPUs, rec.MemoryMB, rec.PIDs, string(env), rec.Network,
 		rec.CreatedAt.UTC().Format(time.RFC3339Nano), now)
 	if err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed") {
 		return &Error{Code: CodeExists, Msg: fmt.Sprintf("computer %q already exists", rec.Name)}
@@ -109,12 +147,12 @@ func (r *registry) remove(ctx context.Context, name string) error {
 	return nil
 }
 
-const columns = `name, state, template, disk_size_mb, cpus, memory_mb, pids, env, created_at`
+const columns = `name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, created_at`
 
 func scanRecord(row interface{ Scan(...any) error }) (Record, error) {
 	var rec Record
 	var env, created string
-	if err := row.Scan(&rec.Name, &rec.State, &rec.Template, &rec.DiskSizeMB, &rec.CPUs, &rec.MemoryMB, &rec.PIDs, &env, &created); err != nil {
+	if err := row.Scan(&rec.Name, &rec.State, &rec.Template, &rec.DiskSizeMB, &rec.CPUs, &rec.MemoryMB, &rec.PIDs, &env, &rec.Network, &created); err != nil {
 		return Record{}, err
 	}
 	if err := json.Unmarshal([]byte(env), &rec.Env); err != nil {

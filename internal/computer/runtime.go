@@ -17,6 +17,8 @@ type runtime interface {
 	Attach(ctx context.Context, spec sandbox.Spec) (instance, error)
 	Usage(ctx context.Context, spec sandbox.Spec) (sandbox.DiskUsage, error)
 	Cleanup(ctx context.Context, spec sandbox.Spec) error
+	// Limits reads the limits in force for spec's running computer.
+	Limits(ctx context.Context, spec sandbox.Spec) (sandbox.Limits, error)
 }
 
 // instance is a running sandbox.
@@ -54,6 +56,10 @@ func (sandboxRuntime) Usage(ctx context.Context, spec sandbox.Spec) (sandbox.Dis
 
 func (sandboxRuntime) Cleanup(ctx context.Context, spec sandbox.Spec) error {
 	return sandbox.Cleanup(ctx, spec)
+}
+
+func (sandboxRuntime) Limits(ctx context.Context, spec sandbox.Spec) (sandbox.Limits, error) {
+	return sandbox.CurrentLimits(spec)
 }
 
 // Templates is what the manager needs of the template cache
