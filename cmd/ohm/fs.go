@@ -178,6 +178,7 @@ func newFSFsckCmd() *cobra.Command {
 func newFSGCCmd() *cobra.Command {
 	var asJSON bool
 	var grace time.Duration
+	var cacheDir string
 	cmd := &cobra.Command{
 		Use:   "gc VOLUME",
 		Short: "Delete blocks nothing references (of an unmounted volume)",
@@ -186,7 +187,7 @@ func newFSGCCmd() *cobra.Command {
 			if grace < 0 {
 				return fmt.Errorf("--grace: must not be negative")
 			}
-			res, err := volume.GC(cmd.Context(), args[0], grace)
+			res, err := volume.GCWith(cmd.Context(), args[0], volume.GCOptions{Grace: grace, CacheDir: cacheDir})
 			if err != nil {
 				return err
 			}
@@ -209,6 +210,7 @@ func newFSGCCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().DurationVar(&grace, "grace", 10*time.Minute, "keep unreferenced blocks younger than this")
+	cmd.Flags().StringVar(&cacheDir, "cache-dir", "", "S3 volumes: the local metadata cache (default /var/lib/ohm/cache/<uuid>)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -716,10 +716,26 @@ type GCResult struct {
 // blocks never referenced, written) more than grace ago. A volume that is
 // mounted is collected through its mount, not here: GC fails with ErrBusy.
 func GC(ctx context.Context, url string, grace time.Duration) (GCResult, error) {
+	return GCWith(ctx, url, GCOptions{Grace: grace})
+}
+
+// GCOptions tune GCWith.
+type GCOptions struct {
+	Grace time.Duration // keep unreferenced blocks younger than this
+	// CacheDir is an S3 volume's local metadata directory, as in
+	// OpenOptions.
+	CacheDir string
+}
+
+// GCWith is GC with options: an S3 volume's metadata cache elsewhere than
+// the default.
+func GCWith(ctx context.Context, url string, opts GCOptions) (GCResult, error) {
+	grace := opts.Grace
 	l, err := resolve(ctx, url)
 	if err != nil {
 		return GCResult{}, err
 	}
+	l.cacheOverride = opts.CacheDir
 	v, err := l.open(ctx, Holder{Command: "ohm fs gc"}, -1)
 	if errors.Is(err, ErrBusy) {
 		return GCResult{}, fmt.Errorf("%w; it collects its own garbage while mounted", err)
