@@ -90,8 +90,6 @@ func lstat(path string) (unix.Stat_t, error) {
 	return st, err
 }
 
-func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
-
 func wantContent(path string, want []byte) error {
 	got, err := os.ReadFile(path)
 	if err != nil {

@@ -135,10 +135,9 @@ func TestPOSIXOhmfs(t *testing.T) {
 // named identity/check.
 func runTables(t *testing.T, base string, remount func(t *testing.T)) {
 	type prepared struct {
-		id             identity
-		dir, fixtures  string
-		run, verify    map[string]string
-		runOK, verifOK bool
+		id            identity
+		dir, fixtures string
+		run, verify   map[string]string
 	}
 	var ps []*prepared
 	for _, id := range identities {

@@ -51,6 +51,9 @@ type Step struct {
 type Result struct {
 	Step
 	Ext4, Ohmfs time.Duration
+	// Failed says why a step did not complete on ohmfs (its time is then
+	// meaningless); the steps after it in its workload are not run.
+	Failed string
 }
 
 // Ratio is ohmfs's time over ext4's.
@@ -62,7 +65,9 @@ func (r Result) Ratio() float64 {
 }
 
 // Met reports whether the ratio is within the target.
-func (r Result) Met() bool { return r.Target.MaxRatio == 0 || r.Ratio() <= r.Target.MaxRatio }
+func (r Result) Met() bool {
+	return r.Failed == "" && (r.Target.MaxRatio == 0 || r.Ratio() <= r.Target.MaxRatio)
+}
 
 var (
 	targetWrite = Target{">= 0.7 of ext4's throughput", 1 / 0.7}
@@ -88,17 +93,26 @@ func Compare(ctx context.Context, ext4, ohmfs FS, opts Options) ([]Result, error
 	var results []Result
 	type workload func(ctx context.Context, fs FS, opts Options) ([]Step, []time.Duration, error)
 	for _, w := range []workload{sequential, smallFiles, tree} {
-		var steps []Step
-		var times [2][]time.Duration
-		for i, fs := range []FS{ext4, ohmfs} {
-			s, d, err := w(ctx, fs, opts)
-			if err != nil {
-				return results, fmt.Errorf("%s: %w", fs.Name, err)
-			}
-			steps, times[i] = s, d
+		steps, ext4Times, err := w(ctx, ext4, opts)
+		if err != nil {
+			return results, fmt.Errorf("%s: %w", ext4.Name, err)
 		}
+		_, ohmTimes, ohmErr := w(ctx, ohmfs, opts)
 		for i, s := range steps {
-			results = append(results, Result{Step: s, Ext4: times[0][i], Ohmfs: times[1][i]})
+			r := Result{Step: s, Ext4: ext4Times[i]}
+			switch {
+			case i < len(ohmTimes):
+				r.Ohmfs = ohmTimes[i]
+			case i == len(ohmTimes) && ohmErr != nil:
+				r.Failed = ohmErr.Error()
+			default:
+				r.Failed = "not run: an earlier step failed"
+			}
+			results = append(results, r)
+		}
+		if ohmErr != nil {
+			logf(opts, "  %s: %v", ohmfs.Name, ohmErr)
+			ohmfs.cleanup()
 		}
 	}
 	return results, nil
@@ -261,7 +275,7 @@ func smallFiles(ctx context.Context, fs FS, opts Options) ([]Step, []time.Durati
 			return ctx.Err()
 		})
 		if err != nil {
-			return nil, nil, err
+			return steps, times, err
 		}
 		times = append(times, d)
 	}
@@ -325,7 +339,7 @@ func tree(ctx context.Context, fs FS, opts Options) ([]Step, []time.Duration, er
 	for _, p := range parts {
 		d, err := timed(opts, fs, p.step.Name, p.f)
 		if err != nil {
-			return nil, nil, err
+			return steps, times, err
 		}
 		steps = append(steps, p.step)
 		times = append(times, d)
@@ -334,4 +348,13 @@ func tree(ctx context.Context, fs FS, opts Options) ([]Step, []time.Duration, er
 	steps = append(steps, Step{Name: "the real tree, all steps", Target: targetTree})
 	times = append(times, total)
 	return steps, times, nil
+}
+
+// cleanup removes what a failed workload left in the directory, so that the
+// next workload starts from an empty one.
+func (fs FS) cleanup() {
+	ents, _ := os.ReadDir(fs.Dir)
+	for _, e := range ents {
+		os.RemoveAll(filepath.Join(fs.Dir, e.Name()))
+	}
 }

@@ -96,6 +96,10 @@ func WriteMarkdown(w io.Writer, m Machine, opts Options, results []Result) error
 		if !r.Met() {
 			met = "**no**"
 		}
+		if r.Failed != "" {
+			fmt.Fprintf(&b, "| %s | %s | **failed**: %s | - | %s | **no** |\n", r.Name, ext4, oneLine(r.Failed), r.Target.Text)
+			continue
+		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %.2fx | %s (ratio <= %.2f) | %s |\n", r.Name, ext4, ohm, r.Ratio(), r.Target.Text, r.Target.MaxRatio, met)
 	}
 	fmt.Fprintf(&b, "\nTargets, from DESIGN.md section 6 (measured as ratios in one run on the same machine):\n\n")
@@ -111,6 +115,10 @@ func WriteMarkdown(w io.Writer, m Machine, opts Options, results []Result) error
 func WriteText(w io.Writer, results []Result) {
 	fmt.Fprintf(w, "%-50s %10s %10s %8s  %s\n", "work", "ext4", "ohmfs", "ratio", "target")
 	for _, r := range results {
+		if r.Failed != "" {
+			fmt.Fprintf(w, "%-50s %10s %10s  %s\n", r.Name, secs(r.Ext4), "FAILED", oneLine(r.Failed))
+			continue
+		}
 		met := ""
 		if !r.Met() {
 			met = "  MISSED"
@@ -133,4 +141,9 @@ func orNone(s string) string {
 		return "(none)"
 	}
 	return s
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	return strings.ReplaceAll(s, "|", "/")
 }
