@@ -35,7 +35,7 @@ import (
 const DefaultCacheBytes = 256 << 20
 
 // prefetchWorkers bounds the background loads Prefetch runs at once.
-const prefetchWorkers = 4
+const prefetchWorkers = 8
 
 // ErrCorrupt is returned (wrapped, with the block id) when a stored block
 // fails its format or checksum checks. A filesystem reports it as EIO.
@@ -284,25 +284,27 @@ func (s *Store) Verify(ctx context.Context, id uint64) error {
 }
 
 // Prefetch starts loading block id into the cache in the background (for
-// readahead); it returns at once. The request is dropped if the block is
-// already cached or loading, or if every background worker is busy.
-func (s *Store) Prefetch(id uint64) {
+// readahead); it returns at once. It reports false if every background
+// worker is busy and the request was dropped (the caller may ask again
+// later), true if the block is cached, loading or now queued.
+func (s *Store) Prefetch(id uint64) bool {
 	s.mu.Lock()
 	_, cached := s.cache.items[id]
 	_, loading := s.inflight[id]
 	s.mu.Unlock()
 	if cached || loading {
-		return
+		return true
 	}
 	select {
 	case s.prefetch <- struct{}{}:
 	default:
-		return
+		return false
 	}
 	go func() {
 		defer func() { <-s.prefetch }()
 		s.Get(context.Background(), id) //nolint:errcheck // a failed prefetch only costs a later Get its own attempt
 	}()
+	return true
 }
 
 // Delete removes block id from the store and the cache.

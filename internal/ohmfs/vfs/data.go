@@ -417,17 +417,7 @@ func (fs *FS) Read(ctx context.Context, ino meta.Ino, fh Handle, off int64, buf 
 		pos += uint64(l)
 	}
 	if h != nil {
-		seq := off == 0 || off == h.nextOff
-		h.nextOff = off + int64(n)
-		if seq && f.chunksLoaded {
-			last := (uint64(off) + uint64(n) - 1) / chunkSize
-			for i := max(last+1, h.prefetched); i <= last+2; i++ {
-				if c, ok := f.chunks[i]; ok && c.BlockID != 0 && f.dirty[i] == nil {
-					fs.b.Prefetch(c.BlockID)
-				}
-			}
-			h.prefetched = max(h.prefetched, last+3)
-		}
+		fs.readaheadLocked(f, h, off, n)
 	}
 	fs.unlockFile(f)
 	// Blocks named by meta stay until the GC's grace period is over, so
@@ -440,6 +430,49 @@ func (fs *FS) Read(ctx context.Context, ino meta.Ino, fh Handle, off int64, buf 
 		copyZero(fe.dst, data, fe.coff)
 	}
 	return n, nil
+}
+
+// Readahead window bounds, in chunks: a sequential reader starts with
+// raMin chunks loading ahead of it, and the window doubles each time it
+// reaches a new chunk, up to raMax.
+const (
+	raMin = 2
+	raMax = 8
+)
+
+// readaheadLocked prefetches the chunks after a sequential read of n bytes
+// at off. The kernel's own readahead sends requests a little out of order
+// (several in flight), so a read within a chunk of the last one still
+// counts as sequential.
+func (fs *FS) readaheadLocked(f *file, h *handle, off int64, n int) {
+	seq := off == 0 || (off >= h.nextOff-chunkSize && off <= h.nextOff+chunkSize)
+	end := off + int64(n)
+	h.nextOff = max(h.nextOff, end)
+	if !seq {
+		h.nextOff = end
+		h.raWindow, h.prefetched = 0, 0
+		return
+	}
+	if !f.chunksLoaded {
+		return
+	}
+	last := uint64(end-1) / chunkSize
+	if h.raWindow == 0 {
+		h.raWindow, h.raChunk = raMin, last
+	} else if last > h.raChunk {
+		h.raWindow, h.raChunk = min(2*h.raWindow, raMax), last
+	}
+	for i := max(last+1, h.prefetched); i <= last+uint64(h.raWindow); i++ {
+		if i*chunkSize >= f.size {
+			break
+		}
+		if c, ok := f.chunks[i]; ok && c.BlockID != 0 && f.dirty[i] == nil {
+			if !fs.b.Prefetch(c.BlockID) {
+				break // every worker is busy: ask again on the next read
+			}
+		}
+		h.prefetched = i + 1
+	}
 }
 
 // copyZero fills dst from src[off:] and zeros the rest.

@@ -132,8 +132,10 @@ type handle struct {
 	dir   bool
 	write bool
 	// Sequential read detection, guarded by f.mu.
-	nextOff    int64
+	nextOff    int64  // end of the furthest read so far
 	prefetched uint64 // chunks below this index were prefetched already
+	raWindow   int    // chunks to keep loading ahead; 0 until a sequential read
+	raChunk    uint64 // the chunk the window last grew at
 }
 
 // New returns an FS over m and b. It purges orphans left by a previous run
