@@ -7,7 +7,8 @@
 //
 //	computers/<name>/sandbox    the sandbox's StateDir (root disk, runc state, agent socket)
 //	computers/<name>/workspace  the workspace volume (ohmfs)
-//	computers/<name>/home       where the workspace is mounted on the host while running
+//	computers/<name>/mnt        a read-only, shared bind mount of itself while running: the computer's /home, as its slave
+//	computers/<name>/mnt/ohm    where the workspace is mounted on the host while running: the computer's /home/ohm
 package computer
 
 import (
@@ -71,6 +72,8 @@ type Manager struct {
 	mu      sync.Mutex             // guards the fields below and name choice
 	locks   map[string]*sync.Mutex // per computer
 	running map[string]*live
+
+	stopSupervisor func() // ends the workspace supervisor and waits for it
 }
 
 // live is a computer whose sandbox this manager holds.
@@ -128,22 +131,32 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		reg.close()
 		return nil, err
 	}
+	m.startSupervisor()
 	return m, nil
 }
 
-// Close closes the registry. Running computers keep running; a new Manager
-// attaches to them.
-func (m *Manager) Close() error { return m.reg.close() }
+// Close stops supervising workspaces and closes the registry. Running
+// computers keep running; a new Manager attaches to them.
+func (m *Manager) Close() error {
+	m.stopSupervisor()
+	return m.reg.close()
+}
 
-// lock takes the lock of computer name and returns its release.
-func (m *Manager) lock(name string) func() {
+// lockOf returns the lock of computer name.
+func (m *Manager) lockOf(name string) *sync.Mutex {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	l, ok := m.locks[name]
 	if !ok {
 		l = &sync.Mutex{}
 		m.locks[name] = l
 	}
-	m.mu.Unlock()
+	return l
+}
+
+// lock takes the lock of computer name and returns its release.
+func (m *Manager) lock(name string) func() {
+	l := m.lockOf(name)
 	l.Lock()
 	return l.Unlock
 }
@@ -168,7 +181,14 @@ func (m *Manager) dir(name string) string { return filepath.Join(m.dataDir, "com
 func (m *Manager) volume(name string) string {
 	return filepath.Join(m.dir(name), "workspace")
 }
-func (m *Manager) home(name string) string { return filepath.Join(m.dir(name), "home") }
+func (m *Manager) home(name string) string { return filepath.Join(m.homeMount(name), "ohm") }
+
+// homeMount is the host directory bound at the computer's /home.
+func (m *Manager) homeMount(name string) string { return filepath.Join(m.dir(name), "mnt") }
+
+// legacyHome is where computers made before the shared /home mount had
+// their workspace mounted; stop and delete still unmount it.
+func (m *Manager) legacyHome(name string) string { return filepath.Join(m.dir(name), "home") }
 
 func (m *Manager) spec(rec Record, templateRoot string) sandbox.Spec {
 	env := make([]string, 0, len(rec.Env))
@@ -182,6 +202,7 @@ func (m *Manager) spec(rec Record, templateRoot string) sandbox.Spec {
 		TemplateRoot: templateRoot,
 		DiskSizeMB:   rec.DiskSizeMB,
 		Workspace:    m.home(rec.Name),
+		HomeMount:    m.homeMount(rec.Name),
 		CPUs:         rec.CPUs,
 		MemoryMB:     rec.MemoryMB,
 		PIDs:         rec.PIDs,
@@ -373,7 +394,7 @@ func (m *Manager) create(ctx context.Context, rec Record, progress io.Writer) er
 	if err := os.Mkdir(spec.StateDir, 0o700); err != nil {
 		return err
 	}
-	if err := os.Mkdir(m.home(rec.Name), 0o755); err != nil {
+	if err := os.MkdirAll(m.home(rec.Name), 0o755); err != nil {
 		return err
 	}
 	if err := m.ws.Format(ctx, m.volume(rec.Name)); err != nil {
@@ -390,22 +411,32 @@ func (m *Manager) create(ctx context.Context, rec Record, progress io.Writer) er
 // template's /etc/skel dotfiles.
 func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool) error {
 	home := m.home(rec.Name)
-	if isMountpoint(home) {
-		// Left mounted by a crash between start and stop; it may be dead.
-		if err := m.ws.Unmount(ctx, home); err != nil {
-			return fmt.Errorf("unmount stale workspace: %w", err)
+	for _, mp := range []string{home, m.legacyHome(rec.Name)} {
+		if isMountpoint(mp) {
+			// Left mounted by a crash between start and stop; it may be dead.
+			if err := m.ws.Unmount(ctx, mp); err != nil {
+				return fmt.Errorf("unmount stale workspace: %w", err)
+			}
 		}
 	}
+	if err := shareHome(m.homeMount(rec.Name)); err != nil {
+		return err
+	}
 	if err := m.ws.Mount(ctx, m.volume(rec.Name), home); err != nil {
+		unshareHome(m.homeMount(rec.Name))
 		return fmt.Errorf("mount workspace: %w", err)
 	}
-	if err := ownHome(home); err != nil {
+	unmount := func() {
 		m.ws.Unmount(context.WithoutCancel(ctx), home)
+		unshareHome(m.homeMount(rec.Name))
+	}
+	if err := ownHome(home); err != nil {
+		unmount()
 		return err
 	}
 	if fresh {
 		if err := copySkel(filepath.Join(root, "etc", "skel"), home); err != nil {
-			m.ws.Unmount(context.WithoutCancel(ctx), home)
+			unmount()
 			return fmt.Errorf("workspace: copy /etc/skel: %w", err)
 		}
 	}
@@ -413,7 +444,7 @@ func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool
 	inst, err := m.rt.Start(ctx, spec)
 	if err != nil {
 		m.rt.Cleanup(context.WithoutCancel(ctx), spec)
-		m.ws.Unmount(context.WithoutCancel(ctx), home)
+		unmount()
 		return fmt.Errorf("start: %w", err)
 	}
 	m.setLive(rec.Name, &live{inst: inst, shell: m.shellOf(ctx, rec.Template, root)})
@@ -463,9 +494,7 @@ func (m *Manager) stop(ctx context.Context, rec Record) error {
 		}
 		m.setLive(rec.Name, nil)
 	}
-	if err := m.ws.Unmount(ctx, m.home(rec.Name)); err != nil {
-		errs = append(errs, fmt.Errorf("unmount workspace: %w", err))
-	}
+	errs = append(errs, m.unmountHome(ctx, rec.Name)...)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -489,9 +518,7 @@ func (m *Manager) destroy(ctx context.Context, rec Record) error {
 			errs = append(errs, fmt.Errorf("clean up sandbox: %w", err))
 		}
 	}
-	if err := m.ws.Unmount(ctx, m.home(rec.Name)); err != nil {
-		errs = append(errs, fmt.Errorf("unmount workspace: %w", err))
-	}
+	errs = append(errs, m.unmountHome(ctx, rec.Name)...)
 	if err := m.ws.Destroy(ctx, m.volume(rec.Name)); err != nil {
 		errs = append(errs, fmt.Errorf("destroy workspace: %w", err))
 	}
@@ -741,17 +768,15 @@ func (m *Manager) reconcile(ctx context.Context) error {
 			if err := m.rt.Cleanup(ctx, spec); err != nil {
 				m.logf("reconcile %s: clean up sandbox: %v", rec.Name, err)
 			}
-			if err := m.ws.Unmount(ctx, m.home(rec.Name)); err != nil {
-				m.logf("reconcile %s: unmount workspace: %v", rec.Name, err)
+			for _, err := range m.unmountHome(ctx, rec.Name) {
+				m.logf("reconcile %s: %v", rec.Name, err)
 			}
 			if err := m.reg.setState(ctx, rec.Name, StateStopped); err != nil {
 				return err
 			}
 		case StateStopped:
-			if isMountpoint(m.home(rec.Name)) {
-				if err := m.ws.Unmount(ctx, m.home(rec.Name)); err != nil {
-					m.logf("reconcile %s: unmount workspace: %v", rec.Name, err)
-				}
+			for _, err := range m.unmountHome(ctx, rec.Name) {
+				m.logf("reconcile %s: %v", rec.Name, err)
 			}
 		}
 	}

@@ -203,7 +203,7 @@ func TestCreateRollsBack(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(dir, "computers", "doomed")); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("after failed create: state dir: %v, want gone", err)
 			}
-			if isMountpoint(filepath.Join(dir, "computers", "doomed", "home")) {
+			if isMountpoint(filepath.Join(dir, "computers", "doomed", "mnt")) {
 				t.Error("after failed create: workspace still mounted")
 			}
 		})
@@ -241,7 +241,7 @@ func TestLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	home := filepath.Join(dir, "computers", c.Name, "home")
+	home := filepath.Join(dir, "computers", c.Name, "mnt", "ohm")
 	if !isMountpoint(home) {
 		t.Fatal("workspace not mounted after create")
 	}
@@ -347,7 +347,7 @@ func TestReconcile(t *testing.T) {
 	if _, err := m2.Get(ctx, "half"); ErrorCode(err) != CodeNotFound {
 		t.Errorf("half-created computer after reconcile: %v, want gone", err)
 	}
-	if isMountpoint(filepath.Join(dir, "computers", "dead", "home")) {
+	if isMountpoint(filepath.Join(dir, "computers", "dead", "mnt")) {
 		t.Error("dead computer's workspace still mounted")
 	}
 	for _, n := range []string{"alive", "dead"} {

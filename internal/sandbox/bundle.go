@@ -106,7 +106,7 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
-			{Destination: homeDir, Type: "bind", Source: spec.Workspace, Options: []string{"rbind", "rw", "nosuid", "nodev"}},
+			homeMount(spec),
 			{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(p.etc, "hosts"), Options: []string{"bind", "rw"}},
 			{Destination: "/etc/hostname", Type: "bind", Source: filepath.Join(p.etc, "hostname"), Options: []string{"bind", "rw"}},
 			{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(p.etc, "resolv.conf"), Options: []string{"bind", "rw"}},
@@ -138,6 +138,17 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 	}
 }
 
+// homeMount is the mount that puts the workspace at /home/ohm: a bind of
+// the workspace itself, or with Spec.HomeMount a recursive bind of its
+// parent at /home as a slave, so that mounts and unmounts of the
+// workspace on the host reach the computer (and nothing propagates back).
+func homeMount(spec Spec) specs.Mount {
+	if spec.HomeMount != "" {
+		return specs.Mount{Destination: "/home", Type: "bind", Source: spec.HomeMount, Options: []string{"rbind", "rslave", "nosuid", "nodev"}}
+	}
+	return specs.Mount{Destination: homeDir, Type: "bind", Source: spec.Workspace, Options: []string{"rbind", "rw", "nosuid", "nodev"}}
+}
+
 // nofileLimit raises the computer's open-file limit to the hard limit the
 // daemon has (raising past it would need CAP_SYS_RESOURCE on the host).
 func nofileLimit() specs.POSIXRlimit {
@@ -161,11 +172,15 @@ func writeBundle(spec Spec, p paths) error {
 	if err := checkAgentRuns(agentPath, spec.TemplateRoot); err != nil {
 		return err
 	}
-	if spec.Workspace == "" {
+	ws := spec.Workspace
+	if spec.HomeMount != "" {
+		ws = filepath.Join(spec.HomeMount, "ohm")
+	}
+	if ws == "" {
 		return fmt.Errorf("no workspace")
 	}
-	if fi, err := os.Stat(spec.Workspace); err != nil || !fi.IsDir() {
-		return fmt.Errorf("workspace %s is not a directory", spec.Workspace)
+	if fi, err := os.Stat(ws); err != nil || !fi.IsDir() {
+		return fmt.Errorf("workspace %s is not a directory", ws)
 	}
 	data, err := json.MarshalIndent(ociSpec(spec, p, agentPath), "", "\t")
 	if err != nil {

@@ -1,0 +1,90 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"ohm/client"
+)
+
+// mountPID finds the `ohm fs mount` process serving mountpoint.
+func mountPID(t *testing.T, mountpoint string) int {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if bytes.Contains(b, []byte("\x00fs\x00mount\x00")) && bytes.Contains(b, []byte("\x00"+mountpoint+"\x00")) {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			return pid
+		}
+	}
+	return 0
+}
+
+// The workspace's mount process dies (kill -9) under a running computer:
+// the daemon mounts the volume again and the computer, never stopped,
+// reads its fsynced file at /home/ohm again, and writes there.
+func TestWorkspaceMountRecovery(t *testing.T) {
+	c, dataDir := startDaemon(t)
+	ctx := context.Background()
+	const name = "phoenix"
+	if _, err := c.Create(ctx, client.CreateRequest{Name: name, Template: "minimal", DiskSizeMB: 64}, nil); err != nil {
+		t.Fatal(err)
+	}
+	mp := filepath.Join(dataDir, "computers", name, "mnt", "ohm")
+	pid := mountPID(t, mp)
+	if pid == 0 {
+		t.Skip("the workspace is not an ohmfs mount (no `ohm fs mount` process)")
+	}
+	execOut(t, c, name, "echo hello | dd of=/home/ohm/file conv=fsync 2>/dev/null")
+	initStart := execOut(t, c, name, "cut -d' ' -f22 /proc/1/stat")
+
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	var last string
+	for {
+		var stdout, stderr bytes.Buffer
+		code, err := c.Exec(ctx, name, client.ExecRequest{Command: "cat /home/ohm/file"}, &stdout, &stderr)
+		if err == nil && code == 0 && stdout.String() == "hello\n" {
+			break
+		}
+		last = strings.TrimSpace(stderr.String())
+		if time.Since(killed) > time.Minute {
+			t.Fatalf("after kill -9 of the mount process, /home/ohm/file is still unreadable: %v %q", err, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("workspace back %v after kill -9 of its mount process (last error seen: %q)", time.Since(killed).Round(time.Millisecond), last)
+
+	if got := execOut(t, c, name, "cut -d' ' -f22 /proc/1/stat"); got != initStart {
+		t.Errorf("the computer restarted: init start time %q, was %q", got, initStart)
+	}
+	if pid2 := mountPID(t, mp); pid2 == 0 || pid2 == pid {
+		t.Errorf("mount process after recovery: %d (the killed one was %d)", pid2, pid)
+	}
+	if got := execOut(t, c, name, "echo again > /home/ohm/f2 && cat /home/ohm/f2 && ls -ld /home/ohm | cut -d' ' -f1"); got != "again\ndrwxr-xr-x\n" {
+		t.Errorf("write after recovery: %q", got)
+	}
+	// The new mount is the one stop flushes and start mounts.
+	if err := c.Stop(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if got := execOut(t, c, name, "cat /home/ohm/file /home/ohm/f2"); got != "hello\nagain\n" {
+		t.Errorf("after stop and start: %q", got)
+	}
+}

@@ -1,0 +1,252 @@
+package computer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A running computer's workspace is served by its own `ohm fs mount`
+// process. If that process dies (a crash, kill -9, the OOM killer) the
+// kernel ends its FUSE connection and every access to the mount answers
+// ENOTCONN. A plain bind of the workspace into the computer would keep that
+// dead mount for as long as the computer runs; instead the computer's /home
+// is a slave of a shared host mount (computers/<name>/mnt) and the
+// workspace is mounted at mnt/ohm on the host, so the supervisor below can
+// detach the dead mount and mount the volume again, and both events
+// propagate into the running computer. Between the two the computer sees
+// an empty, read-only /home/ohm, never ENOTCONN.
+
+// superviseEvery is how often the workspaces of running computers are
+// checked.
+const superviseEvery = time.Second
+
+// healthTimeout bounds a check of a workspace: a mount whose process is
+// alive but stuck counts as dead after it.
+const healthTimeout = 10 * time.Second
+
+// startSupervisor starts the loop that watches the workspaces of running
+// computers; m.stopSupervisor ends it.
+func (m *Manager) startSupervisor() {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(superviseEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			m.mu.Lock()
+			names := make([]string, 0, len(m.running))
+			for name := range m.running {
+				names = append(names, name)
+			}
+			m.mu.Unlock()
+			for _, name := range names {
+				m.superviseWorkspace(ctx, name)
+			}
+		}
+	}()
+	m.stopSupervisor = func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// superviseWorkspace checks the workspace of running computer name and
+// mounts it again if its mount is dead. A computer busy in a lifecycle
+// operation (its lock held) is left for the next round.
+func (m *Manager) superviseWorkspace(ctx context.Context, name string) {
+	l := m.lockOf(name)
+	if !l.TryLock() {
+		return
+	}
+	defer l.Unlock()
+	if m.live(name) == nil || !isMountpoint(m.homeMount(name)) {
+		// Stopped meanwhile, or started before /home was a shared mount:
+		// a new mount would not reach the computer.
+		return
+	}
+	home := m.home(name)
+	err := workspaceHealth(home)
+	if err == nil {
+		return
+	}
+	began := time.Now()
+	m.logf("workspace of %s: %v; mounting it again", name, err)
+	if err := m.remountWorkspace(ctx, name); err != nil {
+		m.logf("workspace of %s: mount again: %v", name, err)
+		return
+	}
+	m.logf("workspace of %s: mounted again in %v", name, time.Since(began).Round(time.Millisecond))
+}
+
+// remountWorkspace replaces the dead workspace mount of name with a fresh
+// one.
+func (m *Manager) remountWorkspace(ctx context.Context, name string) error {
+	home := m.home(name)
+	if isMountpoint(home) {
+		// A process that is gone has ended its FUSE connection already;
+		// aborting it also frees one whose server is stuck, so the old
+		// process lets go of the volume's lock.
+		if err := abortFUSE(home); err != nil {
+			m.logf("workspace of %s: %v", name, err)
+		}
+		if err := detach(home); err != nil {
+			return err
+		}
+	}
+	return m.ws.Mount(ctx, m.volume(name), home)
+}
+
+// workspaceHealth reports why the workspace mounted at home does not
+// answer, or nil if it does.
+func workspaceHealth(home string) error {
+	if !isMountpoint(home) {
+		return errors.New("not mounted")
+	}
+	done := make(chan error, 1)
+	go func() {
+		var st unix.Statfs_t
+		done <- unix.Statfs(home, &st)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("statfs: %w", err)
+		}
+		return nil
+	case <-time.After(healthTimeout):
+		// The goroutine stays blocked until the connection is aborted.
+		return fmt.Errorf("statfs: no answer in %v", healthTimeout)
+	}
+}
+
+// shareHome makes dir (the computer's /home on the host) a read-only bind
+// mount of itself in a peer group of its own, holding the empty directory
+// ohm the workspace is mounted on. Read-only: between a dead mount and the
+// next, nothing the computer writes to /home/ohm lands on the host's disk.
+func shareHome(dir string) error {
+	if isMountpoint(dir) {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "ohm"), 0o755); err != nil {
+		return fmt.Errorf("workspace: %w", err)
+	}
+	steps := []struct {
+		src   string
+		flags uintptr
+	}{
+		{dir, unix.MS_BIND},
+		// Private first: a bind of a directory of a shared mount (the
+		// host's / usually is) would join that mount's peer group.
+		{"", unix.MS_PRIVATE},
+		{"", unix.MS_REMOUNT | unix.MS_BIND | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC},
+		{"", unix.MS_SHARED},
+	}
+	for _, st := range steps {
+		if err := unix.Mount(st.src, dir, "", st.flags, ""); err != nil {
+			unix.Unmount(dir, unix.MNT_DETACH)
+			return fmt.Errorf("workspace: share %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// unshareHome undoes shareHome.
+func unshareHome(dir string) error {
+	for isMountpoint(dir) {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("unmount %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// unmountHome unmounts the workspace of name (flushing it) and then its
+// shared /home, and the workspace of the older layout if mounted.
+func (m *Manager) unmountHome(ctx context.Context, name string) []error {
+	var errs []error
+	for _, mp := range []string{m.home(name), m.legacyHome(name)} {
+		if err := m.ws.Unmount(ctx, mp); err != nil {
+			errs = append(errs, fmt.Errorf("unmount workspace: %w", err))
+		}
+	}
+	if len(errs) == 0 {
+		if err := unshareHome(m.homeMount(name)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// abortFUSE aborts the FUSE connection of the mount at path through the
+// fusectl filesystem (mounting it if needed), so that a server that hangs
+// lets go. A connection already ended (its server died) takes it as a
+// no-op.
+func abortFUSE(path string) error {
+	dev, fstype, ok := mountDev(path)
+	if !ok || !strings.HasPrefix(fstype, "fuse") {
+		return nil
+	}
+	const ctl = "/sys/fs/fuse/connections"
+	if !isMountpoint(ctl) {
+		if err := unix.Mount("fusectl", ctl, "fusectl", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("mount fusectl: %w", err)
+		}
+	}
+	// Connections are named by the minor number of the mount's device.
+	minor := dev[strings.IndexByte(dev, ':')+1:]
+	f, err := os.OpenFile(filepath.Join(ctl, minor, "abort"), os.O_WRONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("abort FUSE connection %s: %w", dev, err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("1")); err != nil {
+		return fmt.Errorf("abort FUSE connection %s: %w", dev, err)
+	}
+	return nil
+}
+
+// mountDev returns the device (major:minor) and type of the topmost mount
+// at path.
+func mountDev(path string) (dev, fstype string, ok bool) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", "", false
+	}
+	want := []byte(escapeMountPath(path))
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - TYPE SOURCE SUPEROPTS
+		f := bytes.Fields(sc.Bytes())
+		if len(f) < 5 || !bytes.Equal(f[4], want) {
+			continue
+		}
+		for i := 5; i+1 < len(f); i++ {
+			if string(f[i]) == "-" {
+				dev, fstype, ok = string(f[2]), string(f[i+1]), true
+				break
+			}
+		}
+	}
+	return dev, fstype, ok
+}
