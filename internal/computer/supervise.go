@@ -113,27 +113,37 @@ func (m *Manager) remountWorkspace(ctx context.Context, name string) error {
 	return m.ws.Mount(ctx, m.volume(name), home)
 }
 
+// fuseSuperMagic is statfs's f_type of a FUSE mount.
+const fuseSuperMagic = 0x65735546
+
 // workspaceHealth reports why the workspace mounted at home does not
 // answer, or nil if it does.
 func workspaceHealth(home string) error {
-	if !isMountpoint(home) {
-		return errors.New("not mounted")
-	}
 	done := make(chan error, 1)
-	go func() {
-		var st unix.Statfs_t
-		done <- unix.Statfs(home, &st)
-	}()
+	var st unix.Statfs_t
+	go func() { done <- unix.Statfs(home, &st) }()
 	select {
 	case err := <-done:
 		if err != nil {
 			return fmt.Errorf("statfs: %w", err)
 		}
-		return nil
 	case <-time.After(healthTimeout):
 		// The goroutine stays blocked until the connection is aborted.
 		return fmt.Errorf("statfs: no answer in %v", healthTimeout)
 	}
+	if st.Type == fuseSuperMagic {
+		return nil
+	}
+	// Not FUSE: a workspace of another kind (a bind-mounted directory), or
+	// nothing mounted. A read of mountinfo racing with other mounts on the
+	// host can miss an entry, so only three misses in a row count.
+	for range 3 {
+		if isMountpoint(home) {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return errors.New("not mounted")
 }
 
 // shareHome makes dir (the computer's /home on the host) a read-only bind
