@@ -50,6 +50,9 @@ type fileSystem struct {
 
 	// afterFsync runs after each successful fsync and fsyncdir (Options.AfterFsync).
 	afterFsync func(ctx context.Context) error
+
+	// server is set by Init; it sends invalidations to the kernel.
+	server atomic.Pointer[fuse.Server]
 }
 
 func newFileSystem(ctx context.Context, fs *vfs.FS, logger *log.Logger) *fileSystem {
@@ -64,6 +67,7 @@ func newFileSystem(ctx context.Context, fs *vfs.FS, logger *log.Logger) *fileSys
 func (f *fileSystem) String() string { return "ohmfs" }
 
 func (f *fileSystem) Init(s *fuse.Server) {
+	f.server.Store(s)
 	// The negotiated flags are not exported; the kernel's offer is, and
 	// what we asked for is granted when offered.
 	if ks := s.KernelSettings(); f.wantWriteback && ks != nil && ks.Flags64()&fuse.CAP_WRITEBACK_CACHE != 0 {
@@ -381,6 +385,16 @@ func (f *fileSystem) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status
 	err := f.fs.Fsync(f.ctx, meta.Ino(in.NodeId), vfs.Handle(in.Fh), in.FsyncFlags&1 != 0)
 	if err == nil && f.afterFsync != nil {
 		err = f.afterFsync(f.ctx)
+	}
+	if err == nil {
+		// The flush turned dirty pages into stored bytes: st_blocks grew,
+		// but the kernel would keep the attributes it cached at create for
+		// the whole attribute timeout. Dropping them (and only them: a
+		// negative offset keeps the page cache) makes fstat after fsync,
+		// and du, tell the truth.
+		if s := f.server.Load(); s != nil {
+			s.InodeNotify(in.NodeId, -1, 0)
+		}
 	}
 	return f.status("fsync", err)
 }

@@ -604,3 +604,32 @@ func TestSyncLoopWritesBack(t *testing.T) {
 		t.Fatalf("vfs sees size %d after syncfs, want %d", a.Size, len("dirty page"))
 	}
 }
+
+// TestBlocksAfterFsyncOfOpenFile checks that fstat of a file still open
+// after fsync counts the bytes it holds: the kernel would otherwise serve
+// st_blocks 0 from the attributes it cached at create.
+func TestBlocksAfterFsyncOfOpenFile(t *testing.T) {
+	tv := newTestVolume(t)
+	f, err := os.Create(tv.path("open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	data := make([]byte, 4<<20)
+	for i := range data {
+		data[i] = byte(i*7 + i>>12) // not all zeros: zeros are stored as holes
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks*512 < int64(len(data)) {
+		t.Fatalf("fstat after fsync: st_blocks %d does not cover %d bytes", st.Blocks, len(data))
+	}
+}
