@@ -33,21 +33,21 @@ import (
 
 // Spec describes a computer to start.
 type Spec struct {
-	Name         string   // computer name; also its hostname
-	StateDir     string   // host directory owned by this computer (disk image, mounts, runc state, agent socket)
-	TemplateRoot string   // read-only root filesystem of the template (the overlay's lower layer)
-	DiskSizeMB   int      // size of the root disk image
-	Workspace    string   // host path of the mounted workspace, bind-mounted at /home/ohm
+	Name         string // computer name; also its hostname
+	StateDir     string // host directory owned by this computer (disk image, mounts, runc state, agent socket)
+	TemplateRoot string // read-only root filesystem of the template (the overlay's lower layer)
+	DiskSizeMB   int    // size of the root disk image
+	Workspace    string // host path of the mounted workspace, bind-mounted at /home/ohm
 	// HomeMount, when set, replaces Workspace: a host directory that is a
 	// shared mount, bind-mounted at /home as its slave, with the workspace
 	// mounted on the host at HomeMount/ohm. A workspace mounted there again
 	// (after its mount process died) then propagates into the running
 	// computer; a plain bind of the workspace would keep the dead mount.
 	HomeMount string
-	CPUs         float64  // cgroup CPU limit (0: DefaultCPUs)
-	MemoryMB     int      // cgroup memory limit (0: DefaultMemoryMB)
-	PIDs         int      // cgroup pids limit (0: DefaultPIDs)
-	Env          []string // KEY=VALUE added to every command's environment
+	CPUs      float64  // cgroup CPU limit (0: DefaultCPUs)
+	MemoryMB  int      // cgroup memory limit (0: DefaultMemoryMB)
+	PIDs      int      // cgroup pids limit (0: DefaultPIDs)
+	Env       []string // KEY=VALUE added to every command's environment
 
 	// Network gives the computer outbound access (through slirp4netns);
 	// without it the computer has a loopback interface only. Either way
