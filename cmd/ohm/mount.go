@@ -25,6 +25,7 @@ import (
 
 	"ohm/internal/ohmfs/fusefs"
 	"ohm/internal/ohmfs/volume"
+	"ohm/internal/units"
 )
 
 // addMountCommands adds `fs mount` and `fs umount` to cmd.
@@ -57,6 +58,9 @@ type mountFlags struct {
 	noWBCache  bool
 	cacheDir   string
 	fsync      string
+	reserve    string
+	// reserveBytes is reserve parsed.
+	reserveBytes uint64
 }
 
 // Values of --fsync.
@@ -85,9 +89,12 @@ func newMountCmd() *cobra.Command {
 			"writing anything more, and the process exits non-zero. See docs/durability.md.",
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cacheBytes, err := parseSize(f.cacheSize)
+			cacheBytes, err := units.ParseSize(f.cacheSize)
 			if err != nil {
 				return fmt.Errorf("--cache-size: %w", err)
+			}
+			if f.reserveBytes, err = units.ParseSize(f.reserve); err != nil {
+				return fmt.Errorf("--reserve: %w", err)
 			}
 			mp, err := filepath.Abs(args[1])
 			if err != nil {
@@ -99,11 +106,12 @@ func newMountCmd() *cobra.Command {
 			if f.background {
 				return mountBackground(args[0], mp, f)
 			}
-			return mountForeground(cmd.Context(), args[0], mp, cacheBytes, f)
+			return mountForeground(cmd.Context(), args[0], mp, int64(cacheBytes), f)
 		},
 	}
 	cmd.Flags().BoolVar(&f.background, "background", false, "return once the mount is ready, serving it from a detached process")
 	cmd.Flags().StringVar(&f.cacheSize, "cache-size", "256M", "memory for cached data blocks (e.g. 256M, 1G)")
+	cmd.Flags().StringVar(&f.reserve, "reserve", "1G", "host disk space the workspace leaves free: writes that would use it fail with ENOSPC")
 	cmd.Flags().StringVar(&f.cacheDir, "cache-dir", "", "S3 volumes: local directory for the metadata database (default "+volume.DefaultCacheRoot+"/<uuid>)")
 	cmd.Flags().StringVar(&f.fsync, "fsync", fsyncLocal, "what fsync waits for: local (metadata database and object store) or replica (also the off-host metadata replica)")
 	cmd.Flags().StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the mount process to this file")
@@ -162,6 +170,7 @@ func mountForeground(ctx context.Context, url, mp string, cacheBytes int64, f mo
 	}
 	logger := log.New(os.Stderr, "", log.LstdFlags)
 	fopts := fusefs.Options{Debug: f.debug, NoWritebackCache: f.noWBCache, Logger: logger}
+	fopts.VFS.Reserve = f.reserveBytes
 	if f.fsync == fsyncReplica {
 		// vfs has committed the change locally when this runs: Flush
 		// ships everything committed so far.
@@ -254,7 +263,7 @@ func mountBackground(url, mp string, f mountFlags) error {
 	}
 	defer r.Close()
 
-	args := []string{"fs", "mount", url, mp, "--cache-size", f.cacheSize, "--ready-fd", "3"}
+	args := []string{"fs", "mount", url, mp, "--cache-size", f.cacheSize, "--reserve", f.reserve, "--ready-fd", "3"}
 	if f.cpuProfile != "" {
 		args = append(args, "--cpuprofile", f.cpuProfile)
 	}
@@ -390,31 +399,4 @@ func processAlive(pid int) bool {
 		return false
 	}
 	return s[i+2] != 'Z' && s[i+2] != 'X'
-}
-
-// parseSize parses a byte count such as 256M, 1G, 512MiB or 1048576.
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(strings.ToUpper(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "IB"), "B")
-	mult := int64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			t = t[:n-1]
-		}
-	}
-	v, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || v < 0 {
-		return 0, fmt.Errorf("%q is not a size (like 256M or 1G)", s)
-	}
-	return v * mult, nil
 }

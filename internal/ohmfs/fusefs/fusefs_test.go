@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ohm/internal/ohmfs/meta"
+	"ohm/internal/ohmfs/vfs"
 	"ohm/internal/ohmfs/volume"
 )
 
@@ -631,5 +632,34 @@ func TestBlocksAfterFsyncOfOpenFile(t *testing.T) {
 	}
 	if st.Blocks*512 < int64(len(data)) {
 		t.Fatalf("fstat after fsync: st_blocks %d does not cover %d bytes", st.Blocks, len(data))
+	}
+}
+
+// TestReserveRefusesNewFiles checks the mount's wiring of the host-disk
+// reserve: with a reserve larger than the host's free space, nothing new
+// may be created, and the refusal is ENOSPC.
+func TestReserveRefusesNewFiles(t *testing.T) {
+	requireFUSE(t)
+	dir := t.TempDir()
+	url, mp := filepath.Join(dir, "vol"), filepath.Join(dir, "mnt")
+	ctx := context.Background()
+	if err := volume.Format(ctx, url, volume.FormatOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	vol, err := volume.Open(ctx, url, volume.OpenOptions{Mountpoint: mp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vol.Close(ctx)
+	m, err := Mount(ctx, vol, mp, Options{VFS: vfs.Config{Reserve: 1 << 60}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	if err := os.WriteFile(filepath.Join(mp, "f"), []byte("x"), 0o644); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("create with the host below the reserve: %v, want ENOSPC", err)
+	}
+	if err := os.Mkdir(filepath.Join(mp, "d"), 0o755); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("mkdir with the host below the reserve: %v, want ENOSPC", err)
 	}
 }

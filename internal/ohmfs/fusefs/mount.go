@@ -111,8 +111,15 @@ func Mount(ctx context.Context, vol *volume.Volume, mountpoint string, opts Opti
 	if logger == nil {
 		logger = log.Default()
 	}
+	cfg := opts.VFS
+	if cfg.FreeSpace == nil {
+		// The metadata lives on this host in every kind of volume (beside
+		// the blocks of a file volume, in the cache of an S3 one): its
+		// filesystem is the one a workspace must not fill.
+		cfg.FreeSpace = hostFree(filepath.Dir(vol.Meta.Path()))
+	}
 	// ctx bounds the setup only: the file system lives until Close.
-	fs, err := vfs.New(context.WithoutCancel(ctx), vol.Meta, vol.Blocks, vol.Capacity, opts.VFS)
+	fs, err := vfs.New(context.WithoutCancel(ctx), vol.Meta, vol.Blocks, vol.Capacity, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
@@ -374,4 +381,16 @@ func octal(s string) (byte, bool) {
 		v = v*8 + int(c-'0')
 	}
 	return byte(v), v < 256
+}
+
+// hostFree reports the bytes an unprivileged writer may still use on the
+// filesystem holding dir.
+func hostFree(dir string) func() (uint64, error) {
+	return func() (uint64, error) {
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err != nil {
+			return 0, fmt.Errorf("statfs %s: %w", dir, err)
+		}
+		return st.Bavail * uint64(st.Bsize), nil
+	}
 }

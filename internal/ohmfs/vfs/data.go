@@ -498,6 +498,9 @@ func (fs *FS) Write(ctx context.Context, ino meta.Ino, fh Handle, off int64, dat
 	if err := fs.throttle(); err != nil {
 		return 0, err
 	}
+	if err := fs.admitSpace(uint64(len(data))); err != nil {
+		return 0, err
+	}
 	f, _, err := fs.fileOf(ctx, ino, fh)
 	if err != nil {
 		return 0, err

@@ -47,6 +47,13 @@ type Config struct {
 	// MaxDirty bounds the file data held in memory before it is durable;
 	// writers wait for uploads beyond it. Default 256 MiB.
 	MaxDirty int64
+	// FreeSpace reports the free bytes of the host filesystem that holds
+	// the volume's local data (its blocks and metadata, or an S3 volume's
+	// cache). When set, writes and new inodes fail with ENOSPC rather than
+	// leave less than Reserve free there.
+	FreeSpace func() (uint64, error)
+	// Reserve is the host space FreeSpace must keep; default DefaultReserve.
+	Reserve uint64
 }
 
 func (c Config) withDefaults() Config {
@@ -72,6 +79,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxDirty <= 0 {
 		c.MaxDirty = 256 << 20
+	}
+	if c.Reserve == 0 {
+		c.Reserve = DefaultReserve
 	}
 	if c.MaxDirty < 4*meta.ChunkSize {
 		c.MaxDirty = 4 * meta.ChunkSize
@@ -109,6 +119,7 @@ type FS struct {
 
 	uploadSem chan struct{}
 	mem       memGauge
+	space     spaceGuard
 	flushErr  atomic.Pointer[error] // last error of the commit loop, for throttled writers
 
 	cmu        sync.Mutex // guards the commit group state below
@@ -172,6 +183,7 @@ func New(ctx context.Context, m *meta.DB, b *blockstore.Store, capacity uint64, 
 		stop:      make(chan struct{}),
 	}
 	fs.mem.init(cfg.MaxDirty)
+	fs.space.free, fs.space.reserve = cfg.FreeSpace, cfg.Reserve
 	fs.ccond = sync.NewCond(&fs.cmu)
 	fs.loops.Add(2)
 	go fs.commitLoop()
@@ -418,6 +430,9 @@ func (fs *FS) parentGid(ctx context.Context, c Caller, parent meta.Ino) (uint32,
 
 // Mknod creates a regular file, fifo, socket or device node.
 func (fs *FS) Mknod(ctx context.Context, c Caller, parent meta.Ino, name string, mode, rdev uint32) (meta.Attr, error) {
+	if err := fs.admitSpace(inodeBytes); err != nil {
+		return meta.Attr{}, err
+	}
 	if mode&syscall.S_IFMT == 0 {
 		mode |= syscall.S_IFREG
 	}
@@ -438,6 +453,9 @@ func (fs *FS) Mknod(ctx context.Context, c Caller, parent meta.Ino, name string,
 // Mkdir creates a directory. A setgid parent passes on its group and the
 // setgid bit, as on ext4.
 func (fs *FS) Mkdir(ctx context.Context, c Caller, parent meta.Ino, name string, mode uint32) (meta.Attr, error) {
+	if err := fs.admitSpace(inodeBytes); err != nil {
+		return meta.Attr{}, err
+	}
 	gid, sgid, err := fs.parentGid(ctx, c, parent)
 	if err != nil {
 		return meta.Attr{}, err
@@ -464,6 +482,9 @@ func (fs *FS) Create(ctx context.Context, c Caller, parent meta.Ino, name string
 
 // Symlink creates a symbolic link.
 func (fs *FS) Symlink(ctx context.Context, c Caller, parent meta.Ino, name, target string) (meta.Attr, error) {
+	if err := fs.admitSpace(inodeBytes); err != nil {
+		return meta.Attr{}, err
+	}
 	gid, _, err := fs.parentGid(ctx, c, parent)
 	if err != nil {
 		return meta.Attr{}, err
@@ -478,6 +499,9 @@ func (fs *FS) Readlink(ctx context.Context, ino meta.Ino) (string, error) {
 
 // Link makes a hard link.
 func (fs *FS) Link(ctx context.Context, ino, newParent meta.Ino, newName string) (meta.Attr, error) {
+	if err := fs.admitSpace(inodeBytes); err != nil {
+		return meta.Attr{}, err
+	}
 	a, err := fs.m.Link(ctx, ino, newParent, newName)
 	if err != nil {
 		return a, err
@@ -750,6 +774,9 @@ func (fs *FS) GetXattr(ctx context.Context, ino meta.Ino, name string) ([]byte, 
 
 // SetXattr sets an xattr (flags XATTR_CREATE, XATTR_REPLACE).
 func (fs *FS) SetXattr(ctx context.Context, ino meta.Ino, name string, value []byte, flags uint32) error {
+	if err := fs.admitSpace(uint64(len(name) + len(value))); err != nil {
+		return err
+	}
 	return fs.m.SetXattr(ctx, ino, name, value, flags)
 }
 
