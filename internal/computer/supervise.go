@@ -1,8 +1,6 @@
 package computer
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
 
 	"golang.org/x/sys/unix"
 )
@@ -238,25 +238,12 @@ func abortFUSE(path string) error {
 // mountDev returns the device (major:minor) and type of the topmost mount
 // at path.
 func mountDev(path string) (dev, fstype string, ok bool) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
+	ms, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
+		return m.Mountpoint != path, false
+	})
+	if err != nil || len(ms) == 0 {
 		return "", "", false
 	}
-	want := []byte(escapeMountPath(path))
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - TYPE SOURCE SUPEROPTS
-		f := bytes.Fields(sc.Bytes())
-		if len(f) < 5 || !bytes.Equal(f[4], want) {
-			continue
-		}
-		for i := 5; i+1 < len(f); i++ {
-			if string(f[i]) == "-" {
-				dev, fstype, ok = string(f[2]), string(f[i+1]), true
-				break
-			}
-		}
-	}
-	return dev, fstype, ok
+	top := ms[len(ms)-1] // mountinfo lists a stack of mounts bottom first
+	return fmt.Sprintf("%d:%d", top.Major, top.Minor), top.FSType, true
 }

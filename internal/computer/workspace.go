@@ -1,8 +1,6 @@
 package computer
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
 
 	"ohm/internal/ohmfs/volume"
 )
@@ -168,26 +168,6 @@ func detach(mountpoint string) error {
 // namespace. It reads /proc/self/mountinfo rather than stat-ing path, which
 // would hang or fail on a dead FUSE mount.
 func isMountpoint(path string) bool {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	want := []byte(escapeMountPath(path))
-	for sc.Scan() {
-		fields := bytes.Fields(sc.Bytes())
-		if len(fields) > 4 && bytes.Equal(fields[4], want) {
-			return true
-		}
-	}
-	return false
-}
-
-// escapeMountPath escapes path as mountinfo does (octal for space, tab,
-// newline and backslash).
-func escapeMountPath(path string) string {
-	r := strings.NewReplacer(" ", `\040`, "\t", `\011`, "\n", `\012`, `\`, `\134`)
-	return r.Replace(path)
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(path))
+	return err == nil && len(ms) > 0
 }

@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"math"
@@ -10,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/moby/sys/mountinfo"
 
 	"golang.org/x/sys/unix"
 )
@@ -82,22 +83,13 @@ func DetectCgroups() (CgroupVersion, error) {
 
 // v1Mount finds where controller's cgroup v1 hierarchy is mounted.
 func v1Mount(controller string) (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup"))
 	if err != nil {
 		return "", fmt.Errorf("cgroups: %w", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - TYPE SOURCE SUPEROPTS
-		fields := strings.Fields(sc.Text())
-		sep := slices.Index(fields, "-")
-		if sep < 0 || sep+3 >= len(fields) || fields[sep+1] != "cgroup" {
-			continue
-		}
-		if slices.Contains(strings.Split(fields[sep+3], ","), controller) {
-			return unescapeMountPath(fields[4]), nil
+	for _, m := range ms {
+		if slices.Contains(strings.Split(m.VFSOptions, ","), controller) {
+			return m.Mountpoint, nil
 		}
 	}
 	return "", fmt.Errorf("cgroups: no cgroup v1 hierarchy has the %s controller, so computers could not be limited", controller)

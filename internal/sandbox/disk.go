@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +9,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/moby/sys/mountinfo"
 
 	"golang.org/x/sys/unix"
 )
@@ -119,48 +120,9 @@ func unmountAll(p paths) error {
 
 // mounted reports whether dir is a mount point in this mount namespace.
 func mounted(dir string) bool {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountPath(fields[4]) == dir {
-			return true
-		}
-	}
-	return false
-}
-
-// unescapeMountPath undoes the octal escapes of mountinfo (\040 for space).
-func unescapeMountPath(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v byte
-			ok := true
-			for _, c := range s[i+1 : i+4] {
-				if c < '0' || c > '7' {
-					ok = false
-					break
-				}
-				v = v*8 + byte(c-'0')
-			}
-			if ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	// Only /proc is read: stat-ing dir could hang on a dead FUSE mount.
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(dir))
+	return err == nil && len(ms) > 0
 }
 
 func usedBytes(dir string) (uint64, error) {

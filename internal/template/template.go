@@ -29,6 +29,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -435,16 +437,12 @@ func diskUsage(root string) (uint64, error) {
 // root as a lower layer: replacing it would pull it from under a running
 // computer.
 func checkNotInUse(root string) error {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("overlay"))
 	if err != nil {
 		return err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		_, super, ok := strings.Cut(line, " - overlay ")
-		if !ok {
-			continue
-		}
-		for _, opt := range strings.Split(super, ",") {
+	for _, m := range ms {
+		for _, opt := range strings.Split(m.VFSOptions, ",") {
 			lower, ok := strings.CutPrefix(opt, "lowerdir=")
 			if !ok {
 				continue
@@ -501,51 +499,15 @@ func unmountUnder(dir string) error {
 }
 
 func mountsUnder(dir string) ([]string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 	if err != nil {
 		return nil, err
 	}
-	var mounts []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			mounts = append(mounts, mp)
-		}
+	mounts := make([]string, 0, len(ms))
+	for _, m := range ms {
+		mounts = append(mounts, m.Mountpoint)
 	}
 	return mounts, nil
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space, ...) of a
-// /proc/self/mountinfo path.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v byte
-			ok := true
-			for _, c := range s[i+1 : i+4] {
-				if c < '0' || c > '7' {
-					ok = false
-					break
-				}
-				v = v*8 + byte(c-'0')
-			}
-			if ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func writeFileSync(path string, data []byte, perm os.FileMode) error {

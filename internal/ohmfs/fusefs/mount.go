@@ -8,16 +8,16 @@
 package fusefs
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -324,49 +324,11 @@ func (m *Mounted) Abort() error {
 // MountedAt reports whether something is mounted at path (an absolute,
 // symlink-free path), and its file system type.
 func MountedAt(path string) (fstype string, ok bool, err error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(path))
+	if err != nil || len(ms) == 0 {
 		return "", false, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options... - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 || unescapeMountinfo(fields[4]) != path {
-			continue
-		}
-		fstype = "a file system"
-		for i, fld := range fields {
-			if fld == "-" && i+1 < len(fields) {
-				fstype = fields[i+1]
-				break
-			}
-		}
-		ok = true
-	}
-	return fstype, ok, sc.Err()
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for space, ...) of
-// /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, ok := octal(s[i+1 : i+4]); ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return ms[0].FSType, true, nil
 }
 
 func octal(s string) (byte, bool) {
