@@ -329,7 +329,7 @@ func (fs *FS) Lookup(ctx context.Context, parent meta.Ino, name string) (meta.At
 	if err != nil {
 		return a, err
 	}
-	fs.overlay(&a)
+	fs.overlay(ctx, &a, true)
 	return a, nil
 }
 
@@ -339,13 +339,17 @@ func (fs *FS) GetAttr(ctx context.Context, ino meta.Ino) (meta.Attr, error) {
 	if err != nil {
 		return a, err
 	}
-	fs.overlay(&a)
+	fs.overlay(ctx, &a, true)
 	return a, nil
 }
 
 // overlay puts the in-memory size, times and use of a file with unflushed
-// writes over its stored attributes.
-func (fs *FS) overlay(a *meta.Attr) {
+// writes over its stored attributes. An upload moves a chunk from memory to
+// meta under the file's lock, so attributes read from meta before taking
+// that lock may miss the chunk on both sides: overlay reads them again
+// under the lock (reread), except where the caller is inside a meta call
+// (ReadDir's callback), which cannot call meta again.
+func (fs *FS) overlay(ctx context.Context, a *meta.Attr, reread bool) {
 	if a.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return
 	}
@@ -356,8 +360,13 @@ func (fs *FS) overlay(a *meta.Attr) {
 		return
 	}
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	if reread {
+		if fresh, err := fs.m.GetAttr(ctx, a.Ino); err == nil {
+			*a = fresh
+		}
+	}
 	f.overlayLocked(a)
-	f.mu.Unlock()
 }
 
 // SetAttr changes attributes; a Size change truncates or extends the data.
@@ -377,7 +386,7 @@ func (fs *FS) SetAttr(ctx context.Context, ino meta.Ino, set meta.SetAttr) (meta
 				f.mu.Unlock()
 			}
 		}
-		fs.overlay(&a)
+		fs.overlay(ctx, &a, true)
 		return a, nil
 	}
 	f, err := fs.lockFile(ctx, ino)
@@ -740,7 +749,7 @@ func (fs *FS) ReadDir(ctx context.Context, ino meta.Ino, fh Handle, offset uint6
 	}
 	return fs.m.ReadDir(ctx, ino, offset, plus, func(e meta.DirEntry) bool {
 		if plus && e.Attr != nil {
-			fs.overlay(e.Attr)
+			fs.overlay(ctx, e.Attr, false)
 		}
 		return fn(e)
 	})
