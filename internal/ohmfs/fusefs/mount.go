@@ -331,20 +331,6 @@ func MountedAt(path string) (fstype string, ok bool, err error) {
 	return ms[0].FSType, true, nil
 }
 
-func octal(s string) (byte, bool) {
-	if len(s) != 3 {
-		return 0, false
-	}
-	var v int
-	for _, c := range s {
-		if c < '0' || c > '7' {
-			return 0, false
-		}
-		v = v*8 + int(c-'0')
-	}
-	return byte(v), v < 256
-}
-
 // hostFree reports the bytes an unprivileged writer may still use on the
 // filesystem holding dir.
 func hostFree(dir string) func() (uint64, error) {
