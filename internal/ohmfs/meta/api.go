@@ -40,7 +40,7 @@ type Attr struct {
 	Gid   uint32
 	Rdev  uint32
 	Size  uint64 // logical size in bytes
-	Used  uint64 // bytes the file really holds (sum of its chunks' Len): st_blocks = ceil(Used/512)
+	Used  uint64 // bytes the file really holds (sum of its chunks' Used): st_blocks = ceil(Used/512)
 	Atime time.Time
 	Mtime time.Time
 	Ctime time.Time
@@ -76,6 +76,10 @@ type Chunk struct {
 	Len     uint32 // logical bytes from the chunk's start (<= ChunkSize); bytes past Len read as zeros
 	BlockID uint64 // the immutable block holding the data; 0 when Inline is used
 	Inline  []byte // the data itself, for small files kept in the database
+	// Used is how many of the chunk's bytes hold data: its 4 KiB pages
+	// that are not all zeros, at most Len. It is what st_blocks counts, so
+	// a hole inside a chunk takes no space. 0 when writing means Len.
+	Used uint32
 }
 
 // FileUpdate is what flushing a file's dirty data records, atomically.

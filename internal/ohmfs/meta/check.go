@@ -31,7 +31,7 @@ type checkInode struct {
 	links   uint32 // entries naming it
 	subdirs uint32 // entries in it that are directories
 	entry   Ino    // the parent of (one of) its entries
-	chunks  uint64 // sum of its chunks' len
+	chunks  uint64 // sum of its chunks' used bytes
 }
 
 func (db *DB) check(ctx context.Context) ([]Problem, error) {
@@ -122,24 +122,27 @@ func (db *DB) check(ctx context.Context) ([]Problem, error) {
 
 	{
 		var ino Ino
-		var idx, length, block uint64
+		var idx, length, block, cused uint64
 		var maxBlock uint64
-		err := each("SELECT ino, idx, len, block_id FROM chunks", func([]any) error {
+		err := each("SELECT ino, idx, len, block_id, used FROM chunks", func([]any) error {
 			maxBlock = max(maxBlock, block)
 			t := inodes[ino]
 			if t == nil {
 				add(ino, "chunk %d belongs to a missing inode", idx)
 				return nil
 			}
-			t.chunks += length
+			t.chunks += cused
 			if length > ChunkSize {
 				add(ino, "chunk %d is %d bytes long", idx, length)
+			}
+			if cused > length {
+				add(ino, "chunk %d uses %d bytes but is only %d long", idx, cused, length)
 			}
 			if idx >= (1<<63)/ChunkSize || idx*ChunkSize+length > t.size {
 				add(ino, "chunk %d (%d bytes) lies past the end of the file (size %d)", idx, length, t.size)
 			}
 			return nil
-		}, &ino, &idx, &length, &block)
+		}, &ino, &idx, &length, &block, &cused)
 		if err != nil {
 			return nil, fmt.Errorf("scan chunks: %w", err)
 		}

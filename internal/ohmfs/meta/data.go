@@ -20,7 +20,7 @@ func clampIdx(i uint64) int64 {
 func (db *DB) Chunks(ctx context.Context, ino Ino, from, to uint64) ([]Chunk, error) {
 	var out []Chunk
 	err := db.read(func() error {
-		r, err := db.c.query("SELECT idx, len, block_id, inline FROM chunks WHERE ino = ? AND idx >= ? AND idx < ? ORDER BY idx",
+		r, err := db.c.query("SELECT idx, len, block_id, inline, used FROM chunks WHERE ino = ? AND idx >= ? AND idx < ? ORDER BY idx",
 			ino, clampIdx(from), clampIdx(to))
 		if err != nil {
 			return err
@@ -36,6 +36,7 @@ func (db *DB) Chunks(ctx context.Context, ino Ino, from, to uint64) ([]Chunk, er
 				Len:     uint32(r.int(1)),
 				BlockID: uint64(r.int(2)),
 				Inline:  r.blob(3),
+				Used:    uint32(r.int(4)),
 			}
 			if len(c.Inline) == 0 {
 				c.Inline = nil
@@ -61,12 +62,12 @@ func (db *DB) freeBlock(id uint64, now int64) error {
 }
 
 // dropChunks deletes the chunks of ino with from <= idx < to, frees their
-// blocks and returns the sum of their Len.
+// blocks and returns the sum of their used bytes.
 func (db *DB) dropChunks(ino Ino, from, to uint64, now int64) (uint64, error) {
 	// SELECT then DELETE: DELETE ... RETURNING buffers its rows in an
 	// ephemeral table, which costs more than a second statement, and most
 	// purged files have no chunks at all.
-	r, err := db.c.query("SELECT len, block_id FROM chunks WHERE ino = ? AND idx >= ? AND idx < ?", ino, clampIdx(from), clampIdx(to))
+	r, err := db.c.query("SELECT used, block_id FROM chunks WHERE ino = ? AND idx >= ? AND idx < ?", ino, clampIdx(from), clampIdx(to))
 	if err != nil {
 		return 0, fmt.Errorf("drop chunks of %d: %w", ino, err)
 	}
@@ -122,9 +123,13 @@ func (db *DB) UpdateFile(ctx context.Context, ino Ino, u FileUpdate) (Attr, erro
 			if c.Len > ChunkSize {
 				return fmt.Errorf("chunk %d of %d: length %d: %w", c.Index, ino, c.Len, syscall.EINVAL)
 			}
-			var oldLen int64
+			cused := c.Used
+			if cused == 0 || cused > c.Len {
+				cused = c.Len
+			}
+			var oldUsed int64
 			var oldBlock uint64
-			ok, err := db.c.queryRow("SELECT len, block_id FROM chunks WHERE ino = ? AND idx = ?", []any{ino, clampIdx(c.Index)}, &oldLen, &oldBlock)
+			ok, err := db.c.queryRow("SELECT used, block_id FROM chunks WHERE ino = ? AND idx = ?", []any{ino, clampIdx(c.Index)}, &oldUsed, &oldBlock)
 			if err != nil {
 				return fmt.Errorf("chunk %d of %d: %w", c.Index, ino, err)
 			}
@@ -136,11 +141,11 @@ func (db *DB) UpdateFile(ctx context.Context, ino Ino, u FileUpdate) (Attr, erro
 				}
 			}
 			if ok {
-				_, err = db.c.exec("UPDATE chunks SET len = ?, block_id = ?, inline = ? WHERE ino = ? AND idx = ?",
-					c.Len, c.BlockID, inline, ino, clampIdx(c.Index))
+				_, err = db.c.exec("UPDATE chunks SET len = ?, block_id = ?, inline = ?, used = ? WHERE ino = ? AND idx = ?",
+					c.Len, c.BlockID, inline, cused, ino, clampIdx(c.Index))
 			} else {
-				_, err = db.c.exec("INSERT INTO chunks (ino, idx, len, block_id, inline) VALUES (?, ?, ?, ?, ?)",
-					ino, clampIdx(c.Index), c.Len, c.BlockID, inline)
+				_, err = db.c.exec("INSERT INTO chunks (ino, idx, len, block_id, inline, used) VALUES (?, ?, ?, ?, ?, ?)",
+					ino, clampIdx(c.Index), c.Len, c.BlockID, inline, cused)
 			}
 			if err != nil {
 				return fmt.Errorf("put chunk %d of %d: %w", c.Index, ino, err)
@@ -150,7 +155,7 @@ func (db *DB) UpdateFile(ctx context.Context, ino Ino, u FileUpdate) (Attr, erro
 					return err
 				}
 			}
-			used += int64(c.Len) - oldLen
+			used += int64(cused) - oldUsed
 		}
 		for _, h := range u.Holes {
 			n, err := db.dropChunks(ino, h, h+1, now)

@@ -229,3 +229,47 @@ func TestReadOnly(t *testing.T) {
 	mustLookup(t, ro, RootIno, "pending")
 	checkClean(t, ro)
 }
+
+// TestChunkUsed checks that a file's Used counts its chunks' used bytes,
+// not their lengths, so that a hole inside a chunk takes no space.
+func TestChunkUsed(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name     string
+		len      uint32
+		used     uint32
+		wantUsed uint64
+	}{
+		{"whole chunk", 4 * mib, 4 * mib, 4 * mib},
+		{"a hole inside", 4 * mib, 2 * mib, 2 * mib},
+		{"unknown means the length", 3 * mib, 0, 3 * mib},
+		{"never more than the length", mib, 2 * mib, mib},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db, _ := newTestDB(t)
+			f := mkfile(t, db, RootIno, "f")
+			id, err := db.NewBlockID(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := db.UpdateFile(ctx, f.Ino, FileUpdate{Chunks: []Chunk{{Index: 0, Len: tt.len, Used: tt.used, BlockID: id}}, Size: uint64(tt.len)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Used != tt.wantUsed || usage(t, db).UsedBytes != tt.wantUsed {
+				t.Fatalf("Used %d, volume %d; want %d", a.Used, usage(t, db).UsedBytes, tt.wantUsed)
+			}
+			cs, err := db.Chunks(ctx, f.Ino, 0, 1)
+			if err != nil || len(cs) != 1 || uint64(cs[0].Used) != tt.wantUsed {
+				t.Fatalf("chunks: %+v, %v", cs, err)
+			}
+			checkClean(t, db)
+			// Dropping the chunk gives back exactly what it used.
+			if a, err = db.UpdateFile(ctx, f.Ino, FileUpdate{Holes: []uint64{0}, Size: uint64(tt.len)}); err != nil || a.Used != 0 {
+				t.Fatalf("after the hole: Used %d, %v", a.Used, err)
+			}
+			checkClean(t, db)
+		})
+	}
+}

@@ -67,6 +67,14 @@ CREATE TABLE settings (
 	value TEXT NOT NULL
 ) WITHOUT ROWID;
 `,
+
+	// Version 2: a chunk's used bytes, its 4 KiB pages that hold data, so
+	// that st_blocks (and du) count a hole punched or left inside a chunk.
+	// Chunks written before counted their whole length.
+	`
+ALTER TABLE chunks ADD COLUMN used INTEGER NOT NULL DEFAULT 0;
+UPDATE chunks SET used = len;
+`,
 }
 
 // Counter names in the counters table.

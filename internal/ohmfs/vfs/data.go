@@ -55,7 +55,7 @@ type file struct {
 type dchunk struct {
 	idx       uint64
 	buf       []byte
-	oldLen    uint32 // Len of meta's chunk when this one was made (for Used)
+	oldUsed   uint32 // Used of meta's chunk when this one was made (for Used)
 	uploading bool
 	done      chan struct{} // closed when the upload ends
 }
@@ -99,7 +99,7 @@ func (f *file) overlayLocked(a *meta.Attr) {
 	}
 	used := int64(a.Used)
 	for _, dc := range f.dirty {
-		used += int64(len(dc.buf)) - int64(dc.oldLen)
+		used += int64(len(dc.buf)) - int64(dc.oldUsed)
 	}
 	a.Used = uint64(max(used, 0))
 }
@@ -290,7 +290,7 @@ func (fs *FS) dirtyChunkLocked(ctx context.Context, f *file, idx uint64, from, t
 			return dc, nil
 		}
 		// The upload owns dc.buf now: copy on write.
-		n := &dchunk{idx: idx, oldLen: dc.oldLen}
+		n := &dchunk{idx: idx, oldUsed: dc.oldUsed}
 		n.buf = make([]byte, len(dc.buf), max(cap(dc.buf), fs.bufCap(f, to)))
 		copy(n.buf, dc.buf)
 		fs.mem.charge(cap(n.buf))
@@ -304,7 +304,7 @@ func (fs *FS) dirtyChunkLocked(ctx context.Context, f *file, idx uint64, from, t
 	dc := &dchunk{idx: idx}
 	var base []byte
 	if ok {
-		dc.oldLen = c.Len
+		dc.oldUsed = c.Used
 		if from > 0 || to < int(c.Len) {
 			if base, err = fs.chunkData(ctx, f.ino, c); err != nil {
 				return nil, err
@@ -343,6 +343,24 @@ func (dc *dchunk) trim(n int) {
 		clear(dc.buf[n:])
 		dc.buf = dc.buf[:n]
 	}
+}
+
+// pageSize is the unit in which a chunk's used bytes are counted, as a
+// local filesystem counts blocks: a page of zeros inside a chunk is a hole.
+const pageSize = 4096
+
+// usedBytes returns how many bytes of b lie in pages that are not all
+// zeros (what st_blocks counts). It is never 0 for data that is not all
+// zeros, and meta takes 0 to mean the whole length.
+func usedBytes(b []byte) uint32 {
+	var n int
+	for off := 0; off < len(b); off += pageSize {
+		page := b[off:min(off+pageSize, len(b))]
+		if !allZero(page) {
+			n += len(page)
+		}
+	}
+	return uint32(n)
 }
 
 func allZero(b []byte) bool {
@@ -587,7 +605,7 @@ func (fs *FS) upload(f *file, dc *dchunk) {
 	if err == nil {
 		end := dc.idx*chunkSize + uint64(len(data))
 		u := meta.FileUpdate{Size: max(f.metaSize, end)}
-		c := meta.Chunk{Index: dc.idx, Len: uint32(len(data)), BlockID: id}
+		c := meta.Chunk{Index: dc.idx, Len: uint32(len(data)), BlockID: id, Used: usedBytes(data)}
 		if hole {
 			u.Holes = []uint64{dc.idx}
 		} else {
@@ -673,7 +691,7 @@ func (fs *FS) flushMetaLocked(ctx context.Context, f *file) error {
 		if allZero(dc.buf) {
 			u.Holes = []uint64{0}
 		} else {
-			u.Chunks = []meta.Chunk{{Index: 0, Len: uint32(len(dc.buf)), Inline: dc.buf[:len(dc.buf):len(dc.buf)]}}
+			u.Chunks = []meta.Chunk{{Index: 0, Len: uint32(len(dc.buf)), Inline: dc.buf[:len(dc.buf):len(dc.buf)], Used: usedBytes(dc.buf)}}
 		}
 	}
 	if inl == nil && f.size == f.metaSize && !f.timesDirty {
@@ -760,7 +778,7 @@ func (fs *FS) storeChunkLocked(ctx context.Context, f *file, dc *dchunk, size ui
 	case allZero(dc.buf):
 		u.Holes = append(u.Holes, dc.idx)
 	case dc.idx == 0 && size <= uint64(fs.cfg.InlineMax):
-		u.Chunks = append(u.Chunks, meta.Chunk{Index: 0, Len: uint32(len(dc.buf)), Inline: dc.buf[:len(dc.buf):len(dc.buf)]})
+		u.Chunks = append(u.Chunks, meta.Chunk{Index: 0, Len: uint32(len(dc.buf)), Inline: dc.buf[:len(dc.buf):len(dc.buf)], Used: usedBytes(dc.buf)})
 	default:
 		id, err := fs.m.NewBlockID(ctx)
 		if err != nil {
@@ -769,7 +787,7 @@ func (fs *FS) storeChunkLocked(ctx context.Context, f *file, dc *dchunk, size ui
 		if err := fs.b.Put(ctx, id, dc.buf); err != nil {
 			return fmt.Errorf("store block %d of inode %d: %v: %w", id, f.ino, err, syscall.EIO)
 		}
-		u.Chunks = append(u.Chunks, meta.Chunk{Index: dc.idx, Len: uint32(len(dc.buf)), BlockID: id})
+		u.Chunks = append(u.Chunks, meta.Chunk{Index: dc.idx, Len: uint32(len(dc.buf)), BlockID: id, Used: usedBytes(dc.buf)})
 	}
 	return nil
 }
