@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -179,19 +180,41 @@ func NewS3(ctx context.Context, url string, opts S3Options) (*S3Store, error) {
 	// (unlike HeadBucket) answers with an error code in its body.
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	_, err = client.ListObjectsV2(pctx, &s3.ListObjectsV2Input{
-		Bucket:  aws.String(bucket),
-		Prefix:  aws.String(s.prefix),
-		MaxKeys: aws.Int32(1),
-	}, func(o *s3.Options) { o.RetryMaxAttempts = 3 })
-	if err != nil {
+	for {
+		_, err = client.ListObjectsV2(pctx, &s3.ListObjectsV2Input{
+			Bucket:  aws.String(bucket),
+			Prefix:  aws.String(s.prefix),
+			MaxKeys: aws.Int32(1),
+		}, func(o *s3.Options) { o.RetryMaxAttempts = 3 })
+		if err == nil {
+			return s, nil
+		}
+		refused := isRefused(err)
 		err = s.mapErr(err)
 		if errors.Is(err, ErrNotFound) {
 			err = fmt.Errorf("bucket %q does not exist: %w", bucket, ErrNoBucket)
 		}
-		return nil, fmt.Errorf("open object store %s: %w", where, err)
+		// A definite answer (no such bucket, access denied, nobody
+		// listening) ends the probe; a store that is only struggling
+		// (5xx, an answer cut short) gets more tries while the probe's
+		// time lasts, as data requests do.
+		if refused || probeFinal(err) || pctx.Err() != nil {
+			return nil, fmt.Errorf("open object store %s: %w", where, err)
+		}
 	}
-	return s, nil
+}
+
+// probeFinal says whether an error of the opening probe is an answer
+// rather than a passing fault.
+func probeFinal(err error) bool {
+	return errors.Is(err, ErrNoBucket) || errors.Is(err, ErrAccessDenied)
+}
+
+// isRefused says whether err means nobody listens at the endpoint (or its
+// name does not resolve), as opposed to a connection that broke.
+func isRefused(err error) bool {
+	var dnsErr *net.DNSError
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &dnsErr)
 }
 
 // retryCutOff says to retry a request whose response body ended early.
