@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"ohm/internal/units"
 	"os"
 	"os/signal"
 	"path"
@@ -159,19 +160,6 @@ func formatMB(mb int) string {
 	return fmt.Sprintf("%dM", mb)
 }
 
-func formatBytes(b uint64) string {
-	const unit = 1024
-	if b < unit {
-		return fmt.Sprintf("%dB", b)
-	}
-	div, exp := uint64(unit), 0
-	for n := b / unit; n >= unit; n /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%c", float64(b)/float64(div), "KMGTPE"[exp])
-}
-
 func newComputerListCmd(connect connectFunc) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -248,16 +236,16 @@ func writeInfo(w io.Writer, comp *client.Computer) error {
 		network = "outbound"
 	}
 	fmt.Fprintf(tw, "cpus: %g\n", lim.CPUs)
-	fmt.Fprintf(tw, "memory: %s\n", formatBytes(uint64(lim.MemoryBytes)))
+	fmt.Fprintf(tw, "memory: %s\n", units.FormatSize(uint64(lim.MemoryBytes)))
 	fmt.Fprintf(tw, "pids: %d\n", lim.PIDs)
 	fmt.Fprintf(tw, "network: %s\n", network)
 	if comp.Disk != nil {
-		fmt.Fprintf(tw, "root disk: %s used of %s\n", formatBytes(comp.Disk.UsedBytes), formatBytes(comp.Disk.SizeBytes))
+		fmt.Fprintf(tw, "root disk: %s used of %s\n", units.FormatSize(comp.Disk.UsedBytes), units.FormatSize(comp.Disk.SizeBytes))
 	} else {
 		fmt.Fprintf(tw, "root disk: %s\n", formatMB(comp.DiskSizeMB))
 	}
 	if comp.Workspace != nil {
-		fmt.Fprintf(tw, "workspace: %s in %d files (%s stored)\n", formatBytes(comp.Workspace.UsedBytes), comp.Workspace.Files, formatBytes(comp.Workspace.StoredBytes))
+		fmt.Fprintf(tw, "workspace: %s in %d files (%s stored)\n", units.FormatSize(comp.Workspace.UsedBytes), comp.Workspace.Files, units.FormatSize(comp.Workspace.StoredBytes))
 	}
 	if len(comp.Env) > 0 {
 		keys := make([]string, 0, len(comp.Env))

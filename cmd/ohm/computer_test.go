@@ -22,7 +22,7 @@ func TestWriteInfoLimits(t *testing.T) {
 		{
 			// An older server without limits: the record's.
 			client.Computer{Name: "b", State: "stopped", CPUs: 2, MemoryMB: 512, PIDs: 100},
-			[]string{"cpus: 2\n", "memory: 512.0M\n", "pids: 100\n", "network: none\n"},
+			[]string{"cpus: 2\n", "memory: 512M\n", "pids: 100\n", "network: none\n"},
 		},
 	} {
 		var buf bytes.Buffer

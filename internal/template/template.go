@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"ohm/internal/units"
 	"os"
 	"path/filepath"
 	"sort"
@@ -374,7 +375,7 @@ func (s *Store) build(ctx context.Context, r recipe, progress io.Writer) (string
 		return "", fmt.Errorf("build template %s: %w", r.name, err)
 	}
 	syncDir(s.dir)
-	p.Donef("Built template %s in %s (%s)", r.name, roundDuration(time.Since(start)), humanBytes(size))
+	p.Donef("Built template %s in %s (%s)", r.name, roundDuration(time.Since(start)), units.FormatSize(size))
 	return s.RootPath(r.name), nil
 }
 
@@ -542,17 +543,4 @@ func roundDuration(d time.Duration) time.Duration {
 		return d.Round(100 * time.Millisecond)
 	}
 	return d.Round(time.Second)
-}
-
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"ohm/internal/units"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -263,7 +264,7 @@ func TestCodingAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("built in %.1fs, %s", info.BuildTime, humanBytes(info.SizeBytes))
+	t.Logf("built in %.1fs, %s", info.BuildTime, units.FormatSize(info.SizeBytes))
 	if info.Shell != "/bin/bash" || !HasBash(root) {
 		t.Errorf("coding-agent shell = %q", info.Shell)
 	}
