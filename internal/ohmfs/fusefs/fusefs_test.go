@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -661,5 +662,23 @@ func TestReserveRefusesNewFiles(t *testing.T) {
 	}
 	if err := os.Mkdir(filepath.Join(mp, "d"), 0o755); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("mkdir with the host below the reserve: %v, want ENOSPC", err)
+	}
+}
+
+// TestReadahead checks that the mount raises the kernel's readahead past
+// the 128 KiB FUSE gets at init, so cold sequential reads take fewer round
+// trips.
+func TestReadahead(t *testing.T) {
+	tv := newTestVolume(t)
+	var st unix.Stat_t
+	if err := unix.Stat(tv.mp, &st); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev)))
+	if err != nil {
+		t.Skipf("no bdi in sysfs: %v", err)
+	}
+	if got := strings.TrimSpace(string(b)); got != strconv.Itoa(readAheadKB) {
+		t.Fatalf("read_ahead_kb is %s, want %d", got, readAheadKB)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -25,6 +26,10 @@ import (
 	"ohm/internal/ohmfs/vfs"
 	"ohm/internal/ohmfs/volume"
 )
+
+// readAheadKB is the kernel readahead the mount asks for, in KiB: the
+// largest FUSE read request (max_pages).
+const readAheadKB = 1024
 
 // FSName is what df shows as the filesystem; the type is fuse.ohmfs.
 const FSName = "ohmfs"
@@ -156,6 +161,15 @@ func Mount(ctx context.Context, vol *volume.Volume, mountpoint string, opts Opti
 	var st unix.Stat_t
 	if err := unix.Stat(mp, &st); err == nil {
 		m.conn = int(unix.Minor(st.Dev))
+		// The kernel offers FUSE its default readahead (128 KiB) at
+		// init, and a cold sequential read then costs one round trip per
+		// 128 KiB. Up to max_pages (1 MiB) it can only be raised through
+		// the mount's bdi afterwards: measured 2.55 s -> 2.04 s for a
+		// cold 2 GiB read; 4 MiB was no better.
+		bdi := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+		if err := os.WriteFile(bdi, []byte(strconv.Itoa(readAheadKB)), 0o644); err != nil {
+			logger.Printf("ohmfs: raise readahead of %s: %v", mountpoint, err)
+		}
 	}
 
 	interval := opts.SyncInterval
