@@ -360,7 +360,7 @@ func umount(ctx context.Context, mountpoint string, timeout time.Duration) error
 			pid = rec.PID
 		}
 	}
-	if err := unix.Unmount(mp, 0); err != nil {
+	if err := unmountRetryingBusy(ctx, mp); err != nil {
 		if errors.Is(err, unix.EBUSY) {
 			return fmt.Errorf("unmount %s: it is busy (a process has a file or its working directory there)", mp)
 		}
@@ -399,4 +399,23 @@ func processAlive(pid int) bool {
 		return false
 	}
 	return s[i+2] != 'Z' && s[i+2] != 'X'
+}
+
+// unmountRetryingBusy unmounts mp, trying again for a second while it is
+// busy: the mount's own writeback loop opens its root twice a second, and
+// a process that has just exited may still be letting go of its files.
+// Only a mountpoint that stays busy is an error for the user.
+func unmountRetryingBusy(ctx context.Context, mp string) error {
+	deadline := time.Now().Add(time.Second)
+	for {
+		err := unix.Unmount(mp, 0)
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
