@@ -112,6 +112,19 @@ func TestMountErrors(t *testing.T) {
 	v2 := ohmtest.NewVolume(t, bin)
 	oneLineError(t, "mount on a busy mountpoint", "fs", "mount", "--background", v2.Path, v.Dir)
 	os.WriteFile(filepath.Join(v.Dir, "f"), []byte("still fine"), 0o644)
+	// A process working in the mount keeps it busy: umount says so, in one
+	// line, and leaves it mounted and serving.
+	holder := exec.Command("sleep", "60")
+	holder.Dir = v.Dir
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	oneLineError(t, "umount of a mount a process works in", "fs", "umount", v.Dir)
+	holder.Process.Kill()
+	holder.Wait()
+	if b, err := os.ReadFile(filepath.Join(v.Dir, "f")); err != nil || string(b) != "still fine" {
+		t.Errorf("after the refused umount: %q, %v", b, err)
+	}
 	v.Umount(t)
 
 	out := ohmtest.Ohm(t, bin, "fs", "fsck", v.Path)
