@@ -595,7 +595,7 @@ func TestSyncLoopWritesBack(t *testing.T) {
 	}
 	// The sync loop's syncfs is what pushes the page; call it as the loop
 	// does and check that vfs has the data.
-	if err := tv.m.syncfs(); err != nil {
+	if err := syncfs(tv.m.mountpoint); err != nil {
 		t.Fatal(err)
 	}
 	a, err := tv.m.FS().Lookup(context.Background(), meta.RootIno, "held")

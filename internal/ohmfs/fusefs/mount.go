@@ -55,6 +55,15 @@ type Options struct {
 	// 500 ms).
 	SyncInterval time.Duration
 
+	// StartWriteback, if set, runs the writeback loop (Writeback) outside
+	// this process and returns how to stop it; by default it runs in a
+	// goroutine. A process that serves a mount must not itself make calls
+	// into it that wait for an answer: killed in the middle of one, its
+	// thread would wait forever for the answer only the dead process could
+	// give, the process could not finish dying, and the mount and the
+	// volume's lock would stay held until someone aborted the connection.
+	StartWriteback func(mountpoint string, interval time.Duration) (stop func(), err error)
+
 	// AfterFsync, if set, runs after every successful fsync and fsyncdir
 	// (vfs has made the change durable in the volume's local metadata and
 	// its object store) and before the kernel hears back; an error fails
@@ -179,12 +188,48 @@ func Mount(ctx context.Context, vol *volume.Volume, mountpoint string, opts Opti
 			interval = 500 * time.Millisecond
 		}
 	}
-	if raw.writeback.Load() {
-		go m.syncLoop(interval)
-	} else {
+	switch {
+	case !raw.writeback.Load():
 		close(m.syncDone)
+	case opts.StartWriteback != nil:
+		stop, err := opts.StartWriteback(mp, interval)
+		if err != nil {
+			m.Close(ctx)
+			return nil, fmt.Errorf("mount %s: start the writeback loop: %w", mountpoint, err)
+		}
+		go func() {
+			defer close(m.syncDone)
+			select {
+			case <-m.stopSync:
+			case <-m.done:
+			}
+			stop()
+		}()
+	default:
+		go m.syncLoop(interval)
 	}
 	return m, nil
+}
+
+// Writeback makes the kernel write back the dirty pages of the ohmfs mount
+// at mountpoint every interval, until ctx ends or the mount is gone. It is
+// the loop Mount runs, for a helper process (see Options.StartWriteback).
+func Writeback(ctx context.Context, mountpoint string, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if fstype, ok, err := MountedAt(mountpoint); err != nil || !ok || fstype != "fuse."+FSName {
+			return err
+		}
+		if err := syncfs(mountpoint); errors.Is(err, unix.ENOTCONN) {
+			return nil
+		}
+	}
 }
 
 func mountOptions(opts Options, logger *log.Logger) *fuse.MountOptions {
@@ -228,14 +273,15 @@ func (m *Mounted) syncLoop(interval time.Duration) {
 		case <-m.done:
 			return
 		case <-t.C:
-			m.syncfs()
+			syncfs(m.mountpoint)
 		}
 	}
 }
 
-// syncfs writes the kernel's dirty pages for the mount back to vfs.
-func (m *Mounted) syncfs() error {
-	fd, err := unix.Open(m.mountpoint, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+// syncfs writes the kernel's dirty pages for the mount at mountpoint back
+// to its server.
+func syncfs(mountpoint string) error {
+	fd, err := unix.Open(mountpoint, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
@@ -274,7 +320,7 @@ func (m *Mounted) close(ctx context.Context) error {
 	default:
 		// Push the kernel's dirty pages and commit them before the
 		// unmount, so that even a lazy unmount leaves nothing behind.
-		if err := m.syncfs(); err != nil && !errors.Is(err, unix.ENOTCONN) {
+		if err := syncfs(m.mountpoint); err != nil && !errors.Is(err, unix.ENOTCONN) {
 			errs = append(errs, fmt.Errorf("syncfs: %w", err))
 		}
 		if err := m.fs.Sync(ctx); err != nil {
