@@ -257,37 +257,43 @@ func (d *debootstrapProgress) line(line string) {
 		pkg = pkg[:i] // "Retrieving libc6 2.36-9" -> libc6
 	}
 	n := len(d.retrieved)
-	frac := func(k int) float64 {
+	frac := func(k, phases int) float64 {
 		if n == 0 {
 			return 0
 		}
-		return min(float64(k)/float64(n), 1)
+		return min(float64(k)/float64(phases*n), 1)
+	}
+	// Extracting, unpacking and configuring overlap in debootstrap's
+	// output, so one fraction over all three counts drives 10-30%: it only
+	// grows, where a percentage per verb went backwards.
+	done := func() int {
+		return 10 + int(20*frac(len(d.extracted)+len(d.unpacked)+len(d.configured), 3))
 	}
 	switch verb {
 	case "Retrieving", "Validating":
 		if pkg == "Release" || pkg == "InRelease" || pkg == "Packages" {
-			d.p.Step("debootstrap-index", "[  0%%] Bootstrapping: downloading package index")
+			d.p.Step("debootstrap-index", 0, "Bootstrapping: downloading package index")
 			return
 		}
 		d.retrieved[pkg] = true
-		d.p.Step("debootstrap-retrieve", "[  %d%%] Bootstrapping: retrieving packages %d", 1+min(len(d.retrieved)/30, 8), len(d.retrieved))
+		d.p.Step("debootstrap-retrieve", 1+min(len(d.retrieved)/30, 8), "Bootstrapping: retrieving packages %d", len(d.retrieved))
 	case "Extracting":
 		d.extracted[pkg] = true
-		d.p.Step("debootstrap-extract", "[%3d%%] Bootstrapping: extracting %d/%d %s", 10+int(5*frac(len(d.extracted))), len(d.extracted), n, pkg)
+		d.p.Step("debootstrap-extract", done(), "Bootstrapping: extracting %d/%d %s", len(d.extracted), n, pkg)
 	case "Unpacking":
 		if strings.HasSuffix(rest, "packages...") || strings.HasPrefix(rest, "Unpacking the") {
 			return
 		}
 		d.unpacked[pkg] = true
-		d.p.Step("debootstrap-unpack", "[%3d%%] Bootstrapping: unpacking %d/%d %s", 15+int(7*frac(len(d.unpacked))), len(d.unpacked), n, pkg)
+		d.p.Step("debootstrap-unpack", done(), "Bootstrapping: unpacking %d/%d %s", len(d.unpacked), n, pkg)
 	case "Configuring":
 		if strings.HasSuffix(rest, "packages...") || strings.HasPrefix(rest, "Configuring the") {
 			return
 		}
 		d.configured[pkg] = true
-		d.p.Step("debootstrap-configure", "[%3d%%] Bootstrapping: configuring %d/%d %s", 22+int(8*frac(len(d.configured))), len(d.configured), n, pkg)
+		d.p.Step("debootstrap-configure", done(), "Bootstrapping: configuring %d/%d %s", len(d.configured), n, pkg)
 	case "Base":
-		d.p.Step("debootstrap-done", "[ 30%%] Bootstrapping: base system installed")
+		d.p.Step("debootstrap-done", 30, "Bootstrapping: base system installed")
 	}
 }
 
@@ -312,20 +318,24 @@ func (a *aptProgress) line(line string) {
 		}
 		return min(float64(k)/float64(a.total), 1)
 	}
+	// dpkg unpacks and sets up packages in interleaved batches, so 40-95%
+	// follows both counts together; a percentage per verb went from 70%
+	// back to 40% at the next batch.
+	installed := func() int { return 40 + int(55*frac(a.unpacked+a.configured)/2) }
 	switch {
 	case aptTotalRE.MatchString(line):
 		a.total, _ = strconv.Atoi(aptTotalRE.FindStringSubmatch(line)[1])
-		a.p.Linef("[ 30%%] Installing %d packages", a.total)
+		a.p.Step("apt-total", 30, "Installing %d packages", a.total)
 	case aptGetRE.MatchString(line):
 		m := aptGetRE.FindStringSubmatch(line)
 		i, _ := strconv.Atoi(m[1])
-		a.p.Step("apt-download", "[%3d%%] Downloading %d/%d %s", 30+int(10*frac(i)), i, a.total, m[2])
+		a.p.Step("apt-download", 30+int(10*frac(i)), "Downloading %d/%d %s", i, a.total, m[2])
 	case strings.HasPrefix(line, "Unpacking "):
 		a.unpacked++
-		a.p.Step("apt-unpack", "[%3d%%] Unpacking %d/%d %s", 40+int(30*frac(a.unpacked)), a.unpacked, a.total, aptPkg(line))
+		a.p.Step("apt-install", installed(), "Unpacking %d/%d %s", a.unpacked, a.total, aptPkg(line))
 	case strings.HasPrefix(line, "Setting up "):
 		a.configured++
-		a.p.Step("apt-configure", "[%3d%%] Setting up %d/%d %s", 70+int(25*frac(a.configured)), a.configured, a.total, aptPkg(line))
+		a.p.Step("apt-install", installed(), "Setting up %d/%d %s", a.configured, a.total, aptPkg(line))
 	case strings.HasPrefix(line, "E: ") && !strings.Contains(line, "Can not write log"):
 		a.p.Linef("apt: %s", line)
 	}

@@ -16,6 +16,9 @@ type progressWriter struct {
 	w     io.Writer
 	phase string
 	last  time.Time
+	// pct is the highest percentage written: a build's progress never
+	// goes backwards on screen, even when a tool's output does.
+	pct int
 }
 
 const progressInterval = 500 * time.Millisecond
@@ -35,18 +38,21 @@ func (p *progressWriter) Phase(phase, detail string) {
 	}
 }
 
-// Step reports progress within phase; it is written only if the phase
-// changed or the last line is older than progressInterval.
-func (p *progressWriter) Step(phase, format string, args ...any) {
+// Step reports progress within phase as "[ pct%] message", pct clamped to
+// 0-100 and to no less than any percentage written before; it is written
+// only if the phase changed or the last line is older than
+// progressInterval.
+func (p *progressWriter) Step(phase string, pct int, format string, args ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.pct = max(p.pct, min(max(pct, 0), 100))
 	now := time.Now()
 	if phase == p.phase && now.Sub(p.last) < progressInterval {
 		return
 	}
 	p.phase = phase
 	p.last = now
-	fmt.Fprintf(p.w, format+"\n", args...)
+	fmt.Fprintf(p.w, "[%3d%%] "+format+"\n", append([]any{p.pct}, args...)...)
 }
 
 // Linef writes a line unconditionally (warnings).
