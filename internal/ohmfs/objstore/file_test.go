@@ -348,3 +348,28 @@ func testConcurrentPuts(t *testing.T, s Store) {
 		t.Errorf("got %d objects, want 16", len(got))
 	}
 }
+
+func TestSplitURL(t *testing.T) {
+	for _, tt := range []struct {
+		url, scheme, rest, wantErr string
+	}{
+		{url: "/var/lib/v", scheme: SchemeFile, rest: "/var/lib/v"},
+		{url: "rel/dir", scheme: SchemeFile, rest: "rel/dir"},
+		{url: "file:///var/lib/v", scheme: SchemeFile, rest: "/var/lib/v"},
+		{url: "s3://bucket/p", scheme: SchemeS3, rest: "bucket/p"},
+		{url: "", wantErr: "empty path"},
+		{url: "file://", wantErr: "empty path"},
+		{url: "gs://bucket", wantErr: "unsupported scheme"},
+	} {
+		scheme, rest, err := SplitURL(tt.url)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("SplitURL(%q) error = %v, want one containing %q", tt.url, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || scheme != tt.scheme || rest != tt.rest {
+			t.Errorf("SplitURL(%q) = %q, %q, %v; want %q, %q", tt.url, scheme, rest, err, tt.scheme, tt.rest)
+		}
+	}
+}

@@ -62,20 +62,40 @@ func CleanTemp(ctx context.Context, s Store, olderThan time.Duration) (int, erro
 // local directory (created on first Put if missing); s3://bucket/prefix is
 // an S3-compatible store.
 func Open(ctx context.Context, url string) (Store, error) {
+	scheme, rest, err := SplitURL(url)
+	if err != nil {
+		return nil, err
+	}
+	if scheme == SchemeS3 {
+		return NewS3(ctx, url, S3Options{})
+	}
+	return NewFile(rest)
+}
+
+// The schemes of store URLs that SplitURL accepts.
+const (
+	SchemeFile = "file" // a local directory: a plain path or file://path
+	SchemeS3   = "s3"   // s3://bucket/prefix
+)
+
+// SplitURL returns the scheme of a store URL (SchemeFile for a plain path)
+// and what follows "scheme://" (the directory of a file URL). It fails, in
+// one line naming url, for a scheme no backend serves and an empty path.
+func SplitURL(url string) (scheme, rest string, err error) {
 	scheme, rest, ok := strings.Cut(url, "://")
 	if !ok {
-		scheme, rest = "file", url
+		scheme, rest = SchemeFile, url
 	}
 	switch scheme {
-	case "file":
+	case SchemeFile:
 		if rest == "" {
-			return nil, fmt.Errorf("open object store %q: empty path", url)
+			return "", "", fmt.Errorf("open object store %q: empty path", url)
 		}
-		return NewFile(rest)
-	case "s3":
-		return NewS3(ctx, url, S3Options{})
+		return scheme, rest, nil
+	case SchemeS3:
+		return scheme, rest, nil
 	default:
-		return nil, fmt.Errorf("open object store %q: unsupported scheme %q (want a path, file:// or s3://)", url, scheme)
+		return "", "", fmt.Errorf("open object store %q: unsupported scheme %q (want a path, file:// or s3://)", url, scheme)
 	}
 }
 
