@@ -65,19 +65,6 @@ func S3Target(s *objstore.S3Store) Target {
 	return Target{client: newStoreClient(s, Dir), name: fmt.Sprintf("s3://%s/%s%s", s.Bucket(), s.Prefix(), Dir)}
 }
 
-// TargetFor returns the replica target of a volume whose objects live in
-// store: S3 for an S3 store, <root>/meta-replica for a local one.
-func TargetFor(store objstore.Store) (Target, error) {
-	switch s := store.(type) {
-	case *objstore.S3Store:
-		return S3Target(s), nil
-	case *objstore.FileStore:
-		return FileTarget(filepath.Join(s.Root(), Dir)), nil
-	default:
-		return Target{}, fmt.Errorf("no metadata replica for a store of type %T", store)
-	}
-}
-
 // ErrFenced is returned when the volume's lease is lost and shipping stopped.
 var ErrFenced = errors.New("lease lost: not replicating")
 

@@ -71,7 +71,7 @@ func (r leaseRecord) deadHere() bool {
 	return errors.Is(err, syscall.ESRCH)
 }
 
-// lease is a held lease on an S3 volume.
+// lease is a held lease on an S3 volume: the claim of the S3 backend.
 type lease struct {
 	s      *objstore.S3Store
 	key    string
@@ -80,8 +80,8 @@ type lease struct {
 	etag   string
 	cond   bool // the server honours If-Match / If-None-Match
 	valid  atomic.Int64
-	lost   atomic.Bool
-	lostCh chan struct{}
+	gone   atomic.Bool
+	goneCh chan struct{}
 	once   sync.Once
 	stop   chan struct{}
 	done   chan struct{}
@@ -100,7 +100,7 @@ func acquireLease(ctx context.Context, url string, s *objstore.S3Store, h Holder
 	l := &lease{
 		s: s, key: s.Prefix() + leaseKey, url: url, cond: true,
 		rec:    leaseRecord{ID: hex.EncodeToString(raw[:]), Host: host, Holder: h},
-		lostCh: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
+		goneCh: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	cur, etag, err := l.read(ctx)
 	if err != nil && !errors.Is(err, objstore.ErrNotFound) {
@@ -206,7 +206,7 @@ func (l *lease) loop() {
 			return
 		case <-t.C:
 		}
-		if l.lost.Load() {
+		if l.gone.Load() {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), leaseRenew)
@@ -221,14 +221,23 @@ func (l *lease) loop() {
 
 func (l *lease) markLost() {
 	l.once.Do(func() {
-		l.lost.Store(true)
-		close(l.lostCh)
+		l.gone.Store(true)
+		close(l.goneCh)
 	})
 }
 
+func (l *lease) lost() bool { return !l.held() }
+
+func (l *lease) lostCh() <-chan struct{} { return l.goneCh }
+
+// abandon stops writing under the lease without deleting it.
+func (l *lease) abandon() { l.markLost() }
+
+func (l *lease) fence(s objstore.Store) objstore.Store { return fencedStore{Store: s, l: l} }
+
 // held reports whether the lease is still ours to write under.
 func (l *lease) held() bool {
-	if l.lost.Load() {
+	if l.gone.Load() {
 		return false
 	}
 	if time.Now().UnixNano() > l.valid.Load() {
@@ -242,7 +251,7 @@ func (l *lease) held() bool {
 func (l *lease) release(ctx context.Context) {
 	close(l.stop)
 	<-l.done
-	if l.lost.Load() {
+	if l.gone.Load() {
 		return
 	}
 	in := &s3.DeleteObjectInput{Bucket: aws.String(l.s.Bucket()), Key: aws.String(l.key)}

@@ -33,9 +33,10 @@ func shortLease(t *testing.T) {
 // abandon simulates the death of the host holding v: nothing is closed or
 // flushed, the lease is left to expire, and the host ships nothing more.
 func abandon(v *Volume) {
-	close(v.lease.stop)
-	<-v.lease.done
-	v.lease.markLost()
+	ls := v.claim.(*lease)
+	close(ls.stop)
+	<-ls.done
+	ls.markLost()
 	v.lock.release()
 }
 
@@ -286,7 +287,7 @@ func TestS3LeaseDeadHolderHere(t *testing.T) {
 	}
 	setLease := func(edit func(*leaseRecord)) {
 		t.Helper()
-		rec, _, err := v.lease.read(ctx)
+		rec, _, err := v.claim.(*lease).read(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,6 +17,9 @@
 // cache directory (default /var/lib/ohm/cache/<uuid>) and is restored from
 // the replica when missing, so any host can open it. The lease object
 // fences a second host.
+//
+// What differs between the two is behind the backend interface
+// (backend.go), one file per backend: file.go and s3.go.
 package volume
 
 import (
@@ -69,88 +72,22 @@ type identity struct {
 	FormatVersion int       `json:"format_version"`
 }
 
-// location is a resolved volume URL.
-type location struct {
-	url  string
-	dir  string // the file backend's directory; "" for S3
-	s3   *objstore.S3Store
-	objs objstore.Store
-
-	cacheRoot     string // S3 volumes: where the local metadata lives
-	cacheOverride string // S3 volumes: the cache directory, if given
-	uuid          string // set once known, for the S3 cache path
-}
-
-func resolve(ctx context.Context, url string) (*location, error) {
-	objs, err := objstore.Open(ctx, url)
-	if err != nil {
-		return nil, err // it names url
-	}
-	switch s := objs.(type) {
-	case *objstore.FileStore:
-		return &location{url: url, dir: s.Root(), objs: objs}, nil
-	case *objstore.S3Store:
-		return &location{url: url, s3: s, objs: objs, cacheRoot: DefaultCacheRoot}, nil
-	default:
-		return nil, fmt.Errorf("volume %s: unsupported store %T", url, objs)
-	}
-}
-
-// metaPath is the local SQLite database: beside the blocks for a file
-// volume, in the cache directory for an S3 volume.
-func (l *location) metaPath() string {
-	if l.s3 != nil {
-		return filepath.Join(l.cacheDir(), "meta.db")
-	}
-	return filepath.Join(l.dir, filepath.FromSlash(metaPath))
-}
-
-// cacheDir is an S3 volume's local directory.
-func (l *location) cacheDir() string {
-	if l.cacheOverride != "" {
-		return l.cacheOverride
-	}
-	if l.cacheRoot == "" {
-		l.cacheRoot = DefaultCacheRoot
-	}
-	return filepath.Join(l.cacheRoot, l.uuid)
-}
-
-func (l *location) lockPath() string {
-	if l.s3 != nil {
-		return filepath.Join(l.cacheDir(), lockName)
-	}
-	return filepath.Join(l.dir, lockName)
-}
-
-func (l *location) target() replica.Target {
-	t, _ := replica.TargetFor(l.objs) // both kinds of store have one
-	return t
-}
-
-// identity reads ohmfs.json, failing with ErrNotVolume if it is absent.
-func (l *location) identity(ctx context.Context) (identity, error) {
+// identityOf reads ohmfs.json, failing with ErrNotVolume if it is absent.
+func identityOf(ctx context.Context, url string, b backend) (identity, error) {
 	var id identity
-	b, err := l.objs.Get(ctx, identityKey, 0, -1)
+	raw, err := b.objects().Get(ctx, identityKey, 0, -1)
 	if errors.Is(err, objstore.ErrNotFound) {
-		if l.s3 != nil {
-			return id, fmt.Errorf("%s: %w (no %s under the prefix)", l.url, ErrNotVolume, identityKey)
-		}
-		if _, serr := os.Stat(l.dir); errors.Is(serr, fs.ErrNotExist) {
-			return id, fmt.Errorf("%s: %w (no such directory)", l.url, ErrNotVolume)
-		}
-		return id, fmt.Errorf("%s: %w (no %s)", l.url, ErrNotVolume, identityKey)
+		return id, fmt.Errorf("%s: %w (%s)", url, ErrNotVolume, b.absent())
 	}
 	if err != nil {
-		return id, fmt.Errorf("volume %s: %w", l.url, err)
+		return id, fmt.Errorf("volume %s: %w", url, err)
 	}
-	if err := json.Unmarshal(b, &id); err != nil || id.UUID == "" {
-		return id, fmt.Errorf("%s: %w (unreadable %s)", l.url, ErrNotVolume, identityKey)
+	if err := json.Unmarshal(raw, &id); err != nil || id.UUID == "" {
+		return id, fmt.Errorf("%s: %w (unreadable %s)", url, ErrNotVolume, identityKey)
 	}
 	if id.FormatVersion > FormatVersion {
-		return id, fmt.Errorf("volume %s has format version %d; this ohm knows up to %d", l.url, id.FormatVersion, FormatVersion)
+		return id, fmt.Errorf("volume %s has format version %d; this ohm knows up to %d", url, id.FormatVersion, FormatVersion)
 	}
-	l.uuid = id.UUID
 	return id, nil
 }
 
@@ -161,8 +98,8 @@ type FormatOptions struct {
 
 // Format creates a new, empty volume at url. It refuses a location that
 // already holds a volume or any other files.
-func Format(ctx context.Context, url string, opts FormatOptions) (err error) {
-	l, err := resolve(ctx, url)
+func Format(ctx context.Context, url string, opts FormatOptions) error {
+	b, err := resolve(ctx, url, "")
 	if err != nil {
 		return err
 	}
@@ -170,52 +107,19 @@ func Format(ctx context.Context, url string, opts FormatOptions) (err error) {
 	if capacity == 0 {
 		capacity = DefaultCapacity
 	}
-	if l.s3 != nil {
-		return l.formatS3(ctx, capacity)
-	}
-
-	created := false
-	switch ents, rerr := os.ReadDir(l.dir); {
-	case errors.Is(rerr, fs.ErrNotExist):
-		if err := os.MkdirAll(l.dir, 0o755); err != nil {
-			return fmt.Errorf("format %s: %w", url, err)
-		}
-		if err := syncDir(filepath.Dir(l.dir)); err != nil {
-			return fmt.Errorf("format %s: %w", url, err)
-		}
-		created = true
-	case rerr != nil:
-		return fmt.Errorf("format %s: %w", url, rerr)
-	case len(ents) > 0:
-		if _, err := os.Stat(filepath.Join(l.dir, identityKey)); err == nil {
-			return fmt.Errorf("format %s: the location already holds an ohmfs volume", url)
-		}
-		return fmt.Errorf("format %s: the directory is not empty and not an ohmfs volume", url)
-	}
-	// Leave nothing behind if formatting fails half way.
-	defer func() {
-		if err == nil {
-			return
-		}
-		if created {
-			os.RemoveAll(l.dir)
-		} else {
-			os.RemoveAll(filepath.Dir(l.metaPath()))
-		}
-	}()
-
 	id, err := newIdentity(capacity)
 	if err != nil {
 		return fmt.Errorf("format %s: %w", url, err)
 	}
-	if err := os.Mkdir(filepath.Dir(l.metaPath()), 0o755); err != nil {
+	undo, err := b.format(ctx, func(path string) error { return createMeta(ctx, path, id, b.replica()) })
+	if err != nil {
 		return fmt.Errorf("format %s: %w", url, err)
 	}
-	if err := createMeta(ctx, l.metaPath(), id, l.target()); err != nil {
-		os.RemoveAll(filepath.Join(l.dir, replica.Dir))
+	if err := putIdentity(ctx, b.objects(), id); err != nil {
+		undo()
 		return fmt.Errorf("format %s: %w", url, err)
 	}
-	return l.putIdentity(ctx, id)
+	return nil
 }
 
 func newIdentity(capacity uint64) (identity, error) {
@@ -259,47 +163,14 @@ func createMeta(ctx context.Context, path string, id identity, t replica.Target)
 	return err
 }
 
-// formatS3 formats an empty S3 prefix: the metadata is made in a scratch
-// directory and shipped to the replica; the first mount restores it.
-func (l *location) formatS3(ctx context.Context, capacity uint64) error {
-	errStop := errors.New("stop")
-	found := ""
-	err := l.objs.List(ctx, "", func(oi objstore.ObjectInfo) error { found = oi.Key; return errStop })
-	if err != nil && !errors.Is(err, errStop) {
-		return fmt.Errorf("format %s: %w", l.url, err)
-	}
-	if found != "" {
-		if _, err := l.objs.Head(ctx, identityKey); err == nil {
-			return fmt.Errorf("format %s: the location already holds an ohmfs volume", l.url)
-		}
-		return fmt.Errorf("format %s: the prefix is not empty and not an ohmfs volume (it holds %s)", l.url, found)
-	}
-	id, err := newIdentity(capacity)
-	if err != nil {
-		return fmt.Errorf("format %s: %w", l.url, err)
-	}
-	scratch, err := os.MkdirTemp("", "ohm-format-")
-	if err != nil {
-		return fmt.Errorf("format %s: %w", l.url, err)
-	}
-	defer os.RemoveAll(scratch)
-	if err := createMeta(ctx, filepath.Join(scratch, "meta.db"), id, l.target()); err != nil {
-		return fmt.Errorf("format %s: %w", l.url, err)
-	}
-	return l.putIdentity(ctx, id)
-}
-
-func (l *location) putIdentity(ctx context.Context, id identity) error {
-	url := l.url
+// putIdentity writes ohmfs.json: last, and atomically, for a location
+// with ohmfs.json is a whole volume.
+func putIdentity(ctx context.Context, objs objstore.Store, id identity) error {
 	b, err := json.MarshalIndent(id, "", "  ")
 	if err != nil {
-		return fmt.Errorf("format %s: %w", url, err)
+		return err
 	}
-	// Last, and atomically: a location with ohmfs.json is a whole volume.
-	if err := l.objs.Put(ctx, identityKey, append(b, '\n')); err != nil {
-		return fmt.Errorf("format %s: %w", url, err)
-	}
-	return nil
+	return objs.Put(ctx, identityKey, append(b, '\n'))
 }
 
 // Holder says who has a volume open; it is stored in the lock so that
@@ -363,61 +234,49 @@ type Volume struct {
 	LeaseLost <-chan struct{}
 
 	lock  *lockFile
-	lease *lease
+	claim claim
 }
 
 // Open opens the volume at url for writing. It fails with ErrBusy (naming
 // the holder's pid and mountpoint) if another process has it open, and with
 // ErrNotVolume if url holds no volume.
 func Open(ctx context.Context, url string, opts OpenOptions) (*Volume, error) {
-	l, err := resolve(ctx, url)
+	b, err := resolve(ctx, url, opts.CacheDir)
 	if err != nil {
 		return nil, err
 	}
-	l.cacheOverride = opts.CacheDir
-	return l.open(ctx, Holder{Mountpoint: opts.Mountpoint}, opts.CacheBytes)
+	return openBackend(ctx, url, b, Holder{Mountpoint: opts.Mountpoint}, opts.CacheBytes)
 }
 
-func (l *location) open(ctx context.Context, h Holder, cacheBytes int64) (v *Volume, err error) {
-	id, err := l.identity(ctx)
+func openBackend(ctx context.Context, url string, b backend, h Holder, cacheBytes int64) (v *Volume, err error) {
+	id, err := identityOf(ctx, url, b)
 	if err != nil {
 		return nil, err
 	}
-	if l.s3 != nil {
-		if err := os.MkdirAll(l.cacheDir(), 0o755); err != nil {
-			return nil, fmt.Errorf("open volume %s: cache directory: %w", l.url, err)
-		}
-	}
-	// The local lock first (two processes on this host), then for S3 the
-	// lease (two hosts).
-	lock, err := acquire(l.url, l.lockPath(), h)
+	// The local lock first (two processes on this host), then the
+	// backend's claim (two hosts).
+	lock, err := lockVolume(url, b.lockPath(id.UUID), h)
 	if err != nil {
 		return nil, err
 	}
-	var ls *lease
-	release := func() {
-		if ls != nil {
-			ls.release(context.WithoutCancel(ctx))
-		}
+	c, err := b.claim(ctx, h)
+	if err != nil {
 		lock.release()
-	}
-	if l.s3 != nil {
-		if ls, err = acquireLease(ctx, l.url, l.s3, h); err != nil {
-			lock.release()
-			return nil, err
-		}
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			release()
+			c.release(context.WithoutCancel(ctx))
+			lock.release()
 		}
 	}()
-	if err := l.ensureMeta(ctx); err != nil {
-		return nil, fmt.Errorf("open volume %s: %w", l.url, err)
+	path := b.metaPath(id.UUID)
+	if err := ensureMeta(ctx, b, path); err != nil {
+		return nil, fmt.Errorf("open volume %s: %w", url, err)
 	}
-	db, err := meta.Open(ctx, l.metaPath(), meta.Options{})
+	db, err := meta.Open(ctx, path, meta.Options{})
 	if err != nil {
-		return nil, fmt.Errorf("open volume %s: %w", l.url, err)
+		return nil, fmt.Errorf("open volume %s: %w", url, err)
 	}
 	uuid, err := db.Setting(ctx, "uuid")
 	if err == nil && uuid != id.UUID {
@@ -425,48 +284,45 @@ func (l *location) open(ctx context.Context, h Holder, cacheBytes int64) (v *Vol
 	}
 	if err != nil {
 		db.Close(ctx)
-		return nil, fmt.Errorf("open volume %s: %w", l.url, err)
+		return nil, fmt.Errorf("open volume %s: %w", url, err)
 	}
-	objs := l.objs
-	ropts := replica.Options{}
-	if ls != nil {
-		objs = fencedStore{Store: l.objs, l: ls}
-		ropts.Fenced = func() bool { return !ls.held() }
-	}
-	rep, err := replica.Start(ctx, db, l.target(), ropts)
+	objs := c.fence(b.objects())
+	rep, err := replica.Start(ctx, db, b.replica(), replica.Options{Fenced: c.lost})
 	if err != nil {
 		db.Close(ctx)
-		return nil, fmt.Errorf("open volume %s: %w", l.url, err)
+		return nil, fmt.Errorf("open volume %s: %w", url, err)
 	}
-	v = &Volume{
-		URL:      l.url,
-		UUID:     id.UUID,
-		Capacity: id.Capacity,
-		Objects:  objs,
-		Blocks:   blockstore.New(objs, blockstore.Options{CacheBytes: cacheBytes}),
-		Meta:     db,
-		Replica:  rep,
-		lock:     lock,
-		lease:    ls,
-	}
-	if ls != nil {
-		v.LeaseLost = ls.lostCh
-	}
-	return v, nil
+	return &Volume{
+		URL:       url,
+		UUID:      id.UUID,
+		Capacity:  id.Capacity,
+		Objects:   objs,
+		Blocks:    blockstore.New(objs, blockstore.Options{CacheBytes: cacheBytes}),
+		Meta:      db,
+		Replica:   rep,
+		LeaseLost: c.lostCh(),
+		lock:      lock,
+		claim:     c,
+	}, nil
 }
 
-// ensureMeta makes sure the local metadata database exists and is current:
-// restored from the replica when missing (the host lost it) or, for an S3
-// volume, when another host has shipped changes since this one last held
-// the volume.
-func (l *location) ensureMeta(ctx context.Context) error {
-	path := l.metaPath()
-	_, err := os.Stat(path)
-	switch {
-	case err == nil && l.s3 == nil:
-		return nil
+// lockVolume takes the local lock at path, making its directory first
+// (an S3 volume's cache directory may not exist yet).
+func lockVolume(url, path string, h Holder) (*lockFile, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("lock volume %s: %w", url, err)
+	}
+	return acquire(url, path, h)
+}
+
+// ensureMeta makes sure the local metadata database at path exists and is
+// current: restored from the replica when missing (the host lost it) or
+// when the backend says another host has shipped changes since this one
+// last held the volume.
+func ensureMeta(ctx context.Context, b backend, path string) error {
+	switch _, err := os.Stat(path); {
 	case err == nil:
-		stale, err := replica.Stale(ctx, path, l.target())
+		stale, err := b.stale(ctx, path)
 		if err != nil || !stale {
 			return err
 		}
@@ -476,7 +332,7 @@ func (l *location) ensureMeta(ctx context.Context) error {
 	case !errors.Is(err, fs.ErrNotExist):
 		return err
 	}
-	if err := replica.Restore(ctx, path, l.target()); err != nil {
+	if err := replica.Restore(ctx, path, b.replica()); err != nil {
 		if errors.Is(err, replica.ErrNoReplica) {
 			return fmt.Errorf("its metadata is missing from %s and there is no replica to restore it from", filepath.Dir(path))
 		}
@@ -497,9 +353,7 @@ func (v *Volume) Close(ctx context.Context) error {
 			err = rerr
 		}
 	}
-	if v.lease != nil {
-		v.lease.release(ctx)
-	}
+	v.claim.release(ctx)
 	v.lock.release()
 	v.lock = nil
 	if err != nil {
@@ -535,37 +389,33 @@ func Inspect(ctx context.Context, url string) (Status, error) {
 // other fields are ignored). An S3 volume whose local metadata is missing is
 // read from a scratch restore of its replica.
 func InspectWith(ctx context.Context, url string, opts OpenOptions) (Status, error) {
-	l, err := resolve(ctx, url)
+	b, err := resolve(ctx, url, opts.CacheDir)
 	if err != nil {
 		return Status{}, err
 	}
-	l.cacheOverride = opts.CacheDir
-	id, err := l.identity(ctx)
+	id, err := identityOf(ctx, url, b)
 	if err != nil {
 		return Status{}, err
 	}
 	st := Status{URL: url, UUID: id.UUID, Capacity: id.Capacity}
-	if st.Mounted, st.Holder, err = held(l.lockPath()); err != nil {
+	if st.Mounted, st.Holder, err = held(b.lockPath(id.UUID)); err != nil {
 		return Status{}, fmt.Errorf("status of %s: %w", url, err)
 	}
-	path := l.metaPath()
-	if l.s3 != nil {
-		if !st.Mounted {
-			if rec, _, err := (&lease{s: l.s3, key: l.s3.Prefix() + leaseKey}).read(ctx); err == nil && time.Now().Before(rec.Expires) {
-				h := rec.Holder
-				st.Mounted, st.Holder = true, &h
-			}
+	if !st.Mounted {
+		st.Holder, st.Mounted = b.remoteHolder(ctx)
+	}
+	path := b.metaPath(id.UUID)
+	if _, err := os.Stat(path); err != nil {
+		// This host has no copy (an S3 volume never mounted here): read
+		// a scratch restore of the replica.
+		scratch, err := os.MkdirTemp("", "ohm-status-")
+		if err != nil {
+			return Status{}, fmt.Errorf("status of %s: %w", url, err)
 		}
-		if _, err := os.Stat(path); err != nil {
-			scratch, err := os.MkdirTemp("", "ohm-status-")
-			if err != nil {
-				return Status{}, fmt.Errorf("status of %s: %w", url, err)
-			}
-			defer os.RemoveAll(scratch)
-			path = filepath.Join(scratch, "meta.db")
-			if err := replica.Restore(ctx, path, l.target()); err != nil {
-				return Status{}, fmt.Errorf("status of %s: %w", url, err)
-			}
+		defer os.RemoveAll(scratch)
+		path = filepath.Join(scratch, "meta.db")
+		if err := replica.Restore(ctx, path, b.replica()); err != nil {
+			return Status{}, fmt.Errorf("status of %s: %w", url, err)
 		}
 	}
 	if rs, ok := replica.ReadStatus(path); ok {
@@ -586,7 +436,7 @@ func InspectWith(ctx context.Context, url string, opts OpenOptions) (Status, err
 		return Status{}, fmt.Errorf("status of %s: %w", url, err)
 	}
 	st.FreedBlocks = uint64(len(freed))
-	bs := blockstore.New(l.objs, blockstore.Options{CacheBytes: -1})
+	bs := blockstore.New(b.objects(), blockstore.Options{CacheBytes: -1})
 	err = bs.List(ctx, func(_ uint64, size int64, _ time.Time) error {
 		st.Blocks++
 		st.StoredBytes += uint64(size)
@@ -628,12 +478,11 @@ func Fsck(ctx context.Context, url string) ([]meta.Problem, error) {
 
 // FsckVolume is Fsck with options and a fuller report.
 func FsckVolume(ctx context.Context, url string, opts FsckOptions) (*FsckReport, error) {
-	l, err := resolve(ctx, url)
+	b, err := resolve(ctx, url, opts.CacheDir)
 	if err != nil {
 		return nil, err
 	}
-	l.cacheOverride = opts.CacheDir
-	v, err := l.open(ctx, Holder{Command: "ohm fs fsck"}, -1)
+	v, err := openBackend(ctx, url, b, Holder{Command: "ohm fs fsck"}, -1)
 	if err != nil {
 		return nil, err
 	}
@@ -731,12 +580,11 @@ type GCOptions struct {
 // the default.
 func GCWith(ctx context.Context, url string, opts GCOptions) (GCResult, error) {
 	grace := opts.Grace
-	l, err := resolve(ctx, url)
+	b, err := resolve(ctx, url, opts.CacheDir)
 	if err != nil {
 		return GCResult{}, err
 	}
-	l.cacheOverride = opts.CacheDir
-	v, err := l.open(ctx, Holder{Command: "ohm fs gc"}, -1)
+	v, err := openBackend(ctx, url, b, Holder{Command: "ohm fs gc"}, -1)
 	if errors.Is(err, ErrBusy) {
 		return GCResult{}, fmt.Errorf("%w; it collects its own garbage while mounted", err)
 	}
@@ -842,92 +690,31 @@ func (v *Volume) gc(ctx context.Context, grace time.Duration) (GCResult, error) 
 // volume is open, and with ErrNotVolume (removing nothing) if url holds no
 // volume.
 func Destroy(ctx context.Context, url string) error {
-	l, err := resolve(ctx, url)
+	b, err := resolve(ctx, url, "")
 	if err != nil {
 		return err
 	}
-	if _, err := l.identity(ctx); err != nil {
+	id, err := identityOf(ctx, url, b)
+	if err != nil {
 		return err
 	}
-	if l.s3 != nil {
-		return l.destroyS3(ctx)
-	}
-	lock, err := acquire(l.url, l.lockPath(), Holder{Command: "ohm fs destroy"})
+	h := Holder{Command: "ohm fs destroy"}
+	lock, err := lockVolume(url, b.lockPath(id.UUID), h)
 	if err != nil {
 		return err
 	}
 	defer lock.release()
-	// ohmfs.json goes last, so that an interrupted destroy can be run
-	// again: the location stays recognisably a volume until the end.
-	ents, err := os.ReadDir(l.dir)
+	c, err := b.claim(ctx, h)
+	if err != nil {
+		return err
+	}
+	// The claim's own object (an S3 lease) goes with everything else:
+	// nothing may write it again.
+	c.abandon()
+	err = b.destroy(ctx, id.UUID)
+	c.release(ctx)
 	if err != nil {
 		return fmt.Errorf("destroy %s: %w", url, err)
-	}
-	for _, e := range ents {
-		if e.Name() == identityKey {
-			continue
-		}
-		if err := os.RemoveAll(filepath.Join(l.dir, e.Name())); err != nil {
-			return fmt.Errorf("destroy %s: %w", url, err)
-		}
-	}
-	if err := os.RemoveAll(l.dir); err != nil {
-		return fmt.Errorf("destroy %s: %w", url, err)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// destroyS3 deletes every object under the volume's prefix, ohmfs.json
-// last, and the local cache directory.
-func (l *location) destroyS3(ctx context.Context) error {
-	if err := os.MkdirAll(l.cacheDir(), 0o755); err != nil {
-		return fmt.Errorf("destroy %s: %w", l.url, err)
-	}
-	lock, err := acquire(l.url, l.lockPath(), Holder{Command: "ohm fs destroy"})
-	if err != nil {
-		return err
-	}
-	ls, err := acquireLease(ctx, l.url, l.s3, Holder{Command: "ohm fs destroy"})
-	if err != nil {
-		lock.release()
-		return err
-	}
-	ls.markLost() // it is deleted with everything else
-	var keys []string
-	err = l.objs.List(ctx, "", func(oi objstore.ObjectInfo) error {
-		if oi.Key != identityKey {
-			keys = append(keys, oi.Key)
-		}
-		return nil
-	})
-	for _, k := range keys {
-		if err != nil {
-			break
-		}
-		err = l.objs.Delete(ctx, k)
-	}
-	if err == nil {
-		err = l.objs.Delete(ctx, identityKey)
-	}
-	ls.release(ctx)
-	lock.release()
-	if err == nil {
-		err = os.RemoveAll(l.cacheDir())
-	}
-	if err != nil {
-		return fmt.Errorf("destroy %s: %w", l.url, err)
 	}
 	return nil
 }
