@@ -28,6 +28,9 @@ import (
 const helperEnv = "OHM_FUSEFS_HELPER"
 
 func TestMain(m *testing.M) {
+	if os.Getenv(freshBootEnv) != "" {
+		os.Exit(runAsFreshBoot(m))
+	}
 	if h := os.Getenv(helperEnv); h != "" {
 		kind, path, _ := strings.Cut(h, ":")
 		switch kind {

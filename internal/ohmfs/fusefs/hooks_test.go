@@ -3,9 +3,13 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -105,5 +109,57 @@ func TestAbort(t *testing.T) {
 		if err := f.Sync(); err == nil {
 			t.Error("write and fsync to an aborted mount succeeded")
 		}
+	}
+}
+
+// freshBootEnv makes the test binary run its tests in a mount namespace
+// of its own without fusectl mounted, as on a machine just booted with an
+// init that does not mount it (see TestAbortWithoutFusectl).
+const freshBootEnv = "OHM_FUSEFS_FRESH_BOOT"
+
+// runAsFreshBoot unmounts fusectl (in this process's own mount namespace:
+// the host keeps its mount), runs the tests, and checks that they mounted
+// it again.
+func runAsFreshBoot(m *testing.M) int {
+	for i := 0; i < 10; i++ {
+		if ok, err := controlMounted(); err != nil || !ok {
+			break
+		}
+		if err := unix.Unmount(ControlDir, unix.MNT_DETACH); err != nil {
+			fmt.Fprintf(os.Stderr, "unmount %s: %v\n", ControlDir, err)
+			return 2
+		}
+	}
+	if ok, err := controlMounted(); err != nil || ok {
+		fmt.Fprintf(os.Stderr, "fusectl still mounted at %s (%v)\n", ControlDir, err)
+		return 2
+	}
+	if code := m.Run(); code != 0 {
+		return code
+	}
+	if ok, _ := controlMounted(); !ok {
+		fmt.Fprintf(os.Stderr, "the tests passed, but fusectl is not mounted at %s after them\n", ControlDir)
+		return 1
+	}
+	return 0
+}
+
+// TestAbortWithoutFusectl runs TestAbort where nothing has mounted
+// fusectl yet: Abort must mount it itself. It runs in a mount namespace of
+// its own, so that other processes on the host keep theirs.
+func TestAbortWithoutFusectl(t *testing.T) {
+	requireFUSE(t)
+	if os.Getenv(freshBootEnv) != "" {
+		t.Skip("already in the fresh-boot namespace")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestAbort$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), freshBootEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("TestAbort without fusectl mounted: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "--- PASS: TestAbort ") {
+		t.Fatalf("TestAbort did not run in the fresh-boot namespace:\n%s", out)
 	}
 }

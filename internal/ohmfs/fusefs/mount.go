@@ -363,9 +363,8 @@ func (m *Mounted) Abort() error {
 		close(m.stopSync)
 		<-m.syncDone
 		if m.conn > 0 {
-			p := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", m.conn)
-			if err := os.WriteFile(p, []byte("1"), 0); err != nil {
-				errs = append(errs, fmt.Errorf("abort the FUSE connection: %w", err))
+			if err := AbortConnection(m.conn); err != nil {
+				errs = append(errs, err)
 			}
 		}
 		if err := unix.Unmount(m.mountpoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
