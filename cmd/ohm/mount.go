@@ -30,7 +30,6 @@ import (
 
 // addMountCommands adds `fs mount` and `fs umount` to cmd.
 func addMountCommands(cmd *cobra.Command) {
-	cmd.AddCommand(newWritebackCmd())
 	cmd.AddCommand(newMountCmd(), newUmountCmd())
 }
 
@@ -172,7 +171,6 @@ func mountForeground(ctx context.Context, url, mp string, cacheBytes int64, f mo
 	logger := log.New(os.Stderr, "", log.LstdFlags)
 	fopts := fusefs.Options{Debug: f.debug, NoWritebackCache: f.noWBCache, Logger: logger}
 	fopts.VFS.Reserve = f.reserveBytes
-	fopts.StartWriteback = startWritebackHelper
 	if f.fsync == fsyncReplica {
 		// vfs has committed the change locally when this runs: Flush
 		// ships everything committed so far.
@@ -420,54 +418,4 @@ func unmountRetryingBusy(ctx context.Context, mp string) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-// startWritebackHelper runs the writeback loop of the mount at mp in a
-// child process (`ohm fs writeback`), so that this process, which serves
-// the mount, never waits on it itself (see fusefs.Options.StartWriteback).
-// The child dies with this process.
-func startWritebackHelper(mp string, interval time.Duration) (stop func(), err error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(self, "fs", "writeback", mp, "--interval", interval.String())
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	return func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}, nil
-}
-
-// newWritebackCmd is the hidden helper startWritebackHelper runs.
-func newWritebackCmd() *cobra.Command {
-	var interval time.Duration
-	cmd := &cobra.Command{
-		Use:    "writeback MOUNTPOINT",
-		Short:  "Make the kernel write an ohmfs mount's cached writes back periodically (run by ohm fs mount)",
-		Hidden: true,
-		Args:   cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithCancel(cmd.Context())
-			defer cancel()
-			parent := os.Getppid()
-			go func() {
-				// Pdeathsig follows the thread that started us; the
-				// parent's pid is the surer sign.
-				for ctx.Err() == nil {
-					if os.Getppid() != parent {
-						cancel()
-					}
-					time.Sleep(time.Second)
-				}
-			}()
-			return fusefs.Writeback(ctx, args[0], interval)
-		},
-	}
-	cmd.Flags().DurationVar(&interval, "interval", 500*time.Millisecond, "how often")
-	return cmd
 }

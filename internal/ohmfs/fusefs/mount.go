@@ -52,17 +52,8 @@ type Options struct {
 	// SyncInterval is how often the kernel is made to write back dirty
 	// pages (syncfs), so that writes it holds in its writeback cache reach
 	// vfs and its commit bound. Default: half of VFS.CommitInterval (or
-	// 500 ms).
+	// 500 ms). The loop runs in a helper process (see writeback.go).
 	SyncInterval time.Duration
-
-	// StartWriteback, if set, runs the writeback loop (Writeback) outside
-	// this process and returns how to stop it; by default it runs in a
-	// goroutine. A process that serves a mount must not itself make calls
-	// into it that wait for an answer: killed in the middle of one, its
-	// thread would wait forever for the answer only the dead process could
-	// give, the process could not finish dying, and the mount and the
-	// volume's lock would stay held until someone aborted the connection.
-	StartWriteback func(mountpoint string, interval time.Duration) (stop func(), err error)
 
 	// AfterFsync, if set, runs after every successful fsync and fsyncdir
 	// (vfs has made the change durable in the volume's local metadata and
@@ -188,48 +179,24 @@ func Mount(ctx context.Context, vol *volume.Volume, mountpoint string, opts Opti
 			interval = 500 * time.Millisecond
 		}
 	}
-	switch {
-	case !raw.writeback.Load():
+	if !raw.writeback.Load() {
 		close(m.syncDone)
-	case opts.StartWriteback != nil:
-		stop, err := opts.StartWriteback(mp, interval)
-		if err != nil {
-			m.Close(ctx)
-			return nil, fmt.Errorf("mount %s: start the writeback loop: %w", mountpoint, err)
-		}
-		go func() {
-			defer close(m.syncDone)
-			select {
-			case <-m.stopSync:
-			case <-m.done:
-			}
-			stop()
-		}()
-	default:
-		go m.syncLoop(interval)
+		return m, nil
 	}
-	return m, nil
-}
-
-// Writeback makes the kernel write back the dirty pages of the ohmfs mount
-// at mountpoint every interval, until ctx ends or the mount is gone. It is
-// the loop Mount runs, for a helper process (see Options.StartWriteback).
-func Writeback(ctx context.Context, mountpoint string, interval time.Duration) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
+	stop, err := startWriteback(mp, st.Dev, interval)
+	if err != nil {
+		m.Close(ctx)
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	go func() {
+		defer close(m.syncDone)
 		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
+		case <-m.stopSync:
+		case <-m.done:
 		}
-		if fstype, ok, err := MountedAt(mountpoint); err != nil || !ok || fstype != "fuse."+FSName {
-			return err
-		}
-		if err := syncfs(mountpoint); errors.Is(err, unix.ENOTCONN) {
-			return nil
-		}
-	}
+		stop()
+	}()
+	return m, nil
 }
 
 func mountOptions(opts Options, logger *log.Logger) *fuse.MountOptions {
@@ -254,27 +221,6 @@ func mountOptions(opts Options, logger *log.Logger) *fuse.MountOptions {
 		ExtraCapabilities:        extra,
 		Debug:                    opts.Debug,
 		Logger:                   logger,
-	}
-}
-
-// syncLoop makes the kernel write back the dirty pages of its writeback
-// cache to vfs every interval. Left alone the kernel may hold them for
-// up to 30 s (vm.dirty_expire_centisecs), which the durability contract
-// does not allow. The root is opened anew each time, so that no open file
-// of ours keeps an administrator's umount from succeeding.
-func (m *Mounted) syncLoop(interval time.Duration) {
-	defer close(m.syncDone)
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-m.stopSync:
-			return
-		case <-m.done:
-			return
-		case <-t.C:
-			syncfs(m.mountpoint)
-		}
 	}
 }
 
