@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"ohm/internal/ohmfs/mount"
 )
 
 // runOhm runs the CLI in-process and returns its stdout and error.
@@ -83,5 +85,27 @@ func TestFSStatusJSON(t *testing.T) {
 	var ec exitCodeError
 	if _, err := runOhm(t, "fs", "fsck", vol, "--json"); errors.As(err, &ec) {
 		t.Errorf("fsck --json of a clean volume exited %d", ec.code)
+	}
+}
+
+// TestMountArgsRoundTrip: what mount.Start runs (Config.Args) parses
+// back into the same Config, so a detached mount serves what was asked.
+func TestMountArgsRoundTrip(t *testing.T) {
+	for _, c := range []mount.Config{
+		{Volume: "/var/lib/v", Mountpoint: "/mnt/a", CacheBytes: 256 << 20, Reserve: 1 << 30, Fsync: mount.FsyncLocal},
+		{Volume: "s3://b/p", Mountpoint: "/mnt/b", CacheBytes: 1, Reserve: 0, CacheDir: "/var/cache/x", Fsync: mount.FsyncReplica,
+			Debug: true, NoWritebackCache: true, CPUProfile: "/tmp/p"},
+	} {
+		cmd := newMountCmd()
+		if err := cmd.ParseFlags(c.Args()[2:]); err != nil {
+			t.Fatalf("parse %q: %v", c.Args(), err)
+		}
+		got, err := mountConfig(cmd, cmd.Flags().Args())
+		if err != nil {
+			t.Fatalf("config from %q: %v", c.Args(), err)
+		}
+		if got != c {
+			t.Errorf("Args %q parse back to %+v, want %+v", c.Args(), got, c)
+		}
 	}
 }

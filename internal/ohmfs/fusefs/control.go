@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
@@ -81,4 +82,43 @@ func writeAbort(path string) error {
 		err = cerr
 	}
 	return err
+}
+
+// Detach ends the FUSE mount at path whatever state its server is in:
+// the connection is aborted (so that nothing waits on a dead or stuck
+// server any more) and the mount detached. It is for cleaning up after a
+// server that died; a live mount is unmounted with Close.
+func Detach(path string) error {
+	fstype, ok, err := MountedAt(path)
+	if err != nil || !ok {
+		return err
+	}
+	var errs []error
+	if strings.HasPrefix(fstype, "fuse") {
+		// The root's attributes would come from the server; the
+		// mount table has the device without asking it.
+		if dev, err := mountDevice(path); err == nil {
+			if err := AbortConnection(int(unix.Minor(dev))); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+		errs = append(errs, fmt.Errorf("detach %s: %w", path, err))
+	}
+	return errors.Join(errs...)
+}
+
+// mountDevice returns the device of the filesystem mounted at path, as
+// the mount table gives it.
+func mountDevice(path string) (uint64, error) {
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(path))
+	if err != nil {
+		return 0, err
+	}
+	if len(ms) == 0 {
+		return 0, fmt.Errorf("%s is not mounted", path)
+	}
+	m := ms[len(ms)-1]
+	return unix.Mkdev(uint32(m.Major), uint32(m.Minor)), nil
 }

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"ohm/internal/ohmfs/fusefs"
 )
 
 var (
@@ -320,7 +322,7 @@ func unescapeMount(s string) string {
 // dead connection stays blocked until it is aborted), then detaches it.
 func ForceUnmount(dir string) {
 	if minor, ok := fuseConnection(dir); ok {
-		os.WriteFile(fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", minor), []byte("1"), 0)
+		fusefs.AbortConnection(minor) // mounting fusectl first on a fresh boot
 	}
 	for i := 0; i < 5 && Mounted(dir); i++ {
 		if exec.Command("umount", "-l", dir).Run() != nil {

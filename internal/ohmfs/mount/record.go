@@ -1,0 +1,78 @@
+package mount
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// RunDir holds one small JSON file per live mount, naming the process
+// that serves it, so that Unmount can wait for that process.
+const RunDir = "/run/ohm/mounts"
+
+// Record is what a serving process leaves in RunDir while it serves.
+type Record struct {
+	PID        int    `json:"pid"`
+	Volume     string `json:"volume"`
+	Mountpoint string `json:"mountpoint"`
+}
+
+// recordPath is the record of the mount at mountpoint.
+func recordPath(mountpoint string) string {
+	sum := sha256.Sum256([]byte(mountpoint))
+	return filepath.Join(RunDir, hex.EncodeToString(sum[:8])+".json")
+}
+
+// writeRecord writes rec atomically and returns its path.
+func writeRecord(rec Record) (string, error) {
+	path := recordPath(rec.Mountpoint)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return path, fmt.Errorf("record mount: %w", err)
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return path, fmt.Errorf("record mount: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return path, fmt.Errorf("record mount: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return path, fmt.Errorf("record mount: %w", err)
+	}
+	return path, nil
+}
+
+// readRecord returns the record of the mount at mountpoint if the process
+// it names is alive.
+func readRecord(mountpoint string) (Record, bool) {
+	var rec Record
+	b, err := os.ReadFile(recordPath(mountpoint))
+	if err != nil || json.Unmarshal(b, &rec) != nil || rec.Mountpoint != mountpoint || !processAlive(rec.PID) {
+		return Record{}, false
+	}
+	return rec, true
+}
+
+// processAlive reports whether pid is a live process (not a zombie).
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...; comm may hold spaces and parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return false
+	}
+	return s[i+2] != 'Z' && s[i+2] != 'X'
+}
