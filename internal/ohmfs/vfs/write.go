@@ -1,0 +1,69 @@
+package vfs
+
+import (
+	"context"
+	"math"
+	"syscall"
+	"time"
+
+	"ohm/internal/ohmfs/meta"
+)
+
+// Write writes data at off.
+func (fs *FS) Write(ctx context.Context, ino meta.Ino, fh Handle, off int64, data []byte) (int, error) {
+	if off < 0 {
+		return 0, syscall.EINVAL
+	}
+	if len(data) == 0 {
+		return 0, nil
+	}
+	if uint64(off)+uint64(len(data)) > math.MaxInt64 {
+		return 0, syscall.EFBIG
+	}
+	if err := fs.throttle(); err != nil {
+		return 0, err
+	}
+	if err := fs.admitSpace(uint64(len(data))); err != nil {
+		return 0, err
+	}
+	f, _, err := fs.fileOf(ctx, ino, fh)
+	if err != nil {
+		return 0, err
+	}
+	defer fs.unlockFile(f)
+	if f.dead {
+		return 0, syscall.ESTALE
+	}
+	if !f.regular {
+		if f.dir {
+			return 0, syscall.EISDIR
+		}
+		return 0, syscall.EINVAL
+	}
+	pos := uint64(off)
+	written := 0
+	for written < len(data) {
+		idx, coff := pos/chunkSize, int(pos%chunkSize)
+		l := min(chunkSize-coff, len(data)-written)
+		dc, err := fs.dirtyChunkLocked(ctx, f, idx, coff, coff+l)
+		if err != nil {
+			if written > 0 {
+				break
+			}
+			return 0, err
+		}
+		fs.writeAt(f, dc, coff, data[written:written+l])
+		written += l
+		pos += uint64(l)
+		if coff+l == chunkSize && len(dc.buf) == chunkSize {
+			// A full chunk: stream it out now rather than at the commit.
+			fs.startUploadLocked(f, dc)
+		}
+	}
+	if pos > f.size {
+		f.size = pos
+	}
+	now := time.Now()
+	f.mtime, f.ctime, f.timesDirty = now, now, true
+	return written, nil
+}
