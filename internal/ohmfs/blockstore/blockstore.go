@@ -334,6 +334,17 @@ func (s *Store) List(ctx context.Context, fn func(id uint64, size int64, mtime t
 	})
 }
 
+// CleanTemp removes what interrupted writes left in the object store (the
+// file store's temporary files) older than olderThan, and returns how many
+// it removed.
+func (s *Store) CleanTemp(ctx context.Context, olderThan time.Duration) (int, error) {
+	n, err := objstore.CleanTemp(ctx, s.objs, olderThan)
+	if err != nil {
+		return n, fmt.Errorf("clean temporary objects: %w", err)
+	}
+	return n, nil
+}
+
 // Stats reports what the store holds and has done.
 type Stats struct {
 	CacheBytes  int64

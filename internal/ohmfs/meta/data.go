@@ -306,6 +306,19 @@ func (db *DB) FreedBlocks(ctx context.Context, cutoff time.Time) ([]FreedBlock, 
 	return out, nil
 }
 
+// FreedCount returns how many blocks wait in the freed list.
+func (db *DB) FreedCount(ctx context.Context) (uint64, error) {
+	var n int64
+	err := db.read(func() error {
+		_, err := db.c.queryRow("SELECT count(*) FROM freed_blocks", nil, &n)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count freed blocks: %w", err)
+	}
+	return uint64(n), nil
+}
+
 // ForgetFreed removes ids from the freed list once their objects are deleted.
 func (db *DB) ForgetFreed(ctx context.Context, ids []uint64) error {
 	err := db.write(func() error {

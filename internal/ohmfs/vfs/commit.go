@@ -81,6 +81,9 @@ func (fs *FS) commitLoop() {
 		err := fs.Sync(fs.bg)
 		if err != nil {
 			fs.flushErr.Store(&err)
+			if fs.bg.Err() == nil {
+				fs.report("commit", err)
+			}
 		} else {
 			fs.flushErr.Store(nil)
 		}

@@ -18,7 +18,7 @@ package vfs
 import (
 	"context"
 	"errors"
-	"fmt"
+	"log"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +53,10 @@ type Config struct {
 	FreeSpace func() (uint64, error)
 	// Reserve is the host space FreeSpace must keep; default DefaultReserve.
 	Reserve uint64
+	// Logger receives the errors of background work that no caller waits
+	// for (the commit loop, garbage collection, deletes of blocks nothing
+	// references). Default log.Default().
+	Logger *log.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -81,6 +85,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Reserve == 0 {
 		c.Reserve = DefaultReserve
+	}
+	if c.Logger == nil {
+		c.Logger = log.Default()
 	}
 	if c.MaxDirty < 4*meta.ChunkSize {
 		c.MaxDirty = 4 * meta.ChunkSize
@@ -120,6 +127,8 @@ type FS struct {
 	mem       memGauge
 	space     spaceGuard
 	flushErr  atomic.Pointer[error] // last error of the commit loop, for throttled writers
+	stats     counters
+	reported  reportState
 
 	metaCommit *groupCommit // meta.Commit, grouped
 
@@ -135,19 +144,9 @@ type FS struct {
 // capacity is what StatFS reports as the size.
 func New(ctx context.Context, m *meta.DB, b *blockstore.Store, capacity uint64, cfg Config) (*FS, error) {
 	cfg = cfg.withDefaults()
-	orphans, err := m.Orphans(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list orphans: %w", err)
-	}
-	for _, ino := range orphans {
-		if err := m.Purge(ctx, ino); err != nil {
-			return nil, fmt.Errorf("purge orphan inode %d: %w", ino, err)
-		}
-	}
-	if len(orphans) > 0 {
-		if err := m.Commit(ctx); err != nil {
-			return nil, fmt.Errorf("commit orphan purge: %w", err)
-		}
+	// Nothing has these open any more: the process that had died.
+	if _, err := purgeOrphans(ctx, m); err != nil {
+		return nil, err
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	fs := &FS{

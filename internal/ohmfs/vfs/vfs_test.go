@@ -515,7 +515,7 @@ func TestCommitInterval(t *testing.T) {
 
 func TestGCDeletesFreedBlocks(t *testing.T) {
 	ctx := context.Background()
-	fs, v := newFS(t, Config{GCGrace: time.Millisecond, GCInterval: time.Hour})
+	fs, v := newFS(t, Config{GCGrace: -1, GCInterval: time.Hour})
 	ino, fh := create(t, fs, "f")
 	write(t, fs, ino, fh, 0, randBytes(meta.ChunkSize, 8))
 	if err := fs.Fsync(ctx, ino, fh, false); err != nil {
@@ -529,9 +529,12 @@ func TestGCDeletesFreedBlocks(t *testing.T) {
 	if err := fs.Unlink(ctx, meta.RootIno, "f"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(5 * time.Millisecond)
-	if err := fs.GC(ctx); err != nil {
+	res, err := fs.GC(ctx)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if res.DeletedBlocks != 1 {
+		t.Errorf("GC deleted %d blocks, want 1", res.DeletedBlocks)
 	}
 	if _, err := v.objs.Head(ctx, blockstore.Key(id)); !errors.Is(err, objstore.ErrNotFound) {
 		t.Fatalf("block %d still stored after GC: %v", id, err)

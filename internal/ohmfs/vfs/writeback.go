@@ -88,7 +88,10 @@ func (fs *FS) deleteUnreferenced(id uint64) {
 	fs.bgWork.Add(1)
 	go func() {
 		defer fs.bgWork.Done()
-		_ = fs.b.Delete(fs.bg, id)
+		if err := fs.b.Delete(fs.bg, id); err != nil && fs.bg.Err() == nil {
+			// Only space is lost: an offline gc finds the block again.
+			fs.report("delete an unreferenced block", err)
+		}
 	}()
 }
 
