@@ -39,6 +39,7 @@ import (
 	"ohm/internal/ohmfs/meta"
 	"ohm/internal/ohmfs/objstore"
 	"ohm/internal/ohmfs/replica"
+	"ohm/internal/ohmfs/vfs"
 )
 
 // DefaultCacheRoot holds the local metadata of S3 volumes, one directory
@@ -431,11 +432,9 @@ func InspectWith(ctx context.Context, url string, opts OpenOptions) (Status, err
 		return Status{}, fmt.Errorf("status of %s: %w", url, err)
 	}
 	st.Files, st.UsedBytes = u.Inodes, u.UsedBytes
-	freed, err := db.FreedBlocks(ctx, time.Now().Add(100*365*24*time.Hour))
-	if err != nil {
+	if st.FreedBlocks, err = db.FreedCount(ctx); err != nil {
 		return Status{}, fmt.Errorf("status of %s: %w", url, err)
 	}
-	st.FreedBlocks = uint64(len(freed))
 	bs := blockstore.New(b.objects(), blockstore.Options{CacheBytes: -1})
 	err = bs.List(ctx, func(_ uint64, size int64, _ time.Time) error {
 		st.Blocks++
@@ -553,13 +552,7 @@ func (v *Volume) listBlocks(ctx context.Context) (map[uint64]storedBlock, error)
 }
 
 // GCResult says what GC did.
-type GCResult struct {
-	DeletedBlocks uint64 `json:"deleted_blocks"`
-	DeletedBytes  uint64 `json:"deleted_bytes"`
-	KeptYoung     uint64 `json:"kept_young"`     // unreferenced but younger than the grace period
-	PurgedOrphans uint64 `json:"purged_orphans"` // files unlinked while open before a crash, now deleted
-	TempFiles     uint64 `json:"temp_files"`     // crash leftovers of interrupted writes, removed
-}
+type GCResult = vfs.GCResult
 
 // GC deletes blocks that nothing references and that were freed (or, for
 // blocks never referenced, written) more than grace ago. A volume that is
@@ -601,89 +594,10 @@ func GCWith(ctx context.Context, url string, opts GCOptions) (GCResult, error) {
 	return res, nil
 }
 
+// gc runs the offline collection of package vfs, which is also what a
+// mount runs online.
 func (v *Volume) gc(ctx context.Context, grace time.Duration) (GCResult, error) {
-	var res GCResult
-	cutoff := time.Now().Add(-grace)
-
-	// Nothing has the volume open, so orphans (unlinked while open, then
-	// a crash) are garbage now. Purging frees their blocks for later.
-	orphans, err := v.Meta.Orphans(ctx)
-	if err != nil {
-		return res, err
-	}
-	for _, ino := range orphans {
-		if err := v.Meta.Purge(ctx, ino); err != nil {
-			return res, err
-		}
-		res.PurgedOrphans++
-	}
-	if err := v.Meta.Commit(ctx); err != nil {
-		return res, err
-	}
-
-	stored, err := v.listBlocks(ctx)
-	if err != nil {
-		return res, err
-	}
-	referenced := make(map[uint64]bool)
-	if err := v.Meta.ReferencedBlocks(ctx, func(id uint64) error { referenced[id] = true; return nil }); err != nil {
-		return res, err
-	}
-	freed, err := v.Meta.FreedBlocks(ctx, time.Now().Add(100*365*24*time.Hour))
-	if err != nil {
-		return res, err
-	}
-	deleteBlock := func(id uint64) error {
-		if b, ok := stored[id]; ok {
-			if err := v.Blocks.Delete(ctx, id); err != nil {
-				return err
-			}
-			res.DeletedBlocks++
-			res.DeletedBytes += uint64(b.size)
-			delete(stored, id)
-		}
-		return nil
-	}
-
-	// Freed blocks past the grace period. The objects go first: a crash
-	// before ForgetFreed only leaves ids whose deletion is repeated.
-	inFreed := make(map[uint64]bool, len(freed))
-	var forget []uint64
-	for _, f := range freed {
-		inFreed[f.ID] = true
-		if referenced[f.ID] || f.FreedAt.After(cutoff) {
-			continue // a referenced block in the freed list would be a meta bug: never delete it
-		}
-		if err := deleteBlock(f.ID); err != nil {
-			return res, err
-		}
-		forget = append(forget, f.ID)
-	}
-	if err := v.Meta.ForgetFreed(ctx, forget); err != nil {
-		return res, err
-	}
-	if err := v.Meta.Commit(ctx); err != nil {
-		return res, err
-	}
-
-	// Blocks nothing references and the freed list does not know: written
-	// by a mount that crashed before committing the chunks that named them.
-	for id, b := range stored {
-		if referenced[id] {
-			continue
-		}
-		if inFreed[id] || !b.mtime.Before(cutoff) {
-			res.KeptYoung++
-			continue
-		}
-		if err := deleteBlock(id); err != nil {
-			return res, err
-		}
-	}
-
-	n, err := objstore.CleanTemp(ctx, v.Objects, grace)
-	res.TempFiles = uint64(n)
-	return res, err
+	return vfs.Collect(ctx, v.Meta, v.Blocks, vfs.GCOptions{Grace: grace, Offline: true})
 }
 
 // Destroy removes the volume and all its data. It fails with ErrBusy if the
