@@ -115,9 +115,7 @@ func unwrapURLError(err error) error {
 
 func decodeError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	var eb struct {
-		Error ErrorBody `json:"error"`
-	}
+	var eb ErrorAnswer
 	if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
 		return &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
 	}
@@ -203,9 +201,7 @@ func readEvents(r io.Reader, fn func(*Event) error) error {
 
 // List returns every computer.
 func (c *Client) List(ctx context.Context) ([]Computer, error) {
-	var out struct {
-		Computers []Computer `json:"computers"`
-	}
+	var out ComputerList
 	if err := c.doJSON(ctx, http.MethodGet, "/v1/computers", nil, &out); err != nil {
 		return nil, err
 	}

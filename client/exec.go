@@ -97,9 +97,7 @@ func (c *Client) StartBackground(ctx context.Context, name string, req ExecReque
 
 // Processes lists a computer's background processes, running or exited.
 func (c *Client) Processes(ctx context.Context, name string) ([]Process, error) {
-	var out struct {
-		Processes []Process `json:"processes"`
-	}
+	var out ProcessList
 	if err := c.doJSON(ctx, http.MethodGet, computerPath(name)+"/processes", nil, &out); err != nil {
 		return nil, err
 	}

@@ -92,9 +92,7 @@ func (c *Client) Stat(ctx context.Context, name, p, user string) (*FileInfo, err
 // ListDir describes the entries of the directory dir in a computer, sorted
 // by name.
 func (c *Client) ListDir(ctx context.Context, name, dir, user string) ([]FileInfo, error) {
-	var out struct {
-		Entries []FileInfo `json:"entries"`
-	}
+	var out FileList
 	if err := c.doJSON(ctx, http.MethodGet, filesPath(name, "/list", dir, user, false), nil, &out); err != nil {
 		return nil, err
 	}

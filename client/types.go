@@ -9,7 +9,7 @@
 //
 //	{"error": {"code": "not_found", "message": "computer \"x\" does not exist"}}
 //
-// with an HTTP status matching the code (see the Code constants). Long
+// with the HTTP status of its code (see the Code constants and HTTPStatus). Long
 // operations answer with NDJSON (one JSON object per line, flushed as it
 // happens):
 //
@@ -57,6 +57,7 @@ package client
 
 import (
 	"fmt"
+	"sort"
 	"time"
 )
 
@@ -136,6 +137,22 @@ type ExecRequest struct {
 	Background bool `json:"background,omitempty"`
 }
 
+// ComputerList is the answer of GET /v1/computers.
+type ComputerList struct {
+	Computers []Computer `json:"computers"`
+}
+
+// Deleted is the answer of DELETE /v1/computers/{name}.
+type Deleted struct {
+	Name  string `json:"name"`
+	State string `json:"state"` // always "deleted"
+}
+
+// Health is the answer of GET /healthz.
+type Health struct {
+	Status string `json:"status"` // always "ok"
+}
+
 // Event is one line of an NDJSON answer (or one text message of an
 // interactive session).
 type Event struct {
@@ -163,6 +180,11 @@ type Process struct {
 	EndedAt   time.Time `json:"ended_at,omitzero"`
 }
 
+// ProcessList is the answer of GET /v1/computers/{name}/processes.
+type ProcessList struct {
+	Processes []Process `json:"processes"`
+}
+
 // FileInfo describes a path in a computer.
 type FileInfo struct {
 	Path       string    `json:"path"`
@@ -174,13 +196,32 @@ type FileInfo struct {
 	LinkTarget string    `json:"link_target,omitempty"`
 }
 
+// FileList is the answer of GET /v1/computers/{name}/files/list.
+type FileList struct {
+	Entries []FileInfo `json:"entries"`
+	// Truncated says the directory has more entries than the limit.
+	Truncated bool `json:"truncated"`
+}
+
+// FileWritten is the answer of PUT /v1/computers/{name}/files.
+type FileWritten struct {
+	Path  string `json:"path"`
+	Bytes int64  `json:"bytes"` // bytes received
+}
+
+// ErrorAnswer is the body of every error answer.
+type ErrorAnswer struct {
+	Error ErrorBody `json:"error"`
+}
+
 // ErrorBody is the "error" member of an error answer.
 type ErrorBody struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
 
-// The stable error codes of ErrorBody.Code.
+// The stable error codes of ErrorBody.Code. Programs match on them; the
+// HTTP status of an answer follows from its code (see HTTPStatus).
 const (
 	CodeInvalid         = "invalid_argument"    // 400: bad input
 	CodeUnauthenticated = "unauthenticated"     // 401: missing or wrong token
@@ -189,7 +230,40 @@ const (
 	CodeState           = "failed_precondition" // 409: wrong state
 	CodeTooLarge        = "too_large"           // 413: body over the limit
 	CodeInternal        = "internal"            // 500
+	CodeUnavailable     = "unavailable"         // 503: the computer does not answer
 )
+
+// codeStatus is the HTTP status of each code.
+var codeStatus = map[string]int{
+	CodeInvalid:         400,
+	CodeUnauthenticated: 401,
+	CodeNotFound:        404,
+	CodeExists:          409,
+	CodeState:           409,
+	CodeTooLarge:        413,
+	CodeInternal:        500,
+	CodeUnavailable:     503,
+}
+
+// Codes returns every error code, sorted: the list openapi.json and the
+// SDKs under sdk/ are held to.
+func Codes() []string {
+	out := make([]string, 0, len(codeStatus))
+	for c := range codeStatus {
+		out = append(out, c)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// HTTPStatus is the HTTP status of an answer with error code code (500 for
+// a code it does not know).
+func HTTPStatus(code string) int {
+	if s, ok := codeStatus[code]; ok {
+		return s
+	}
+	return 500
+}
 
 // Error is an error the server answered.
 type Error struct {

@@ -5,11 +5,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"math/rand/v2"
 	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -345,5 +348,33 @@ func TestConcurrentExecs(t *testing.T) {
 	}
 	if err := c.Health(ctx); err != nil {
 		t.Errorf("daemon after 200 execs: %v", err)
+	}
+}
+
+// TestUnreachableComputer: a computer whose sandbox died behind the
+// daemon's back answers "unavailable" (503), for exec and files alike, and
+// can still be deleted.
+func TestUnreachableComputer(t *testing.T) {
+	c, dir := startDaemon(t)
+	ctx := context.Background()
+	newComputer(t, c, "gone")
+	runcRoot := filepath.Join(dir, "computers", "gone", "sandbox", "runc")
+	if out, err := exec.Command("runc", "--root", runcRoot, "kill", "--all", "gone", "KILL").CombinedOutput(); err != nil {
+		t.Fatalf("runc kill: %v: %s", err, out)
+	}
+	var err error
+	waitFor(t, func() bool {
+		_, err = c.Exec(ctx, "gone", client.ExecRequest{Command: "true"}, io.Discard, io.Discard)
+		return err != nil
+	}, "exec to fail once the sandbox is gone")
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != client.CodeUnavailable || e.Status != 503 {
+		t.Errorf("exec in a dead sandbox: %#v, want unavailable (503)", err)
+	}
+	if _, err := c.Stat(ctx, "gone", "/home/ohm", ""); !isCode(err, client.CodeUnavailable) {
+		t.Errorf("stat in a dead sandbox: %v, want unavailable", err)
+	}
+	if err := c.Delete(ctx, "gone"); err != nil {
+		t.Errorf("delete of a computer whose sandbox died: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -101,7 +102,7 @@ func (s *Server) fileRequest(w http.ResponseWriter, r *http.Request) (fileReques
 }
 
 // helper runs `ohm files args...` in the computer; its failure comes back
-// as the *computer.Error it reported.
+// as the error it reported.
 func (s *Server) helper(ctx context.Context, fr fileRequest, stdin io.Reader, stdout io.Writer, args ...string) error {
 	var stderr bytes.Buffer
 	argv := append([]string{helperBinary, "files"}, args...)
@@ -114,8 +115,10 @@ func (s *Server) helper(ctx context.Context, fr fileRequest, stdin io.Reader, st
 		return nil
 	}
 	var fe client.ErrorBody
-	if json.Unmarshal(stderr.Bytes(), &fe) == nil && fe.Code != "" {
-		return &computer.Error{Code: computer.Code(fe.Code), Msg: fe.Message}
+	// The helper's answer comes from inside the computer: only a code the
+	// wire knows is taken as it is.
+	if json.Unmarshal(stderr.Bytes(), &fe) == nil && fe.Code != "" && slices.Contains(client.Codes(), fe.Code) {
+		return &apiError{code: fe.Code, msg: fe.Message}
 	}
 	return fmt.Errorf("file operation %s in %s: exit status %d: %s", args[0], fr.name, code, strings.TrimSpace(stderr.String()))
 }
@@ -199,7 +202,7 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"path": fr.path, "bytes": body.n})
+	writeJSON(w, http.StatusOK, client.FileWritten{Path: fr.path, Bytes: body.n})
 }
 
 func (s *Server) statFile(w http.ResponseWriter, r *http.Request) {

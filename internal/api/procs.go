@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"sort"
 	"sync"
@@ -81,7 +80,7 @@ func (t *processTable) add(p *process) error {
 			}
 		}
 		if oldest == nil {
-			return &computer.Error{Code: computer.CodeState, Msg: fmt.Sprintf("computer %q already runs %d background processes", p.info.Computer, maxProcs)}
+			return apiErrorf(client.CodeState, "computer %q already runs %d background processes", p.info.Computer, maxProcs)
 		}
 		delete(m, oldest.info.ID)
 	}
@@ -95,7 +94,7 @@ func (t *processTable) get(name, id string) (*process, error) {
 	if p := t.procs[name][id]; p != nil {
 		return p, nil
 	}
-	return nil, &computer.Error{Code: computer.CodeNotFound, Msg: fmt.Sprintf("computer %q has no background process %q", name, id)}
+	return nil, apiErrorf(client.CodeNotFound, "computer %q has no background process %q", name, id)
 }
 
 func (t *processTable) remove(name, id string) {

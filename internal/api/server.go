@@ -137,38 +137,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]client.ErrorBody{"error": {Code: code, Message: msg}})
-}
-
-// httpStatus maps an error code to an HTTP status.
-func httpStatus(code computer.Code) int {
-	switch code {
-	case computer.CodeInvalid:
-		return http.StatusBadRequest
-	case computer.CodeNotFound:
-		return http.StatusNotFound
-	case computer.CodeExists, computer.CodeState:
-		return http.StatusConflict
-	case client.CodeTooLarge:
-		return http.StatusRequestEntityTooLarge
-	}
-	return http.StatusInternalServerError
-}
-
-func errorBody(err error) client.ErrorBody {
-	return client.ErrorBody{Code: string(computer.ErrorCode(err)), Message: err.Error()}
+	writeJSON(w, status, client.ErrorAnswer{Error: client.ErrorBody{Code: code, Message: msg}})
 }
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	code := computer.ErrorCode(err)
-	if code == computer.CodeInternal {
+	b := wireError(err)
+	if b.Code == client.CodeInternal {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err.Error())
 	}
-	writeError(w, httpStatus(code), string(code), err.Error())
+	writeError(w, client.HTTPStatus(b.Code), b.Code, b.Message)
 }
 
 func invalid(format string, args ...any) error {
-	return &computer.Error{Code: computer.CodeInvalid, Msg: fmt.Sprintf(format, args...)}
+	return apiErrorf(client.CodeInvalid, format, args...)
 }
 
 // decode reads a JSON body into v; an empty body leaves v as is. The body
@@ -190,7 +171,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	case errors.Is(err, io.EOF):
 		return nil
 	case errors.As(err, &tooBig):
-		return &computer.Error{Code: client.CodeTooLarge, Msg: fmt.Sprintf("request body is larger than %d bytes", maxBody)}
+		return apiErrorf(client.CodeTooLarge, "request body is larger than %d bytes", maxBody)
 	}
 	return invalid("bad request body: %v", err)
 }
@@ -199,13 +180,13 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 func validName(r *http.Request) (string, error) {
 	name := r.PathValue("name")
 	if err := computer.ValidateName(name); err != nil {
-		return "", &computer.Error{Code: computer.CodeNotFound, Msg: fmt.Sprintf("computer %q does not exist", name)}
+		return "", apiErrorf(client.CodeNotFound, "computer %q does not exist", name)
 	}
 	return name, nil
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, client.Health{Status: "ok"})
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
@@ -214,10 +195,11 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if recs == nil {
-		recs = []computer.Record{}
+	out := client.ComputerList{Computers: make([]client.Computer, 0, len(recs))}
+	for _, rec := range recs {
+		out.Computers = append(out.Computers, wireRecord(rec))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"computers": recs})
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
@@ -231,7 +213,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, c)
+	writeJSON(w, http.StatusOK, wireComputer(c))
 }
 
 func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
@@ -245,7 +227,7 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"name": name, "state": "deleted"})
+	writeJSON(w, http.StatusOK, client.Deleted{Name: name, State: "deleted"})
 }
 
 func (s *Server) start(w http.ResponseWriter, r *http.Request) {
@@ -271,7 +253,7 @@ func (s *Server) transition(w http.ResponseWriter, r *http.Request, op func(cont
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, rec)
+	writeJSON(w, http.StatusOK, wireRecord(rec))
 }
 
 func wantsStream(r *http.Request) bool {
@@ -294,7 +276,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusCreated, c)
+		writeJSON(w, http.StatusCreated, wireComputer(c))
 		return
 	}
 	em := newEmitter(w)
@@ -310,7 +292,8 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		em.sendError(err)
 		return
 	}
-	em.sendAny(map[string]any{"computer": c})
+	wc := wireComputer(c)
+	em.send(client.Event{Computer: &wc})
 }
 
 // emitter writes NDJSON events, flushing each, and sends the 200 header
@@ -334,15 +317,13 @@ func (e *emitter) started() bool {
 	return e.begun
 }
 
-func (e *emitter) send(ev client.Event) error { return e.sendAny(ev) }
-
 func (e *emitter) sendError(err error) error {
-	b := errorBody(err)
-	return e.sendAny(client.Event{Error: &b})
+	b := wireError(err)
+	return e.send(client.Event{Error: &b})
 }
 
-func (e *emitter) sendAny(v any) error {
-	b, err := json.Marshal(v)
+func (e *emitter) send(ev client.Event) error {
+	b, err := json.Marshal(ev)
 	if err != nil {
 		return err
 	}

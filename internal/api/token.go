@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"ohm/client"
 )
 
 // TokenPath is where the daemon of dataDir keeps its API token.
@@ -97,7 +99,7 @@ func (a *tokenAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	want := a.current()
 	if !ok || len(want) == 0 || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ohm"`)
-		writeError(w, http.StatusUnauthorized, "unauthenticated", "missing or wrong bearer token (see `ohm token`)")
+		writeError(w, http.StatusUnauthorized, client.CodeUnauthenticated, "missing or wrong bearer token (see `ohm token`)")
 		return
 	}
 	a.next.ServeHTTP(w, r)

@@ -55,7 +55,7 @@ func (s *Server) interactive(w http.ResponseWriter, r *http.Request) {
 		return conn.Write(ctx, websocket.MessageText, b)
 	}
 	fail := func(err error) {
-		b := errorBody(err)
+		b := wireError(err)
 		sendEvent(client.Event{Error: &b})
 		conn.Close(websocket.StatusNormalClosure, "")
 	}

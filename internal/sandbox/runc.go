@@ -176,6 +176,11 @@ func ping(ctx context.Context, socket string) error {
 	return nil
 }
 
+// ErrUnreachable is what Exec's error wraps when the computer's agent does
+// not answer (its container is gone, say): the API answers it as
+// "unavailable".
+var ErrUnreachable = errors.New("computer not reachable")
+
 // execAgent runs req through the agent at socket.
 func execAgent(ctx context.Context, socket string, req ExecRequest, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	if len(req.Argv) == 0 {
@@ -183,7 +188,7 @@ func execAgent(ctx context.Context, socket string, req ExecRequest, stdin io.Rea
 	}
 	c, err := dial(ctx, socket)
 	if err != nil {
-		return 0, fmt.Errorf("exec: computer not reachable: %w", err)
+		return 0, fmt.Errorf("exec: %w: %w", ErrUnreachable, err)
 	}
 	defer c.Close()
 	payload, err := json.Marshal(agent.Request{

@@ -115,7 +115,7 @@ func List(w io.Writer, p string, limit int) error {
 		}
 		entries = append(entries, Info(q, fi))
 	}
-	return json.NewEncoder(w).Encode(map[string]any{"entries": entries, "truncated": truncated})
+	return json.NewEncoder(w).Encode(client.FileList{Entries: entries, Truncated: truncated})
 }
 
 // Cat copies the regular file p to w.
