@@ -19,7 +19,9 @@ func newServeCmd() *cobra.Command {
 		Short: "Run the ohm daemon (the CLI starts it by itself when needed)",
 		Long: `Run the ohm daemon. It answers the API on the root-only Unix socket
 <data-dir>/ohm.sock. With --listen it also serves TCP, where every request
-needs the bearer token that ` + "`ohm token`" + ` prints. Logs are JSON lines on stderr.`,
+needs the bearer token that ` + "`ohm token`" + ` prints. The same tools as ` + "`ohm mcp`" + `
+are served at /mcp over MCP's streamable HTTP transport (on TCP behind the
+same token). Logs are JSON lines on stderr.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Log = slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))

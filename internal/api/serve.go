@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"ohm/client"
+	"ohm/internal/api/mcpserver"
 	"ohm/internal/computer"
 )
 
@@ -34,7 +35,8 @@ type Config struct {
 // Serve runs the daemon of dataDir until ctx ends: it takes the data
 // directory's lock (one daemon per data directory), opens the computer
 // manager (which reconciles the registry with what runs), and answers the
-// API on the root-only socket <dataDir>/ohm.sock.
+// API on the root-only socket <dataDir>/ohm.sock, with the MCP tools at
+// /mcp.
 func Serve(ctx context.Context, dataDir string, log *slog.Logger) error {
 	return ServeConfig(ctx, Config{Options: computer.Options{DataDir: dataDir}, Log: log})
 }
@@ -107,8 +109,11 @@ func ServeConfig(ctx context.Context, cfg Config) error {
 	}
 	defer m.Close()
 	api := NewServer(m, log)
-
 	sock := client.SocketPath(dataDir)
+	// The MCP tools call this daemon back through its own socket: the
+	// request that reached them has passed the token check already.
+	api.MountMCP(mcpserver.HTTPHandler(client.New(sock), "dev"))
+
 	// We hold the lock, so a socket file left here belongs to a dead daemon.
 	os.Remove(sock)
 	ln, err := net.Listen("unix", sock)

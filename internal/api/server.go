@@ -68,6 +68,13 @@ func NewServer(m *computer.Manager, log *slog.Logger) *Server {
 	return s
 }
 
+// MCPPath is where the daemon serves its MCP tools over HTTP.
+const MCPPath = "/mcp"
+
+// MountMCP serves h (the MCP tools, see package mcpserver) at MCPPath. It
+// is not a route of the REST API, so openapi.json does not list it.
+func (s *Server) MountMCP(h http.Handler) { s.mux.Handle(MCPPath, h) }
+
 func (s *Server) handle(pattern string, h http.HandlerFunc) {
 	s.routes = append(s.routes, pattern)
 	s.mux.HandleFunc(pattern, h)

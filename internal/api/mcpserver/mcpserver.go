@@ -1,7 +1,9 @@
 // Package mcpserver exposes Ohm computers to AI agents as Model Context
 // Protocol tools (create, list, run, read_file, write_file, stop, start,
 // delete), each a call to the Ohm daemon through package ohm/client. `ohm
-// mcp` serves it over stdio.
+// mcp` serves it over stdio; `ohm serve` serves it at /mcp over MCP's
+// streamable HTTP transport (HTTPHandler), behind the same bearer token as
+// the rest of the API on TCP.
 package mcpserver
 
 import (
@@ -10,6 +12,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"net/http"
 	"strings"
 	"unicode/utf8"
 
@@ -39,6 +42,15 @@ func New(c *client.Client, version string) *mcp.Server {
 	mcp.AddTool(s, &mcp.Tool{Name: "start", Description: "Start a stopped computer."}, t.start)
 	mcp.AddTool(s, &mcp.Tool{Name: "delete", Description: "Delete a computer with its disk and workspace."}, t.delete)
 	return s
+}
+
+// HTTPHandler serves the tools of New over MCP's streamable HTTP transport.
+// It is stateless (each request stands alone, as the protocol's sessionless
+// mode has it), so a daemon restart or many agents leave nothing behind.
+func HTTPHandler(c *client.Client, version string) http.Handler {
+	s := New(c, version)
+	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s },
+		&mcp.StreamableHTTPOptions{Stateless: true})
 }
 
 type tools struct{ c *client.Client }

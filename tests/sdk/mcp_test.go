@@ -1,0 +1,105 @@
+//go:build linux
+
+package sdk
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"ohm/internal/api/mcpserver"
+)
+
+// TestMCPOverHTTP drives the daemon's MCP tools over streamable HTTP on
+// TCP, with the official Go SDK's client, as a remote agent would: the
+// bearer token is required, and the tools create, run in, write and read
+// files of, and delete a real computer.
+func TestMCPOverHTTP(t *testing.T) {
+	d := startDaemon(t)
+	ctx := context.Background()
+	endpoint := d.url + "/mcp"
+	connect := func(token string) (*mcp.ClientSession, error) {
+		tr := &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: &http.Client{Transport: bearer{token}}}
+		return mcp.NewClient(&mcp.Implementation{Name: "remote-agent", Version: "1"}, nil).Connect(ctx, tr, nil)
+	}
+	if cs, err := connect("wrong-token-wrong-token-wrong-token"); err == nil {
+		cs.Close()
+		t.Fatal("an MCP session with a wrong token was accepted")
+	} else if !strings.Contains(err.Error(), "401") && !strings.Contains(strings.ToLower(err.Error()), "unauthorized") {
+		t.Errorf("wrong token: %v, want a 401", err)
+	}
+	cs, err := connect(d.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+	}
+	slices.Sort(names)
+	if got := strings.Join(names, " "); got != "create delete list read_file run start stop write_file" {
+		t.Errorf("tools: %s", got)
+	}
+	call := func(name string, args map[string]any, out any) *mcp.CallToolResult {
+		t.Helper()
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if out != nil && !res.IsError {
+			decodeInto(t, res.StructuredContent, out)
+		}
+		return res
+	}
+	var comp mcpserver.ComputerOutput
+	if res := call("create", map[string]any{"name": "mcp-http", "template": "minimal", "disk_size_mb": 256}, &comp); res.IsError || comp.Name != "mcp-http" || comp.State != "running" {
+		t.Fatalf("create: %s %+v", toolText(res), comp)
+	}
+	var run mcpserver.RunOutput
+	call("run", map[string]any{"name": "mcp-http", "command": "echo out; echo err >&2; exit 5"}, &run)
+	if run.ExitCode != 5 || run.Stdout != "out\n" || run.Stderr != "err\n" {
+		t.Errorf("run: %+v", run)
+	}
+	var wrote mcpserver.WriteFileOutput
+	call("write_file", map[string]any{"name": "mcp-http", "path": "/home/ohm/notes.txt", "content": "over http\n"}, &wrote)
+	if wrote.Bytes != 10 {
+		t.Errorf("write_file: %+v", wrote)
+	}
+	var read mcpserver.ReadFileOutput
+	call("read_file", map[string]any{"name": "mcp-http", "path": "/home/ohm/notes.txt"}, &read)
+	if read.Content != "over http\n" {
+		t.Errorf("read_file: %+v", read)
+	}
+	if res := call("run", map[string]any{"name": "ghost", "command": "true"}, nil); !res.IsError {
+		t.Error("run in a missing computer: not a tool error")
+	}
+	call("delete", map[string]any{"name": "mcp-http"}, nil)
+	var list mcpserver.ListOutput
+	call("list", map[string]any{}, &list)
+	for _, c := range list.Computers {
+		if c.Name == "mcp-http" {
+			t.Errorf("list after delete: %+v", list)
+		}
+	}
+}
+
+// toolText is the text content of a tool result (a tool error's message).
+func toolText(res *mcp.CallToolResult) string {
+	var parts []string
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			parts = append(parts, tc.Text)
+		}
+	}
+	return strings.Join(parts, " ")
+}
