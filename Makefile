@@ -18,11 +18,14 @@ BENCH_DIR ?= /var/tmp/ohm-bench
 # runc and debootstrap (computers and templates), e2fsprogs (root disk images),
 # busybox-static (the minimal template), util-linux (mount, losetup, unshare),
 # iproute2 (computer networking), python3 (the acceptance script), git (the
-# bench's real tree), procps and psmisc (process tools in tests).
+# bench's real tree), procps and psmisc (process tools in tests), python3-venv
+# and nodejs (the SDKs' suites in tests/sdk: pip installs the Python SDK into
+# a virtual environment, node runs the TypeScript one).
 APT_PACKAGES := fuse3 runc debootstrap e2fsprogs busybox-static util-linux \
-	iproute2 python3 git procps psmisc ca-certificates coreutils mount kmod slirp4netns
+	iproute2 python3 git procps psmisc ca-certificates coreutils mount kmod slirp4netns \
+	python3-venv nodejs
 
-.PHONY: all deps deps-s3 build test demo bench clean
+.PHONY: all deps deps-apt deps-s3 deps-sdk build test demo bench clean
 
 all: build
 
@@ -35,7 +38,22 @@ deps-s3:
 	@command -v versitygw >/dev/null || [ -x "$$($(GO) env GOPATH)/bin/versitygw" ] || \
 		{ echo "deps: installing versitygw"; $(GO) install $(VERSITYGW); }
 
-deps: deps-s3
+# The TypeScript SDK's build and test dependencies (TypeScript, the types of
+# Node.js, and its runtime ones, ws and tar) from npm, as package-lock.json
+# pins them; again only when the lock file changed. npm itself comes with
+# NodeSource's nodejs and is a package of its own in Debian.
+SDK_TS := sdk/typescript
+
+$(SDK_TS)/node_modules/.installed: $(SDK_TS)/package-lock.json | deps-apt
+	@command -v npm >/dev/null || { echo "deps: installing npm"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm; }
+	cd $(SDK_TS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+deps-sdk: $(SDK_TS)/node_modules/.installed
+
+deps: deps-s3 deps-sdk
+
+deps-apt:
 	@missing=""; for p in $(APT_PACKAGES); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \

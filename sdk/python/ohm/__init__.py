@@ -1,0 +1,49 @@
+"""Ohm: Linux computers for AI agents, from Python.
+
+    from ohm import Ohm
+    ohm = Ohm()                       # the local daemon's Unix socket
+    c = ohm.computers.create(template="coding-agent", disk_size_mb=10240)
+    print(c.run("df -h / /home/ohm").stdout)
+    c.delete()
+
+Standard library only. See the README for the whole surface, and
+:class:`ohm.AsyncOhm` for asyncio.
+"""
+
+from .aio import AsyncCommandStream, AsyncComputer, AsyncOhm, AsyncProcess, AsyncShell
+from .client import DEFAULT_DISK_SIZE_MB, CommandStream, Computer, Computers, Files, Ohm, Process, Shell
+from .errors import (
+    AlreadyExists,
+    BadRequest,
+    CommandFailed,
+    ComputerUnreachable,
+    Conflict,
+    DaemonUnreachable,
+    InternalError,
+    NotFound,
+    OhmError,
+    TooLarge,
+    Unauthorized,
+    WrongState,
+)
+from .models import (
+    CommandResult,
+    ComputerInfo,
+    DiskUsage,
+    Event,
+    FileInfo,
+    Limits,
+    ProcessInfo,
+    WorkspaceUsage,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Ohm", "AsyncOhm", "Computers", "Computer", "AsyncComputer", "Files", "Process", "AsyncProcess",
+    "Shell", "AsyncShell", "CommandStream", "AsyncCommandStream", "CommandResult", "Event",
+    "ComputerInfo", "ProcessInfo", "FileInfo", "DiskUsage", "WorkspaceUsage", "Limits",
+    "DEFAULT_DISK_SIZE_MB",
+    "OhmError", "BadRequest", "Unauthorized", "NotFound", "Conflict", "AlreadyExists", "WrongState",
+    "TooLarge", "ComputerUnreachable", "InternalError", "DaemonUnreachable", "CommandFailed",
+]

@@ -1,0 +1,152 @@
+/** Plain data the daemon answers with, in camelCase. */
+
+/** The resource limits in force for a computer. */
+export interface Limits {
+  cpus: number;
+  memoryBytes: number;
+  pids: number;
+}
+
+/** A root disk's size and use, in bytes. */
+export interface DiskUsage {
+  sizeBytes: number;
+  usedBytes: number;
+}
+
+/** What a computer's workspace (/home/ohm) holds. */
+export interface WorkspaceUsage {
+  usedBytes: number;
+  storedBytes: number;
+  files: number;
+  capacityBytes: number;
+  /** Age of the oldest metadata change the replica lacks (undefined without a replica). */
+  replicaLagSeconds?: number;
+}
+
+/** A computer as the daemon reports it. */
+export interface ComputerInfo {
+  name: string;
+  /** creating, running or stopped */
+  state: string;
+  template: string;
+  diskSizeMb: number;
+  cpus: number;
+  memoryMb: number;
+  pids: number;
+  env: Record<string, string>;
+  network: boolean;
+  createdAt?: Date;
+  /** From get/refresh. */
+  disk?: DiskUsage;
+  workspace?: WorkspaceUsage;
+  limits?: Limits;
+}
+
+/** A path in a computer (a symlink itself, not its target). */
+export interface FileInfo {
+  path: string;
+  name: string;
+  /** file, dir, symlink or other */
+  type: string;
+  size: number;
+  /** Permission bits, e.g. 0o644. */
+  mode: number;
+  mtime?: Date;
+  linkTarget?: string;
+}
+
+/** A background process as the daemon reports it. */
+export interface ProcessInfo {
+  id: string;
+  computer: string;
+  /** running or exited */
+  state: string;
+  command?: string;
+  argv?: string[];
+  exitCode?: number;
+  error?: string;
+  startedAt?: Date;
+  endedAt?: Date;
+}
+
+/**
+ * One event of a command's output: `stdout`/`stderr` with `data`, `exit`
+ * with `exitCode` (always the last), or `dropped` (bytes of a background
+ * process's output lost from its ring before they were read).
+ */
+export type OutputEvent =
+  | { kind: "stdout" | "stderr"; data: Buffer; text: string }
+  | { kind: "exit"; exitCode: number }
+  | { kind: "dropped"; dropped: number };
+
+/** What a command printed and how it exited. A non-zero exit code is a result, not an error. */
+export interface CommandResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  stdoutBytes: Buffer;
+  stderrBytes: Buffer;
+}
+
+function time(s: unknown): Date | undefined {
+  if (typeof s !== "string" || s.startsWith("0001-01-01")) return undefined;
+  return new Date(s);
+}
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+
+export function computerFromWire(d: any): ComputerInfo {
+  return {
+    name: d.name,
+    state: d.state,
+    template: d.template ?? "",
+    diskSizeMb: d.disk_size_mb ?? 0,
+    cpus: d.cpus ?? 0,
+    memoryMb: d.memory_mb ?? 0,
+    pids: d.pids ?? 0,
+    env: d.env ?? {},
+    network: d.network ?? false,
+    createdAt: time(d.created_at),
+    disk: d.disk && { sizeBytes: d.disk.size_bytes ?? 0, usedBytes: d.disk.used_bytes ?? 0 },
+    workspace: d.workspace && {
+      usedBytes: d.workspace.used_bytes ?? 0,
+      storedBytes: d.workspace.stored_bytes ?? 0,
+      files: d.workspace.files ?? 0,
+      capacityBytes: d.workspace.capacity_bytes ?? 0,
+      replicaLagSeconds: d.workspace.replica_lag_seconds,
+    },
+    limits: d.limits && { cpus: d.limits.cpus ?? 0, memoryBytes: d.limits.memory_bytes ?? 0, pids: d.limits.pids ?? 0 },
+  };
+}
+
+export function fileFromWire(d: any): FileInfo {
+  return {
+    path: d.path,
+    name: d.name,
+    type: d.type,
+    size: d.size ?? 0,
+    mode: d.mode ?? 0,
+    mtime: time(d.mtime),
+    linkTarget: d.link_target || undefined,
+  };
+}
+
+export function processFromWire(d: any): ProcessInfo {
+  return {
+    id: d.id,
+    computer: d.computer,
+    state: d.state,
+    command: d.command || undefined,
+    argv: d.argv || undefined,
+    exitCode: d.exit_code ?? undefined,
+    error: d.error || undefined,
+    startedAt: time(d.started_at),
+    endedAt: time(d.ended_at),
+  };
+}
+
+export function result(exitCode: number, out: Buffer[], err: Buffer[]): CommandResult {
+  const stdoutBytes = Buffer.concat(out);
+  const stderrBytes = Buffer.concat(err);
+  return { exitCode, stdoutBytes, stderrBytes, stdout: stdoutBytes.toString("utf8"), stderr: stderrBytes.toString("utf8") };
+}
