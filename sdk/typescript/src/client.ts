@@ -456,6 +456,8 @@ export class Shell implements AsyncIterable<OutputEvent> {
       if (!this.closing && !this.error) this.error = e;
     });
     ws.on("message", (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
+    // Only a background session waits on started; no one else must see it fail.
+    this.started.catch(() => undefined);
   }
 
   /** @internal */
@@ -540,7 +542,7 @@ export class Shell implements AsyncIterable<OutputEvent> {
     const w = this.waiters;
     this.waiters = [];
     for (const x of w) x.resolve();
-    if (this.ended) this.startedReject?.(this.error ?? new OhmError("the daemon ended a background session without a process"));
+    if (this.ended && !this.process) this.startedReject?.(this.error ?? new OhmError("the daemon ended a background session without a process"));
   }
 
   /** The next event; undefined once the session ended. */
@@ -735,7 +737,7 @@ export class Files {
   async uploadDir(localDir: string, p: string, opts: { user?: string } = {}): Promise<void> {
     const entries = (await fsp.readdir(localDir)).sort();
     const body: Readable = entries.length
-      ? (tar.create({ cwd: localDir, portable: true, follow: false }, entries) as unknown as Readable)
+      ? Readable.from(tar.create({ cwd: localDir, portable: true, follow: false }, entries) as AsyncIterable<Buffer>)
       : Readable.from([Buffer.alloc(1024)]);
     await this.t.json("PUT", this.url, {
       query: { path: p, user: opts.user, archive: "tar" },
