@@ -44,7 +44,23 @@ type Attr struct {
 	Atime time.Time
 	Mtime time.Time
 	Ctime time.Time
+	// Layout is how a regular file's data is kept: in chunks (the default)
+	// or, for a device image, as an extent map into packs.
+	Layout Layout
 }
+
+// Layout is how a regular file's data is kept.
+type Layout uint8
+
+const (
+	// LayoutFile keeps data in ChunkSize chunks, each one block (or
+	// inline), for files written by programs.
+	LayoutFile Layout = 0
+	// LayoutImage keeps data as an extent map of PageSize pages into
+	// packs, for device images written through a loop device: small
+	// random writes, each flush one local write-ahead log append.
+	LayoutImage Layout = 1
+)
 
 // SetAttr says which attributes SetAttr changes; a nil field is left alone.
 // Size only records the new logical size: dropping or trimming chunks past

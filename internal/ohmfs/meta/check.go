@@ -23,6 +23,7 @@ func (db *DB) Check(ctx context.Context) ([]Problem, error) {
 }
 
 type checkInode struct {
+	layout  Layout
 	mode    uint32
 	nlink   uint32
 	parent  Ino
@@ -68,13 +69,13 @@ func (db *DB) check(ctx context.Context) ([]Problem, error) {
 	{
 		var ino Ino
 		var c checkInode
-		err := each("SELECT ino, mode, nlink, parent, size, used FROM inodes", func([]any) error {
+		err := each("SELECT ino, mode, nlink, parent, size, used, layout FROM inodes", func([]any) error {
 			cc := c
 			inodes[ino] = &cc
 			maxIno = max(maxIno, ino)
 			sumUsed += c.used
 			return nil
-		}, &ino, &c.mode, &c.nlink, &c.parent, &c.size, &c.used)
+		}, &ino, &c.mode, &c.nlink, &c.parent, &c.size, &c.used, &c.layout)
 		if err != nil {
 			return nil, fmt.Errorf("scan inodes: %w", err)
 		}
@@ -132,6 +133,9 @@ func (db *DB) check(ctx context.Context) ([]Problem, error) {
 				return nil
 			}
 			t.chunks += cused
+			if t.layout == LayoutImage {
+				add(ino, "chunk %d belongs to a device image", idx)
+			}
 			if length > ChunkSize {
 				add(ino, "chunk %d is %d bytes long", idx, length)
 			}
@@ -146,6 +150,11 @@ func (db *DB) check(ctx context.Context) ([]Problem, error) {
 		if err != nil {
 			return nil, fmt.Errorf("scan chunks: %w", err)
 		}
+		maxPack, err := db.checkExtents(inodes, add, each)
+		if err != nil {
+			return nil, err
+		}
+		maxBlock = max(maxBlock, maxPack)
 		var reserved int64
 		if _, err := db.c.queryRow("SELECT value FROM counters WHERE name = ?", []any{ctrBlockReserved}, &reserved); err != nil {
 			return nil, fmt.Errorf("read counters: %w", err)
@@ -245,4 +254,78 @@ func (db *DB) check(ctx context.Context) ([]Problem, error) {
 		add(0, "next cookie %d is not above the largest cookie %d", ctr.nextCookie, maxCookie)
 	}
 	return probs, nil
+}
+
+// checkExtents checks the extent maps of device images and their packs:
+// extents lie within their file and their pack, do not overlap, add up to
+// their file's used bytes, and each pack's live count is the pages that
+// extents of all files reference in it. It returns the largest pack id.
+func (db *DB) checkExtents(inodes map[Ino]*checkInode, add func(Ino, string, ...any), each func(string, func([]any) error, ...any) error) (uint64, error) {
+	type checkPack struct {
+		pages, live, refs uint64
+	}
+	packs := make(map[uint64]*checkPack)
+	var maxPack uint64
+	{
+		var id, pages, live uint64
+		err := each("SELECT id, pages, live FROM packs", func([]any) error {
+			packs[id] = &checkPack{pages: pages, live: live}
+			maxPack = max(maxPack, id)
+			if live == 0 {
+				add(0, "pack %d is recorded but nothing references it", id)
+			}
+			if pages == 0 || pages > MaxExtentPages {
+				add(0, "pack %d holds %d pages", id, pages)
+			}
+			return nil
+		}, &id, &pages, &live)
+		if err != nil {
+			return 0, fmt.Errorf("scan packs: %w", err)
+		}
+	}
+	var ino, prevIno Ino
+	var page, n, block, bpage, prevEnd uint64
+	err := each("SELECT ino, page, n, block, bpage FROM extents ORDER BY ino, page", func([]any) error {
+		if ino != prevIno {
+			prevIno, prevEnd = ino, 0
+		}
+		t := inodes[ino]
+		switch {
+		case t == nil:
+			add(ino, "extent at page %d belongs to a missing inode", page)
+			return nil
+		case t.layout != LayoutImage:
+			add(ino, "extent at page %d belongs to a file that is not a device image", page)
+		}
+		t.chunks += n * PageSize
+		if n == 0 || n > MaxExtentPages {
+			add(ino, "extent at page %d has %d pages", page, n)
+		}
+		if page < prevEnd {
+			add(ino, "extent at page %d overlaps the one before it (up to page %d)", page, prevEnd)
+		}
+		prevEnd = page + n
+		if page+n > pagesFor(t.size) {
+			add(ino, "extent at page %d (%d pages) lies past the end of the file (size %d)", page, n, t.size)
+		}
+		p := packs[block]
+		if p == nil {
+			add(ino, "extent at page %d names pack %d, which is not recorded", page, block)
+			return nil
+		}
+		p.refs += n
+		if bpage+n > p.pages {
+			add(ino, "extent at page %d reaches past the %d pages of pack %d", page, p.pages, block)
+		}
+		return nil
+	}, &ino, &page, &n, &block, &bpage)
+	if err != nil {
+		return 0, fmt.Errorf("scan extents: %w", err)
+	}
+	for id, p := range packs {
+		if p.live != p.refs {
+			add(0, "pack %d counts %d live pages but extents reference %d", id, p.live, p.refs)
+		}
+	}
+	return maxPack, nil
 }

@@ -117,6 +117,9 @@ func (db *DB) UpdateFile(ctx context.Context, ino Ino, u FileUpdate) (Attr, erro
 		if a.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			return syscall.EINVAL
 		}
+		if a.Layout == LayoutImage && (len(u.Chunks) > 0 || len(u.Holes) > 0) {
+			return fmt.Errorf("inode %d is a device image, whose data is extents: %w", ino, syscall.EINVAL)
+		}
 		now := time.Now().UnixNano()
 		used := int64(a.Used)
 		for _, c := range u.Chunks {
@@ -251,8 +254,14 @@ func (db *DB) Purge(ctx context.Context, ino Ino) error {
 		if a.Nlink > 0 {
 			return nil
 		}
-		if _, err := db.dropChunks(ino, 0, math.MaxInt64, time.Now().UnixNano()); err != nil {
+		now := time.Now().UnixNano()
+		if _, err := db.dropChunks(ino, 0, math.MaxInt64, now); err != nil {
 			return err
+		}
+		if a.Layout == LayoutImage {
+			if err := db.dropAllExtents(ino, now); err != nil {
+				return err
+			}
 		}
 		if _, err := db.c.exec("DELETE FROM xattrs WHERE ino = ?", ino); err != nil {
 			return fmt.Errorf("purge %d: %w", ino, err)
@@ -335,12 +344,13 @@ func (db *DB) ForgetFreed(ctx context.Context, ids []uint64) error {
 	return nil
 }
 
-// ReferencedBlocks calls fn for every block id some chunk references.
+// ReferencedBlocks calls fn for every block id some chunk references and
+// every pack some extent does (an id may come more than once).
 // The ids are read first, so fn may call back into the DB.
 func (db *DB) ReferencedBlocks(ctx context.Context, fn func(id uint64) error) error {
 	var ids []uint64
 	err := db.read(func() error {
-		r, err := db.c.query("SELECT block_id FROM chunks WHERE block_id != 0")
+		r, err := db.c.query("SELECT block_id FROM chunks WHERE block_id != 0 UNION ALL SELECT id FROM packs")
 		if err != nil {
 			return err
 		}

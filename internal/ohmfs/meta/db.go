@@ -36,10 +36,12 @@ type DB struct {
 }
 
 type counters struct {
-	nextIno    uint64
-	nextCookie uint64
-	usedBytes  uint64
-	inodes     uint64
+	nextIno       uint64
+	nextCookie    uint64
+	usedBytes     uint64
+	inodes        uint64
+	io            IOStats
+	walCheckpoint uint64
 }
 
 // Create makes a new, empty metadata database at path with a root directory
@@ -235,13 +237,23 @@ func loadCounters(c *conn) (ctr counters, blockReserved uint64, err error) {
 			ctr.usedBytes = v
 		case ctrInodes:
 			ctr.inodes = v
+		case ctrIOWritten:
+			ctr.io.Written = v
+		case ctrIOWAL:
+			ctr.io.WAL = v
+		case ctrIOUploaded:
+			ctr.io.Uploaded = v
+		case ctrIOUploadedRaw:
+			ctr.io.UploadedRaw = v
+		case ctrWALCheckpoint:
+			ctr.walCheckpoint = v
 		default:
 			continue
 		}
 		seen++
 	}
-	if seen != 5 {
-		return ctr, 0, fmt.Errorf("load counters: %d of 5 counters present", seen)
+	if seen != 10 {
+		return ctr, 0, fmt.Errorf("load counters: %d of 10 counters present", seen)
 	}
 	return ctr, blockReserved, nil
 }
@@ -379,6 +391,11 @@ func (db *DB) flushCounters() error {
 		{ctrNextCookie, db.ctr.nextCookie, db.committed.nextCookie},
 		{ctrUsedBytes, db.ctr.usedBytes, db.committed.usedBytes},
 		{ctrInodes, db.ctr.inodes, db.committed.inodes},
+		{ctrIOWritten, db.ctr.io.Written, db.committed.io.Written},
+		{ctrIOWAL, db.ctr.io.WAL, db.committed.io.WAL},
+		{ctrIOUploaded, db.ctr.io.Uploaded, db.committed.io.Uploaded},
+		{ctrIOUploadedRaw, db.ctr.io.UploadedRaw, db.committed.io.UploadedRaw},
+		{ctrWALCheckpoint, db.ctr.walCheckpoint, db.committed.walCheckpoint},
 	} {
 		if kv.now == kv.was {
 			continue
@@ -486,21 +503,22 @@ func (db *DB) NewBlockID(ctx context.Context) (uint64, error) {
 }
 
 // attrCols are the inodes columns scanAttr reads, in order.
-const attrCols = "ino, mode, nlink, uid, gid, rdev, size, used, atime_ns, mtime_ns, ctime_ns"
+const attrCols = "ino, mode, nlink, uid, gid, rdev, size, used, atime_ns, mtime_ns, ctime_ns, layout"
 
 // scanAttr reads attrCols from the current row of r, starting at column off.
 func scanAttr(r *rows, off int) Attr {
 	return Attr{
-		Ino:   Ino(r.int(off + 0)),
-		Mode:  uint32(r.int(off + 1)),
-		Nlink: uint32(r.int(off + 2)),
-		Uid:   uint32(r.int(off + 3)),
-		Gid:   uint32(r.int(off + 4)),
-		Rdev:  uint32(r.int(off + 5)),
-		Size:  uint64(r.int(off + 6)),
-		Used:  uint64(r.int(off + 7)),
-		Atime: time.Unix(0, r.int(off+8)),
-		Mtime: time.Unix(0, r.int(off+9)),
-		Ctime: time.Unix(0, r.int(off+10)),
+		Ino:    Ino(r.int(off + 0)),
+		Mode:   uint32(r.int(off + 1)),
+		Nlink:  uint32(r.int(off + 2)),
+		Uid:    uint32(r.int(off + 3)),
+		Gid:    uint32(r.int(off + 4)),
+		Rdev:   uint32(r.int(off + 5)),
+		Size:   uint64(r.int(off + 6)),
+		Used:   uint64(r.int(off + 7)),
+		Atime:  time.Unix(0, r.int(off+8)),
+		Mtime:  time.Unix(0, r.int(off+9)),
+		Ctime:  time.Unix(0, r.int(off+10)),
+		Layout: Layout(r.int(off + 11)),
 	}
 }

@@ -74,7 +74,7 @@ func (db *DB) dirAttr(ino Ino) (Attr, error) {
 	return a, nil
 }
 
-const lookupQuery = "SELECT i.ino, i.mode, i.nlink, i.uid, i.gid, i.rdev, i.size, i.used, i.atime_ns, i.mtime_ns, i.ctime_ns " +
+const lookupQuery = "SELECT i.ino, i.mode, i.nlink, i.uid, i.gid, i.rdev, i.size, i.used, i.atime_ns, i.mtime_ns, i.ctime_ns, i.layout " +
 	"FROM dentries d JOIN inodes i ON i.ino = d.ino WHERE d.parent = ? AND d.name = ?"
 
 // lookup returns the inode named by parent/name, with ENOENT or ENOTDIR
@@ -649,7 +649,7 @@ const readDirBatch = 256
 // included (the caller gives them cookies 1 and 2). With plus, each entry
 // carries its Attr.
 func (db *DB) ReadDir(ctx context.Context, ino Ino, offset uint64, plus bool, fn func(DirEntry) bool) error {
-	const q = "SELECT d.name, d.cookie, i.ino, i.mode, i.nlink, i.uid, i.gid, i.rdev, i.size, i.used, i.atime_ns, i.mtime_ns, i.ctime_ns " +
+	const q = "SELECT d.name, d.cookie, i.ino, i.mode, i.nlink, i.uid, i.gid, i.rdev, i.size, i.used, i.atime_ns, i.mtime_ns, i.ctime_ns, i.layout " +
 		"FROM dentries d JOIN inodes i ON i.ino = d.ino WHERE d.parent = ? AND d.cookie > ? ORDER BY d.cookie LIMIT ?"
 	first := true
 	batch := make([]DirEntry, 0, 32)

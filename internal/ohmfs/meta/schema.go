@@ -75,6 +75,41 @@ CREATE TABLE settings (
 ALTER TABLE chunks ADD COLUMN used INTEGER NOT NULL DEFAULT 0;
 UPDATE chunks SET used = len;
 `,
+
+	// Version 3: device images (see docs/durability.md). An image's data is
+	// an extent map at 4 KiB pages into packs: immutable blocks that hold
+	// the pages of many writes, folded from the local write-ahead log. A
+	// pack's live count is the pages extents of all files reference in it,
+	// so that a clone shares it and gc frees it only when nothing does.
+	// chunks_block finds the other chunks of a block shared by clones.
+	// The io_* counters are cumulative byte counts for write
+	// amplification.
+	`
+ALTER TABLE inodes ADD COLUMN layout INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE extents (
+	ino   INTEGER NOT NULL,
+	page  INTEGER NOT NULL,
+	n     INTEGER NOT NULL,
+	block INTEGER NOT NULL,
+	bpage INTEGER NOT NULL,
+	PRIMARY KEY (ino, page)
+) WITHOUT ROWID;
+CREATE INDEX extents_block ON extents(block);
+
+CREATE TABLE packs (
+	id         INTEGER PRIMARY KEY,
+	pages      INTEGER NOT NULL,
+	live       INTEGER NOT NULL,
+	created_ns INTEGER NOT NULL
+);
+
+CREATE INDEX chunks_block ON chunks(block_id) WHERE block_id != 0;
+
+INSERT INTO counters (name, value) VALUES
+	('io_written', 0), ('io_wal', 0), ('io_uploaded', 0), ('io_uploaded_raw', 0), ('wal_checkpoint', 0);
+INSERT INTO settings (key, value) VALUES ('wal_id', '');
+`,
 }
 
 // Counter names in the counters table.
@@ -84,4 +119,10 @@ const (
 	ctrBlockReserved = "block_reserved" // block ids below this may have been handed out
 	ctrUsedBytes     = "used_bytes"     // sum of inodes.used
 	ctrInodes        = "inodes"         // count of inodes rows
+
+	ctrIOWritten     = "io_written"      // bytes of file writes received
+	ctrIOWAL         = "io_wal"          // bytes appended to the write-ahead log of device images
+	ctrIOUploaded    = "io_uploaded"     // bytes of blocks stored, as stored (compressed)
+	ctrIOUploadedRaw = "io_uploaded_raw" // the same blocks before compression
+	ctrWALCheckpoint = "wal_checkpoint"  // the WAL position the extents cover everything before
 )

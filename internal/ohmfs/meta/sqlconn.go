@@ -308,6 +308,8 @@ func (r *rows) scan(dest ...any) error {
 			*d = uint32(r.int(i))
 		case *Ino:
 			*d = Ino(r.int(i))
+		case *Layout:
+			*d = Layout(r.int(i))
 		case *string:
 			*d = r.text(i)
 		case *[]byte:
