@@ -77,6 +77,9 @@ func (fs *FS) SetAttr(ctx context.Context, ino meta.Ino, set meta.SetAttr) (meta
 	}
 	size := *set.Size
 	changed := size != f.size
+	if f.image {
+		return fs.setImageAttrLocked(ctx, f, set, changed)
+	}
 	if err := fs.truncateLocked(ctx, f, size); err != nil {
 		return meta.Attr{}, err
 	}
@@ -91,6 +94,29 @@ func (fs *FS) SetAttr(ctx context.Context, ino meta.Ino, set meta.SetAttr) (meta
 	f.size, f.metaSize = size, size
 	if set.Mtime != nil {
 		f.timesDirty = false
+	}
+	f.overlayLocked(&a)
+	return a, nil
+}
+
+// setImageAttrLocked is SetAttr with a size for an image: the size goes
+// through the write-ahead log (it is ordered with the image's writes), the
+// other attributes to meta.
+func (fs *FS) setImageAttrLocked(ctx context.Context, f *file, set meta.SetAttr, changed bool) (meta.Attr, error) {
+	if err := fs.resizeImageLocked(f, *set.Size); err != nil {
+		return meta.Attr{}, err
+	}
+	set.Size = nil
+	if changed && set.Mtime == nil {
+		now := time.Now()
+		set.Mtime = &now
+	}
+	a, err := fs.m.SetAttr(ctx, f.ino, set)
+	if err != nil {
+		return a, err
+	}
+	if set.Mtime != nil {
+		f.mtime, f.ctime, f.timesDirty = a.Mtime, a.Ctime, false
 	}
 	f.overlayLocked(&a)
 	return a, nil

@@ -179,7 +179,7 @@ func (dc *dchunk) trim(n int) {
 
 // pageSize is the unit in which a chunk's used bytes are counted, as a
 // local filesystem counts blocks: a page of zeros inside a chunk is a hole.
-const pageSize = 4096
+const pageSize = meta.PageSize
 
 // usedBytes returns how many bytes of b lie in pages that are not all
 // zeros (what st_blocks counts). It is never 0 for data that is not all

@@ -38,6 +38,24 @@ func newGroupCommit(ctx context.Context, syncFn func(context.Context) error) *gr
 	return g
 }
 
+// next is the number of the first round that will start after now: once
+// finished() reaches it, everything made before now is durable.
+func (g *groupCommit) next() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.started + 1
+}
+
+// finished is the number of the latest round finished without error.
+func (g *groupCommit) finished() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.err != nil {
+		return 0
+	}
+	return g.done
+}
+
 // Wait returns once a round that started after Wait was called has
 // finished, with that round's error.
 func (g *groupCommit) Wait() error {

@@ -40,6 +40,12 @@ type file struct {
 	chunksLoaded bool
 
 	err error // first upload error since the last Fsync, reported by it
+
+	// image says the file is a device image: its data is spans (newer
+	// than meta, in the write-ahead log) over meta's extents, never dirty
+	// chunks. metaSize is the size meta has from the last fold.
+	image bool
+	spans spans
 }
 
 func (f *file) init(a meta.Attr, inlineMax int) {
@@ -49,10 +55,13 @@ func (f *file) init(a meta.Attr, inlineMax int) {
 	f.size, f.metaSize = a.Size, a.Size
 	f.inlineMaybe = a.Size > 0 && a.Size <= uint64(inlineMax)
 	f.dirty = make(map[uint64]*dchunk)
+	if a.Layout == meta.LayoutImage {
+		f.image, f.spans, f.inlineMaybe = true, newSpans(), false
+	}
 }
 
 func (f *file) idle() bool {
-	return f.opens == 0 && len(f.dirty) == 0 && f.size == f.metaSize && !f.timesDirty
+	return f.opens == 0 && len(f.dirty) == 0 && f.size == f.metaSize && !f.timesDirty && f.spans.len() == 0
 }
 
 func (f *file) setErr(err error) {
@@ -170,6 +179,9 @@ func (fs *FS) killLocked(f *file) {
 		}
 	}
 	f.dead = true
+	if f.image {
+		f.spans = newSpans()
+	}
 	f.size, f.metaSize, f.timesDirty = 0, 0, false
 	fs.detachLocked(f)
 }

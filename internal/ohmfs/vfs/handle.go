@@ -32,7 +32,12 @@ func (fs *FS) Open(ctx context.Context, ino meta.Ino, flags uint32) (Handle, err
 	if f.dir {
 		return 0, syscall.EISDIR
 	}
-	if flags&syscall.O_TRUNC != 0 && f.regular && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+	if flags&syscall.O_TRUNC != 0 && f.image && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		var zero uint64
+		if _, err := fs.setImageAttrLocked(ctx, f, meta.SetAttr{Size: &zero}, f.size != 0); err != nil {
+			return 0, err
+		}
+	} else if flags&syscall.O_TRUNC != 0 && f.regular && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		if err := fs.truncateLocked(ctx, f, 0); err != nil {
 			return 0, err
 		}

@@ -27,6 +27,12 @@ func (fs *FS) Read(ctx context.Context, ino meta.Ino, fh Handle, off int64, buf 
 	}
 	n := int(min(uint64(len(buf)), f.size-uint64(off)))
 	buf = buf[:n]
+	if f.image {
+		if err := fs.readImage(ctx, f, uint64(off), buf); err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
 	type fetch struct {
 		c    meta.Chunk
 		coff int

@@ -84,12 +84,17 @@ func (fs *FS) truncateLocked(ctx context.Context, f *file, n uint64) error {
 const (
 	fallocKeepSize  = 0x1
 	fallocPunchHole = 0x2
+	fallocZeroRange = 0x10
 )
 
-// Fallocate allocates (mode 0, FALLOC_FL_KEEP_SIZE) or punches holes
-// (FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE); other modes give EOPNOTSUPP.
+// Fallocate allocates (mode 0, FALLOC_FL_KEEP_SIZE), punches holes
+// (FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE) or zeroes ranges
+// (FALLOC_FL_ZERO_RANGE, with or without KEEP_SIZE: a loop device's write
+// zeroes); other modes give EOPNOTSUPP.
 func (fs *FS) Fallocate(ctx context.Context, ino meta.Ino, fh Handle, off, length int64, mode uint32) error {
-	if mode != 0 && mode != fallocKeepSize && mode != fallocPunchHole|fallocKeepSize {
+	switch mode {
+	case 0, fallocKeepSize, fallocPunchHole | fallocKeepSize, fallocZeroRange, fallocZeroRange | fallocKeepSize:
+	default:
 		return syscall.EOPNOTSUPP
 	}
 	if off < 0 || length <= 0 {
@@ -110,6 +115,20 @@ func (fs *FS) Fallocate(ctx context.Context, ino meta.Ino, fh Handle, off, lengt
 		return syscall.ENODEV
 	}
 	end := uint64(off) + uint64(length)
+	if f.image {
+		return fs.fallocateImageLocked(f, uint64(off), end, mode)
+	}
+	if mode&fallocZeroRange != 0 {
+		// A range of zeros is a hole here (space is elastic), and without
+		// KEEP_SIZE the file grows to cover it.
+		if err := fs.punchLocked(ctx, f, uint64(off), end); err != nil {
+			return err
+		}
+		if mode&fallocKeepSize != 0 {
+			return nil
+		}
+		mode = 0
+	}
 	switch mode {
 	case 0:
 		if end > f.size {
@@ -125,7 +144,12 @@ func (fs *FS) Fallocate(ctx context.Context, ino meta.Ino, fh Handle, off, lengt
 	case fallocKeepSize:
 		return nil
 	}
-	// Punch a hole in [off, end), within the file.
+	return fs.punchLocked(ctx, f, uint64(off), end)
+}
+
+// punchLocked punches a hole in [off, end) of f, within the file.
+func (fs *FS) punchLocked(ctx context.Context, f *file, off, end uint64) error {
+	ino := f.ino
 	end = min(end, f.size)
 	if uint64(off) >= end {
 		return nil
@@ -196,6 +220,14 @@ func (fs *FS) Lseek(ctx context.Context, ino meta.Ino, fh Handle, off int64, whe
 	if uint64(off) >= size {
 		return 0, syscall.ENXIO
 	}
+	if f.image {
+		// An image reports no holes (allowed: a hole is optional), so
+		// that copies of it never rely on a map that folds change.
+		if whence == seekData {
+			return off, nil
+		}
+		return int64(size), nil
+	}
 	if err := fs.loadChunksLocked(ctx, f); err != nil {
 		return 0, err
 	}
@@ -216,4 +248,17 @@ func (fs *FS) Lseek(ctx context.Context, ino meta.Ino, fh Handle, off int64, whe
 		return 0, syscall.ENXIO
 	}
 	return int64(size), nil
+}
+
+// fallocateImageLocked is Fallocate for an image.
+func (fs *FS) fallocateImageLocked(f *file, off, end uint64, mode uint32) error {
+	if mode&(fallocPunchHole|fallocZeroRange) != 0 {
+		if err := fs.punchImageLocked(f, off, end); err != nil {
+			return err
+		}
+	}
+	if mode&fallocKeepSize == 0 && end > f.size {
+		return fs.resizeImageLocked(f, end)
+	}
+	return nil
 }

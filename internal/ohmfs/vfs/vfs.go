@@ -18,6 +18,7 @@ package vfs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,15 @@ type Config struct {
 	FreeSpace func() (uint64, error)
 	// Reserve is the host space FreeSpace must keep; default DefaultReserve.
 	Reserve uint64
+	// WALDir is where the write-ahead log of device images lives; default
+	// "wal" beside the metadata database (on this host for every kind of
+	// volume: it is what makes a flush one local write).
+	WALDir string
+	// FsyncToStore makes an fsync of a device image also fold the log
+	// into the object store and commit the metadata before it returns, so
+	// that a replica flush after it (--fsync=replica) carries the data off
+	// the host. By default an image's fsync is durable on this host.
+	FsyncToStore bool
 	// Logger receives the errors of background work that no caller waits
 	// for (the commit loop, garbage collection, deletes of blocks nothing
 	// references). Default log.Default().
@@ -132,6 +142,15 @@ type FS struct {
 
 	metaCommit *groupCommit // meta.Commit, grouped
 
+	// The write-ahead log of device images (image.go, wal.go, fold.go).
+	walMu       sync.Mutex          // serializes opening it
+	walp        atomic.Pointer[wal] // nil until the volume has an image
+	walCP       atomic.Uint64       // the checkpoint meta has committed
+	imageCommit atomic.Uint64       // metaCommit round an image's flush needs (a new image's inode)
+	folds       *groupCommit        // foldRound, grouped
+	foldMu      sync.Mutex          // one fold at a time
+	io          ioCounters
+
 	kick     chan struct{} // asks the commit loop for a round now
 	stop     chan struct{}
 	loops    sync.WaitGroup
@@ -164,7 +183,12 @@ func New(ctx context.Context, m *meta.DB, b *blockstore.Store, capacity uint64, 
 	}
 	fs.mem.init(cfg.MaxDirty)
 	fs.space.free, fs.space.reserve = cfg.FreeSpace, cfg.Reserve
-	fs.metaCommit = newGroupCommit(bg, m.Commit)
+	fs.metaCommit = newGroupCommit(bg, fs.commitMeta)
+	fs.folds = newGroupCommit(bg, fs.foldRound)
+	if err := fs.openExistingWAL(ctx); err != nil {
+		cancel()
+		return nil, err
+	}
 	fs.loops.Add(2)
 	go fs.commitLoop()
 	go fs.gcLoop()
@@ -181,14 +205,20 @@ func (fs *FS) Close(ctx context.Context) error {
 		fs.bgWork.Wait()
 		fs.bgCancel()
 		fs.mem.close()
+		if w := fs.log(); w != nil {
+			if werr := w.close(); werr != nil {
+				err = errors.Join(err, fmt.Errorf("close the write-ahead log: %w", werr))
+			}
+		}
 	})
 	return err
 }
 
-// Sync flushes every dirty file and commits the metadata.
+// Sync makes everything durable in the store: dirty file data uploaded,
+// device images' log records folded into packs, the metadata committed.
 func (fs *FS) Sync(ctx context.Context) error {
 	ferr := fs.flushAll(ctx)
-	cerr := fs.commit(ctx)
+	cerr := fs.folds.Wait()
 	return errors.Join(ferr, cerr)
 }
 
@@ -200,4 +230,47 @@ func (fs *FS) StatFS(ctx context.Context) (StatFS, error) {
 	}
 	used := u.UsedBytes + uint64(max(fs.mem.load(), 0))
 	return StatFS{Capacity: fs.capacity, UsedBytes: used, Inodes: u.Inodes}, nil
+}
+
+// openExistingWAL opens the write-ahead log at mount if the volume has one
+// (it replays what the log holds past meta's checkpoint); a volume without
+// images opens its log when its first image is made.
+func (fs *FS) openExistingWAL(ctx context.Context) error {
+	id, _, err := fs.m.WALState(ctx)
+	if err != nil {
+		return err
+	}
+	if id == "" {
+		return nil
+	}
+	fs.walMu.Lock()
+	defer fs.walMu.Unlock()
+	return fs.openWALLocked(ctx)
+}
+
+// ioCounters count what IOStats reports, until the next commit moves them
+// into meta.
+type ioCounters struct {
+	written             atomic.Uint64
+	storedSent, rawSent uint64 // the block store's counts already moved (guarded by the commit group)
+	walSent             uint64
+}
+
+// commitMeta is the metadata commit round: the IO counts since the last
+// one go with it.
+func (fs *FS) commitMeta(ctx context.Context) error {
+	st := fs.b.Stats()
+	d := meta.IOStats{
+		Written:     fs.io.written.Swap(0),
+		Uploaded:    st.StoredBytes - fs.io.storedSent,
+		UploadedRaw: st.RawBytes - fs.io.rawSent,
+	}
+	if w := fs.log(); w != nil {
+		n := w.appended.Load()
+		d.WAL = n - fs.io.walSent
+		fs.io.walSent = n
+	}
+	fs.io.storedSent, fs.io.rawSent = st.StoredBytes, st.RawBytes
+	fs.m.AddIO(d)
+	return fs.m.Commit(ctx)
 }

@@ -23,6 +23,9 @@ func (fs *FS) Write(ctx context.Context, ino meta.Ino, fh Handle, off int64, dat
 	if err := fs.throttle(); err != nil {
 		return 0, err
 	}
+	if err := fs.waitBacklog(); err != nil {
+		return 0, err
+	}
 	if err := fs.admitSpace(uint64(len(data))); err != nil {
 		return 0, err
 	}
@@ -39,6 +42,10 @@ func (fs *FS) Write(ctx context.Context, ino meta.Ino, fh Handle, off int64, dat
 			return 0, syscall.EISDIR
 		}
 		return 0, syscall.EINVAL
+	}
+	fs.io.written.Add(uint64(len(data)))
+	if f.image {
+		return fs.writeImageLocked(f, uint64(off), data)
 	}
 	pos := uint64(off)
 	written := 0

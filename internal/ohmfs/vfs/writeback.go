@@ -98,7 +98,7 @@ func (fs *FS) deleteUnreferenced(id uint64) {
 // flushStartLocked starts the uploads a flush of f needs and returns what
 // to wait for before the metadata is written.
 func (fs *FS) flushStartLocked(ctx context.Context, f *file) []chan struct{} {
-	if f.dead || !f.loaded {
+	if f.dead || !f.loaded || f.image {
 		return nil
 	}
 	if f.inlineMaybe && f.size > uint64(fs.cfg.InlineMax) {
@@ -132,8 +132,8 @@ func (fs *FS) inlineChunk(f *file, idx uint64) bool {
 // flushMetaLocked records f's inline data, size and times in meta; the
 // uploads have recorded their chunks already.
 func (fs *FS) flushMetaLocked(ctx context.Context, f *file) error {
-	if f.dead || !f.loaded {
-		return nil
+	if f.dead || !f.loaded || f.image {
+		return nil // an image's size and times go with its folds
 	}
 	var u meta.FileUpdate
 	var inl *dchunk
@@ -250,6 +250,12 @@ func (fs *FS) Fsync(ctx context.Context, ino meta.Ino, fh Handle, datasync bool)
 	fs.mu.Unlock()
 	var ferr error
 	if f != nil {
+		f.mu.Lock()
+		image := f.image && !f.dead
+		f.mu.Unlock()
+		if image {
+			return fs.fsyncImage(ctx, f)
+		}
 		ferr = fs.flushFile(ctx, f)
 	}
 	if err := fs.commit(ctx); err != nil {
