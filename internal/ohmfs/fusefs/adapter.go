@@ -322,6 +322,10 @@ func (f *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Ope
 	// Nothing changes a file behind the kernel, so its page cache stays
 	// valid across opens.
 	out.OpenFlags = fuse.FOPEN_KEEP_CACHE
+	if f.fs.Image(fh) {
+		// A device image: straight through, several writes at once.
+		out.OpenFlags = fuse.FOPEN_DIRECT_IO | fuse.FOPEN_PARALLEL_DIRECT_WRITES
+	}
 	return fuse.OK
 }
 
@@ -386,7 +390,7 @@ func (f *fileSystem) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status
 	if err == nil && f.afterFsync != nil {
 		err = f.afterFsync(f.ctx)
 	}
-	if err == nil {
+	if err == nil && !f.fs.Image(vfs.Handle(in.Fh)) {
 		// The flush turned dirty pages into stored bytes: st_blocks grew,
 		// but the kernel would keep the attributes it cached at create for
 		// the whole attribute timeout. Dropping them (and only them: a
