@@ -93,6 +93,9 @@ func newFSStatusCmd() *cobra.Command {
 			fmt.Fprintf(tw, "used:\t%s\n", units.FormatSize(st.UsedBytes))
 			fmt.Fprintf(tw, "files:\t%d\n", st.Files)
 			fmt.Fprintf(tw, "blocks:\t%s\n", blocks)
+			if io := st.IO; io.Written > 0 {
+				fmt.Fprintf(tw, "io:\t%s written, %s uploaded (%.2fx)\n", units.FormatSize(io.Written), units.FormatSize(io.Uploaded), float64(io.Uploaded)/float64(io.Written))
+			}
 			if r := st.Replica; r != nil {
 				rs := fmt.Sprintf("%s, position %d, lag %.1fs", r.Target, r.Position, r.LagSeconds)
 				if r.LastError != "" {

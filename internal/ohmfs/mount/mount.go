@@ -120,6 +120,9 @@ func Serve(ctx context.Context, c Config, ready io.WriteCloser) (err error) {
 		// vfs has committed the change locally when this runs: Flush
 		// ships everything committed so far.
 		fopts.AfterFsync = vol.Replica.Flush
+		// A device image's flush is otherwise durable in its local
+		// write-ahead log only: fold it into the store first.
+		fopts.VFS.FsyncToStore = true
 	}
 	m, err := fusefs.Mount(bg, vol, mp, fopts)
 	if err != nil {

@@ -378,6 +378,10 @@ type Status struct {
 	// Replica is the metadata replica's state as its replicator last
 	// recorded it on this host (nil if none ran here).
 	Replica *replica.Status `json:"replica,omitempty"`
+	// IO counts bytes since the volume was formatted, as of its last
+	// commit: what files were written and what the store received, the
+	// terms of write amplification (uploaded_bytes / written_bytes).
+	IO meta.IOStats `json:"io"`
 }
 
 // Inspect reports a volume's status. It works whether or not the volume is
@@ -433,6 +437,9 @@ func InspectWith(ctx context.Context, url string, opts OpenOptions) (Status, err
 	}
 	st.Files, st.UsedBytes = u.Inodes, u.UsedBytes
 	if st.FreedBlocks, err = db.FreedCount(ctx); err != nil {
+		return Status{}, fmt.Errorf("status of %s: %w", url, err)
+	}
+	if st.IO, err = db.IO(ctx); err != nil {
 		return Status{}, fmt.Errorf("status of %s: %w", url, err)
 	}
 	bs := blockstore.New(b.objects(), blockstore.Options{CacheBytes: -1})
