@@ -20,10 +20,11 @@ BENCH_DIR ?= /var/tmp/ohm-bench
 # iproute2 (computer networking), python3 (the acceptance script), git (the
 # bench's real tree), procps and psmisc (process tools in tests), python3-venv
 # and nodejs (the SDKs' suites in tests/sdk: pip installs the Python SDK into
-# a virtual environment, node runs the TypeScript one).
+# a virtual environment, node runs the TypeScript one), btrfs-progs and
+# xfsprogs (kernel filesystems on ohmfs device images in tests/crash).
 APT_PACKAGES := fuse3 runc debootstrap e2fsprogs busybox-static util-linux \
 	iproute2 python3 git procps psmisc ca-certificates coreutils mount kmod slirp4netns \
-	python3-venv nodejs
+	python3-venv nodejs btrfs-progs xfsprogs
 
 .PHONY: all deps deps-apt deps-s3 deps-sdk build test demo bench clean
 
