@@ -77,6 +77,7 @@ type walSegment struct {
 	size      uint64 // bytes of records in it
 	allocated uint64 // bytes the file holds (written, zeros past size)
 	dirty     bool   // appended to since its last fdatasync
+	synced    uint64 // bytes of records the last fdatasync covered (for tests)
 }
 
 // walExtendBy is how far ahead of its records a new segment file is
@@ -112,6 +113,10 @@ type wal struct {
 	dir string
 	id  string
 
+	// syncMu keeps release from closing a segment that syncDirty is
+	// syncing; syncDirty's rounds are serialized by commit already.
+	syncMu sync.Mutex
+
 	mu     sync.Mutex
 	segs   []*walSegment // by start; the last one is appended to
 	end    uint64        // position after the last record
@@ -120,7 +125,6 @@ type wal struct {
 
 	appended atomic.Uint64 // bytes appended, for the IO counters
 	commit   *groupCommit  // fdatasync of the dirty segments, grouped
-	prepared sync.WaitGroup
 }
 
 var errWALClosed = errors.New("write-ahead log is closed")
@@ -488,21 +492,27 @@ func (w *wal) roll(seg *walSegment) error {
 // syncDirty makes every record appended before it was called durable: the
 // group commit's round.
 func (w *wal) syncDirty(context.Context) error {
+	w.syncMu.Lock()
+	defer w.syncMu.Unlock()
 	w.mu.Lock()
 	if w.broken != nil {
 		defer w.mu.Unlock()
 		return w.broken
 	}
-	var dirty []*os.File
+	type pending struct {
+		seg  *walSegment
+		size uint64
+	}
+	var dirty []pending
 	for _, s := range w.segs {
 		if s.dirty {
-			dirty = append(dirty, s.f)
+			dirty = append(dirty, pending{s, s.size})
 			s.dirty = false
 		}
 	}
 	w.mu.Unlock()
-	for _, f := range dirty {
-		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+	for _, d := range dirty {
+		if err := unix.Fdatasync(int(d.seg.f.Fd())); err != nil {
 			w.mu.Lock()
 			// The kernel may have dropped the pages it failed to write:
 			// what the log holds is unknown from here on.
@@ -510,6 +520,9 @@ func (w *wal) syncDirty(context.Context) error {
 			w.mu.Unlock()
 			return w.broken
 		}
+		w.mu.Lock()
+		d.seg.synced = max(d.seg.synced, d.size)
+		w.mu.Unlock()
 	}
 	return nil
 }
@@ -556,6 +569,8 @@ func (w *wal) read(pos uint64, p []byte) error {
 // spans that pointed into them were dropped when their records were
 // folded.
 func (w *wal) release(cp uint64) error {
+	w.syncMu.Lock()
+	defer w.syncMu.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var errs []error
@@ -582,7 +597,8 @@ func (w *wal) backlog(cp uint64) uint64 {
 
 // close syncs and closes the segments.
 func (w *wal) close() error {
-	w.prepared.Wait()
+	w.syncMu.Lock()
+	defer w.syncMu.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var errs []error

@@ -1,0 +1,285 @@
+//go:build linux
+
+package crash
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"ohm/internal/ohmfs/vfs"
+	"ohm/tests/internal/ohmtest"
+)
+
+// The device-image variant of the kill -9 loop: a kernel filesystem on a
+// loop device (direct I/O) whose backing file is a device image in an
+// ohmfs mount, as a computer's workspace is. After every kill of the
+// ohmfs process the kernel filesystem's own check and ohm fs fsck must be
+// clean, and every file the workload fsynced inside the kernel filesystem
+// must hold what it fsynced: the block device contract (a write
+// acknowledged before a completed flush is durable).
+
+// requireTools skips t unless the programs are installed.
+func requireTools(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			t.Skipf("needs %s (make deps installs it)", n)
+		}
+	}
+}
+
+// run runs a command and fails t if it fails.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// kernelFS is a kernel filesystem on a loop device over an image file.
+type kernelFS struct {
+	typ  string // btrfs or xfs
+	dir  string // where it is mounted
+	loop string // the loop device, "" when detached
+}
+
+// newImage makes path a device image of size bytes in an ohmfs mount.
+func newImage(t *testing.T, path string, size int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := unix.Setxattr(path, vfs.XattrLayout, []byte(vfs.LayoutImage), 0); err != nil {
+		t.Fatalf("make %s a device image: %v", path, err)
+	}
+	if err := os.Truncate(path, size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// attach sets up a loop device with direct I/O over img.
+func (k *kernelFS) attach(t *testing.T, img string) {
+	t.Helper()
+	k.loop = strings.TrimSpace(run(t, "losetup", "--direct-io=on", "--find", "--show", img))
+}
+
+func (k *kernelFS) mkfs(t *testing.T) {
+	t.Helper()
+	switch k.typ {
+	case "btrfs":
+		run(t, "mkfs.btrfs", "-q", "-K", k.loop)
+	default:
+		run(t, "mkfs.xfs", "-q", "-K", k.loop)
+	}
+}
+
+// check runs the kernel filesystem's own read-only check.
+func (k *kernelFS) check(t *testing.T, when string) {
+	t.Helper()
+	var cmd *exec.Cmd
+	switch k.typ {
+	case "btrfs":
+		cmd = exec.Command("btrfs", "check", "--readonly", k.loop)
+	default:
+		cmd = exec.Command("xfs_repair", "-n", k.loop)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("%s: %s: %v\n%s", when, strings.Join(cmd.Args, " "), err, out)
+	}
+}
+
+func (k *kernelFS) mount(t *testing.T) {
+	t.Helper()
+	run(t, "mount", "-t", k.typ, k.loop, k.dir)
+}
+
+// teardown unmounts the kernel filesystem (lazily if it must: after a
+// crash of the storage below it, it has shut itself down) and detaches
+// the loop device.
+func (k *kernelFS) teardown() {
+	if ohmtest.Mounted(k.dir) {
+		if exec.Command("umount", k.dir).Run() != nil {
+			exec.Command("umount", "-l", k.dir).Run()
+		}
+	}
+	if k.loop != "" {
+		exec.Command("losetup", "-d", k.loop).Run()
+		k.loop = ""
+	}
+}
+
+// checkSynced checks every file the logs say was fsynced, relative to dir.
+func checkSynced(t *testing.T, dir string, logs []string, when string) {
+	t.Helper()
+	n := 0
+	for _, l := range logs {
+		entries, err := readLog(l)
+		if err != nil {
+			t.Fatalf("read log %s: %v", l, err)
+		}
+		for _, e := range entries {
+			n++
+			sum, size, err := hashFile(filepath.Join(dir, e.path))
+			if err != nil {
+				t.Errorf("%s: fsynced file %s: %v", when, e.path, err)
+				continue
+			}
+			if sum != e.sum || size != e.size {
+				t.Errorf("%s: fsynced file %s has %d bytes (sha256 %s), want %d bytes (%s)", when, e.path, size, sum[:12], e.size, e.sum[:12])
+			}
+		}
+	}
+	t.Logf("%s: %d fsynced files checked", when, n)
+}
+
+func TestDeviceImageKillDuringWorkload(t *testing.T) {
+	ohmtest.RequireFUSE(t)
+	requireTools(t, "losetup", "mkfs.btrfs", "btrfs")
+	bin := ohmtest.Binary(t)
+	v := ohmtest.NewVolume(t, bin)
+	k := &kernelFS{typ: "btrfs", dir: t.TempDir()}
+	t.Cleanup(k.teardown)
+	img := filepath.Join(v.Dir, "workspace.img")
+	logDir := t.TempDir()
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewSource(seed))
+
+	var logs []string
+	for i := 0; i < iterations(); i++ {
+		mount := v.MountForeground(t)
+		if i == 0 {
+			newImage(t, img, 1<<40)
+			k.attach(t, img)
+			k.mkfs(t)
+		} else {
+			k.attach(t, img)
+			k.check(t, fmt.Sprintf("after crash %d", i-1))
+		}
+		k.mount(t)
+		if i > 0 {
+			checkSynced(t, k.dir, logs, fmt.Sprintf("after crash %d", i-1))
+			if t.Failed() {
+				t.FailNow()
+			}
+		}
+		logPath := filepath.Join(logDir, fmt.Sprintf("log-%02d", i))
+		logs = append(logs, logPath)
+		w := exec.Command(os.Args[0], "-test.run=^$")
+		w.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", envWorkload, filepath.Join(k.dir, fmt.Sprintf("iter-%02d", i)), logPath, seed+int64(i)))
+		var werr strings.Builder
+		w.Stderr = &werr
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		delay := time.Duration(300+rng.Intn(2700)) * time.Millisecond
+		time.Sleep(delay) // the crash's moment, not synchronization
+		mount.Kill(t)
+		ohmtest.ForceUnmount(v.Dir)
+		w.Process.Kill()
+		w.Wait()
+		k.teardown()
+		entries, _ := readLog(logPath)
+		t.Logf("crash %d: killed after %v, %d fsynced files logged", i, delay, len(entries))
+		fsckClean(t, bin, v, fmt.Sprintf("after crash %d", i))
+		if t.Failed() {
+			t.FailNow()
+		}
+	}
+	v.MountForeground(t)
+	k.attach(t, img)
+	k.check(t, "after the last crash")
+	k.mount(t)
+	checkSynced(t, k.dir, logs, "after the last crash")
+	k.teardown()
+	v.Umount(t)
+	fsckClean(t, bin, v, "after a clean unmount")
+}
+
+// status returns `ohm fs status --json` of the volume.
+func status(t *testing.T, bin, vol string) map[string]any {
+	t.Helper()
+	var st map[string]any
+	if err := json.Unmarshal([]byte(ohmtest.Ohm(t, bin, "fs", "status", "--json", vol)), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestDeviceImageDiscardFreesStore writes 1 GiB into a kernel filesystem
+// on an image, deletes it and trims the filesystem: the discards punch
+// holes in the image, the packs nothing references any more are freed,
+// and gc gives their space back in the store.
+func TestDeviceImageDiscardFreesStore(t *testing.T) {
+	ohmtest.RequireFUSE(t)
+	requireTools(t, "losetup", "mkfs.btrfs", "fstrim")
+	bin := ohmtest.Binary(t)
+	v := ohmtest.NewVolume(t, bin)
+	k := &kernelFS{typ: "btrfs", dir: t.TempDir()}
+	t.Cleanup(k.teardown)
+	v.Mount(t)
+	img := filepath.Join(v.Dir, "workspace.img")
+	newImage(t, img, 1<<40)
+	k.attach(t, img)
+	k.mkfs(t)
+	k.mount(t)
+
+	const size = 1 << 30
+	f, err := os.Create(filepath.Join(k.dir, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4<<20)
+	rng := rand.New(rand.NewSource(1))
+	for n := 0; n < size; n += len(buf) {
+		rng.Read(buf) // incompressible: the store holds what was written
+		if _, err := f.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	// Unmounting everything folds the image's log into the store.
+	k.teardown()
+	v.Umount(t)
+	full := status(t, bin, v.Path)["stored_bytes"].(float64)
+	if full < size {
+		t.Fatalf("the store holds %.0f bytes after 1 GiB was written, want at least that", full)
+	}
+
+	v.Mount(t)
+	k.attach(t, img)
+	k.mount(t)
+	if err := os.Remove(filepath.Join(k.dir, "big")); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "sync", "-f", k.dir)
+	run(t, "fstrim", k.dir)
+	k.teardown()
+	v.Umount(t)
+	ohmtest.Ohm(t, bin, "fs", "gc", "--grace", "0s", v.Path)
+	after := status(t, bin, v.Path)["stored_bytes"].(float64)
+	t.Logf("store: %.0f MiB with the file, %.0f MiB after delete, fstrim and gc", full/(1<<20), after/(1<<20))
+	if after > 128<<20 {
+		t.Errorf("the store still holds %.0f MiB after the file was deleted and trimmed, want it back under 128 MiB", after/(1<<20))
+	}
+	fsckClean(t, bin, v, "after gc")
+}
