@@ -18,8 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/moby/sys/mountinfo"
-
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
@@ -72,6 +70,7 @@ type Options struct {
 // Mounted is a volume served at a mountpoint.
 type Mounted struct {
 	mountpoint string
+	dev        uint64 // the mount's device: its minor is the FUSE connection's number
 	fs         *vfs.FS
 	server     *fuse.Server
 	logger     *log.Logger
@@ -80,38 +79,56 @@ type Mounted struct {
 	stopSync chan struct{}
 	syncDone chan struct{}
 
-	conn int // the FUSE connection's number in /sys/fs/fuse/connections; 0 if unknown
-
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// Mount serves vol at mountpoint (created if missing) and returns once the
+// maxWrite is the largest FUSE request the mount takes (max_read,
+// max_write, max_pages): 1 MiB.
+const maxWrite = 1 << 20
+
+// Mount serves vol at mountpoint, an absolute path without symlinks
+// (created, with its missing parents, if missing), and returns once the
 // mount answers. It fails with ErrBusy if something is mounted there
-// already. The caller keeps owning vol and closes it after
-// (*Mounted).Close; ctx bounds the setup only.
+// already, and with ErrSymlink if the path has a symlink in it (see
+// mountpoint.go for why). The caller keeps owning vol and closes it after
+// (*Mounted).Close; ctx bounds the setup only. Mounting needs
+// CAP_SYS_ADMIN.
 func Mount(ctx context.Context, vol *volume.Volume, mountpoint string, opts Options) (*Mounted, error) {
-	mp, err := filepath.Abs(mountpoint)
+	mp := filepath.Clean(mountpoint)
+	dir, err := openMountpoint(mp)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	if err := os.MkdirAll(mp, 0o755); err != nil {
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
-	}
-	if real, err := filepath.EvalSymlinks(mp); err == nil {
-		mp = real
-	}
-	if fi, err := os.Stat(mp); err != nil {
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("mount %s: not a directory", mountpoint)
-	}
-	if fstype, ok, err := MountedAt(mp); err != nil {
+	defer dir.Close()
+	if fstype, ok, err := mountedOn(dir); err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	} else if ok {
 		return nil, fmt.Errorf("mount %s: %w (%s already mounted there)", mountpoint, ErrBusy, fstype)
 	}
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	dev, err := mountFUSE(fd, dir, opts)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	m, err := serve(ctx, vol, mp, dev, fd, opts)
+	if err != nil {
+		// The kernel has the mount but no server: end it.
+		AbortConnection(int(unix.Minor(dev)))
+		unix.Unmount(mp, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	return m, nil
+}
 
+// serve answers the FUSE connection on fd (its /dev/fuse descriptor,
+// which serve takes over: go-fuse closes it when done) of the mount at mp
+// (device number mdev) with a file system over vol.
+func serve(ctx context.Context, vol *volume.Volume, mp string, mdev uint64, fd int, opts Options) (*Mounted, error) {
 	logger := opts.Logger
 	if logger == nil {
 		logger = log.Default()
@@ -126,20 +143,23 @@ func Mount(ctx context.Context, vol *volume.Volume, mountpoint string, opts Opti
 	// ctx bounds the setup only: the file system lives until Close.
 	fs, err := vfs.New(context.WithoutCancel(ctx), vol.Meta, vol.Blocks, vol.Capacity, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+		unix.Close(fd)
+		return nil, err
 	}
-
 	raw := newFileSystem(context.WithoutCancel(ctx), fs, logger)
 	raw.wantWriteback = !opts.NoWritebackCache
 	raw.afterFsync = opts.AfterFsync
-	mo := mountOptions(opts, logger)
-	server, err := fuse.NewServer(raw, mp, mo)
+	// go-fuse serves a descriptor it is given as /dev/fd/N; it reads the
+	// kernel's INIT from it before NewServer returns.
+	server, err := fuse.NewServer(raw, fmt.Sprintf("/dev/fd/%d", fd), mountOptions(opts, logger))
 	if err != nil {
+		// go-fuse has closed fd.
 		fs.Close(ctx)
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+		return nil, err
 	}
 	m := &Mounted{
 		mountpoint: mp,
+		dev:        mdev,
 		fs:         fs,
 		server:     server,
 		logger:     logger,
@@ -151,25 +171,17 @@ func Mount(ctx context.Context, vol *volume.Volume, mountpoint string, opts Opti
 		server.Serve()
 		close(m.done)
 	}()
-	if err := server.WaitMount(); err != nil {
-		server.Unmount()
-		fs.Close(ctx)
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	if err := stopPolls(mp); err != nil {
+		logger.Printf("ohmfs: %s: %v", mp, err)
 	}
-	// The FUSE connection's number (for Abort) is the minor of the
-	// mount's device; the root's attributes come from us.
-	var st unix.Stat_t
-	if err := unix.Stat(mp, &st); err == nil {
-		m.conn = int(unix.Minor(st.Dev))
-		// The kernel offers FUSE its default readahead (128 KiB) at
-		// init, and a cold sequential read then costs one round trip per
-		// 128 KiB. Up to max_pages (1 MiB) it can only be raised through
-		// the mount's bdi afterwards: measured 2.55 s -> 2.04 s for a
-		// cold 2 GiB read; 4 MiB was no better.
-		bdi := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-		if err := os.WriteFile(bdi, []byte(strconv.Itoa(readAheadKB)), 0o644); err != nil {
-			logger.Printf("ohmfs: raise readahead of %s: %v", mountpoint, err)
-		}
+	// The kernel offers FUSE its default readahead (128 KiB) at init, and
+	// a cold sequential read then costs one round trip per 128 KiB. Up to
+	// max_pages (1 MiB) it can only be raised through the mount's bdi
+	// afterwards: measured 2.55 s -> 2.04 s for a cold 2 GiB read; 4 MiB
+	// was no better.
+	bdi := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(mdev), unix.Minor(mdev))
+	if err := os.WriteFile(bdi, []byte(strconv.Itoa(readAheadKB)), 0o644); err != nil {
+		logger.Printf("ohmfs: raise readahead of %s: %v", mp, err)
 	}
 
 	interval := opts.SyncInterval
@@ -183,10 +195,12 @@ func Mount(ctx context.Context, vol *volume.Volume, mountpoint string, opts Opti
 		close(m.syncDone)
 		return m, nil
 	}
-	stop, err := startWriteback(mp, st.Dev, interval)
+	stop, err := startWriteback(mp, mdev, interval)
 	if err != nil {
-		m.Close(ctx)
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+		close(m.syncDone)
+		m.Abort()
+		m.fs.Close(ctx)
+		return nil, err
 	}
 	go func() {
 		defer close(m.syncDone)
@@ -204,35 +218,21 @@ func mountOptions(opts Options, logger *log.Logger) *fuse.MountOptions {
 	if !opts.NoWritebackCache {
 		extra |= fuse.CAP_WRITEBACK_CACHE
 	}
+	// The mount itself is made by mountFUSE; these are what INIT
+	// negotiates.
 	return &fuse.MountOptions{
-		AllowOther:    !opts.NoAllowOther,
-		Options:       []string{"default_permissions"},
 		MaxBackground: 64,
-		MaxWrite:      1 << 20,
-		MaxReadAhead:  1 << 20,
-		FsName:        FSName,
-		Name:          FSName,
+		MaxWrite:      maxWrite,
+		MaxReadAhead:  maxWrite,
 		// Symlinks only change through us: let the kernel keep targets.
 		EnableSymlinkCaching: true,
 		// Nothing changes file data behind the kernel, so it need not
 		// drop a file's pages when it sees a new mtime.
 		ExplicitDataCacheControl: true,
-		DirectMount:              true,
 		ExtraCapabilities:        extra,
 		Debug:                    opts.Debug,
 		Logger:                   logger,
 	}
-}
-
-// syncfs writes the kernel's dirty pages for the mount at mountpoint back
-// to its server.
-func syncfs(mountpoint string) error {
-	fd, err := unix.Open(mountpoint, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	return unix.Syncfs(fd)
 }
 
 // FS returns the file system the mount serves.
@@ -266,24 +266,19 @@ func (m *Mounted) close(ctx context.Context) error {
 	default:
 		// Push the kernel's dirty pages and commit them before the
 		// unmount, so that even a lazy unmount leaves nothing behind.
-		if err := syncfs(m.mountpoint); err != nil && !errors.Is(err, unix.ENOTCONN) {
+		if err := syncMount(m.mountpoint, m.dev); err != nil && !errors.Is(err, unix.ENOTCONN) {
 			errs = append(errs, fmt.Errorf("syncfs: %w", err))
 		}
 		if err := m.fs.Sync(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("sync: %w", err))
 		}
-		if err := unix.Unmount(m.mountpoint, 0); err != nil {
-			if !errors.Is(err, unix.EBUSY) {
-				// Not ours to unmount (e.g. no CAP_SYS_ADMIN): go-fuse
-				// falls back to fusermount.
-				err = m.server.Unmount()
-			} else {
-				m.logger.Printf("ohmfs: %s is busy; detaching it lazily", m.mountpoint)
-				err = unix.Unmount(m.mountpoint, unix.MNT_DETACH)
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("unmount %s: %w", m.mountpoint, err))
-			}
+		err := m.unmount(0)
+		if errors.Is(err, unix.EBUSY) {
+			m.logger.Printf("ohmfs: %s is busy; detaching it lazily", m.mountpoint)
+			err = m.unmount(unix.MNT_DETACH)
+		}
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
 	select {
@@ -308,13 +303,11 @@ func (m *Mounted) Abort() error {
 	m.closeOnce.Do(func() {
 		close(m.stopSync)
 		<-m.syncDone
-		if m.conn > 0 {
-			if err := AbortConnection(m.conn); err != nil {
-				errs = append(errs, err)
-			}
+		if err := AbortConnection(int(unix.Minor(m.dev))); err != nil {
+			errs = append(errs, err)
 		}
-		if err := unix.Unmount(m.mountpoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-			errs = append(errs, fmt.Errorf("detach %s: %w", m.mountpoint, err))
+		if err := m.unmount(unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, err)
 		}
 		select {
 		case <-m.done:
@@ -326,14 +319,66 @@ func (m *Mounted) Abort() error {
 	return errors.Join(errs...)
 }
 
-// MountedAt reports whether something is mounted at path (an absolute,
-// symlink-free path), and its file system type.
-func MountedAt(path string) (fstype string, ok bool, err error) {
-	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(path))
-	if err != nil || len(ms) == 0 {
-		return "", false, err
+// pollHackName is the file go-fuse answers for itself so that the kernel
+// can be made to send one POLL, which go-fuse answers ENOSYS.
+const pollHackName = ".go-fuse-epoll-hack"
+
+// stopPolls makes the kernel stop sending POLL requests (go-fuse's "poll
+// hack", which it runs only for mounts it makes itself). Go's runtime adds
+// every file it opens to its epoll set; on a FUSE file that sends POLL,
+// and a process that opens files in its own mount could then wait on
+// itself with no thread left to answer. Once POLL was answered with
+// ENOSYS the connection never sends it again.
+func stopPolls(mp string) error {
+	fd, err := unix.Openat2(unix.AT_FDCWD, filepath.Join(mp, pollHackName), &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+		Resolve: unix.RESOLVE_NO_SYMLINKS,
+	})
+	if err != nil {
+		return fmt.Errorf("stop POLL requests: %w", err)
 	}
-	return ms[0].FSType, true, nil
+	defer unix.Close(fd)
+	unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLPRI | unix.POLLOUT}}, 0)
+	return nil
+}
+
+// unmount unmounts the mount at m.mountpoint if it is still this one: the
+// path is looked up without symlinks, and only a mount root with this
+// mount's device is unmounted (the last component not followed either).
+// A mount that is gone already is no error.
+func (m *Mounted) unmount(flags int) error {
+	dir, err := openNoSymlinks(unix.AT_FDCWD, m.mountpoint)
+	if err != nil {
+		return fmt.Errorf("unmount %s: %w", m.mountpoint, err)
+	}
+	dev, root, err := rootDev(dir)
+	dir.Close()
+	if err != nil {
+		return fmt.Errorf("unmount %s: %w", m.mountpoint, err)
+	}
+	if !root || dev != m.dev {
+		return nil // gone already; something else may be mounted there now
+	}
+	if err := unix.Unmount(m.mountpoint, flags|unix.UMOUNT_NOFOLLOW); err != nil {
+		return fmt.Errorf("unmount %s: %w", m.mountpoint, err)
+	}
+	return nil
+}
+
+// MountedAt reports whether something is mounted at path (absolute),
+// and the type of the filesystem on top. The path is looked up without
+// following symlinks (ErrSymlink if it has one) and the mount is not asked
+// anything, so a dead FUSE mount answers too.
+func MountedAt(path string) (fstype string, ok bool, err error) {
+	dir, err := openNoSymlinks(unix.AT_FDCWD, filepath.Clean(path))
+	if errors.Is(err, unix.ENOENT) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("%s: %w", path, err)
+	}
+	defer dir.Close()
+	return mountedOn(dir)
 }
 
 // hostFree reports the bytes an unprivileged writer may still use on the

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -105,6 +106,17 @@ func TestServeUnmount(t *testing.T) {
 	data := strings.Repeat("durable ", 100000)
 	if err := os.WriteFile(filepath.Join(c.Mountpoint, "f"), []byte(data), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// A symlink to the mount is not followed.
+	link := filepath.Join(filepath.Dir(c.Mountpoint), "link")
+	if err := os.Symlink(c.Mountpoint, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := Unmount(context.Background(), link, time.Minute); !errors.Is(err, fusefs.ErrSymlink) {
+		t.Fatalf("Unmount through a symlink = %v, want ErrSymlink", err)
+	}
+	if _, ok, _ := fusefs.MountedAt(c.Mountpoint); !ok {
+		t.Fatal("Unmount through a symlink unmounted")
 	}
 	if err := Unmount(context.Background(), c.Mountpoint, time.Minute); err != nil {
 		t.Fatal(err)

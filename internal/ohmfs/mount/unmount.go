@@ -22,12 +22,11 @@ func Unmount(ctx context.Context, mountpoint string, timeout time.Duration) erro
 	if err != nil {
 		return err
 	}
-	if real, err := filepath.EvalSymlinks(mp); err == nil {
-		mp = real
-	}
+	// Never resolved through a symlink: the mountpoint may be in a
+	// directory something less trusted can write (see fusefs).
 	fstype, ok, err := fusefs.MountedAt(mp)
 	if err != nil {
-		return err
+		return fmt.Errorf("unmount %w", err)
 	}
 	if !ok {
 		return fmt.Errorf("%s is not mounted", mp)
@@ -66,7 +65,7 @@ func Unmount(ctx context.Context, mountpoint string, timeout time.Duration) erro
 func unmountRetryingBusy(ctx context.Context, mp string) error {
 	deadline := time.Now().Add(time.Second)
 	for {
-		err := unix.Unmount(mp, 0)
+		err := unix.Unmount(mp, unix.UMOUNT_NOFOLLOW)
 		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
 			return err
 		}
