@@ -21,7 +21,8 @@ BENCH_DIR ?= /var/tmp/ohm-bench
 # bench's real tree), procps and psmisc (process tools in tests), python3-venv
 # and nodejs (the SDKs' suites in tests/sdk: pip installs the Python SDK into
 # a virtual environment, node runs the TypeScript one), btrfs-progs and
-# xfsprogs (kernel filesystems on ohmfs device images in tests/crash).
+# xfsprogs (kernel filesystems on ohmfs device images: internal/disk,
+# tests/crash).
 APT_PACKAGES := fuse3 runc debootstrap e2fsprogs busybox-static util-linux \
 	iproute2 python3 git procps psmisc ca-certificates coreutils mount kmod slirp4netns \
 	python3-venv nodejs btrfs-progs xfsprogs

@@ -1,0 +1,201 @@
+package disk
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"ohm/internal/ohmfs/vfs"
+)
+
+// smallHost mounts a fresh ext4 of size bytes (on a loop device over a
+// file in a temp dir) and returns its mountpoint: a host disk that fills
+// up quickly.
+func smallHost(t *testing.T, size int64) string {
+	t.Helper()
+	dir := t.TempDir()
+	img := filepath.Join(dir, "host.img")
+	mp := filepath.Join(dir, "host")
+	if err := os.Mkdir(mp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("/usr/sbin/mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, mp).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		// The volume's last files close shortly after its unmount.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := unix.Unmount(mp, 0)
+			if err == nil {
+				return
+			}
+			if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+				out, _ := exec.Command("fuser", "-vm", mp).CombinedOutput()
+				t.Errorf("umount %s: %v\n%s", mp, err, out)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	if err := os.Chmod(mp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return mp
+}
+
+// TestSpaceGuard fills a btrfs disk ten times the size of the 400 MiB host
+// filesystem its ohmfs volume sits on. (A 4 GiB disk, not a 1 PiB one: the
+// guard works the same, and the first FITRIM of a 1 PiB btrfs discards its
+// whole unallocated space, which ohmfs takes minutes to punch today.) With the guard, the writer gets EDQUOT before
+// ohmfs has to refuse a write of the image (which btrfs would take as an
+// I/O error and go read-only), the filesystem stays writable and clean,
+// and once files are deleted and ohmfs has their space back, writes work
+// again.
+func TestSpaceGuard(t *testing.T) {
+	requireDisks(t, Btrfs)
+	if _, err := os.Stat("/usr/sbin/mkfs.ext4"); err != nil {
+		t.Skip("needs mkfs.ext4 for the small host filesystem")
+	}
+	host := smallHost(t, 400<<20)
+	const reserve = 32 << 20
+	e := newEnv(t, envOptions{base: host, vfs: vfs.Config{
+		Reserve: reserve,
+		// Freed blocks go at once, so that the test sees the space of
+		// deleted files come back without waiting ohmfs's grace period.
+		GCGrace:    -1,
+		GCInterval: 100 * time.Millisecond,
+	}})
+	ctx := context.Background()
+	cfg := e.config(Btrfs, "workspace")
+	d := e.create(cfg, 4<<30)
+	var guardErrs []error
+	if err := d.GuardSpace(SpaceConfig{
+		Avail:    HostAvail(host, reserve),
+		Margin:   48 << 20,
+		Interval: 50 * time.Millisecond,
+		OnError:  func(err error) { guardErrs = append(guardErrs, err) },
+	}); err != nil {
+		t.Fatalf("guard: %v", err)
+	}
+	st, ok := d.SpaceStatus()
+	if !ok || st.Limit == 0 || st.Limit > 400<<20 {
+		t.Fatalf("space status %+v", st)
+	}
+	t.Logf("start: %+v", st)
+
+	buf := make([]byte, 1<<20)
+	rand.Read(buf)
+	write := func(name string, mib int) error {
+		f, err := os.Create(filepath.Join(cfg.Mountpoint, name))
+		if err != nil {
+			return err
+		}
+		for range mib {
+			if _, err := f.Write(buf); err != nil {
+				f.Close()
+				return err
+			}
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
+	var files []string
+	var full error
+	for i := range 100 {
+		name := fmt.Sprintf("f%02d", i)
+		if err := write(name, 8); err != nil {
+			full = err
+			break
+		}
+		files = append(files, name)
+	}
+	if full == nil {
+		t.Fatal("wrote 800 MiB to a disk on a 400 MiB host")
+	}
+	st, _ = d.SpaceStatus()
+	t.Logf("full after %d files of 8 MiB: %v; %+v", len(files), full, st)
+	if !errors.Is(full, syscall.EDQUOT) {
+		t.Errorf("writing past the host's space: %v, want EDQUOT", full)
+	}
+	m, err := mountedAt(cfg.Mountpoint)
+	if err != nil || m == nil {
+		t.Fatalf("mount gone: %v", err)
+	}
+	if strings.Contains(","+m.VFSOptions+",", ",ro,") {
+		t.Fatalf("the filesystem went read-only: %s", m.VFSOptions)
+	}
+	if b, err := os.ReadFile(filepath.Join(cfg.Mountpoint, files[0])); err != nil || len(b) != 8<<20 {
+		t.Errorf("read back a file: %d bytes, %v", len(b), err)
+	}
+
+	// Delete most files; their extents are discarded (Trim, rather than
+	// btrfs's async discard, which waits two minutes), ohmfs frees the
+	// blocks, and the guard lets writes through again.
+	for _, f := range files[:len(files)-2] {
+		if err := os.Remove(filepath.Join(cfg.Mountpoint, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, _ := d.root()
+	unix.Syncfs(int(root.Fd()))
+	root.Close()
+	start := time.Now()
+	trimmed, err := d.Trim(ctx, 0, 4<<30)
+	if err != nil {
+		t.Fatalf("trim: %v", err)
+	}
+	t.Logf("trimmed %d bytes in %v", trimmed, time.Since(start))
+	start = time.Now()
+	avail := HostAvail(host, reserve)
+	waitFor(t, "ohmfs to give the space back", 60*time.Second, func() bool {
+		a, err := avail()
+		return err == nil && a > 200<<20
+	})
+	t.Logf("space back in %v", time.Since(start))
+	if err := d.CheckSpace(); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = d.SpaceStatus()
+	t.Logf("after deleting: %+v", st)
+	if err := write("again", 64); err != nil {
+		t.Errorf("write after deleting files: %v", err)
+	}
+	if err := d.Close(ctx); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if len(guardErrs) > 0 {
+		t.Errorf("guard errors: %v", guardErrs)
+	}
+	// btrfs's own check finds nothing wrong with the image.
+	start = time.Now()
+	defer func() { t.Logf("btrfs check: %v", time.Since(start)) }()
+	if btrfs, err := tool("btrfs"); err == nil {
+		out, err := exec.Command(btrfs, "check", "--readonly", filepath.Join(cfg.ImageDir, cfg.Image)).CombinedOutput()
+		if err != nil {
+			t.Errorf("btrfs check: %v\n%s", err, out)
+		}
+	}
+}
