@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ohm/internal/ohmfs/vfs"
 	"ohm/internal/units"
 )
 
@@ -140,6 +141,14 @@ func Create(ctx context.Context, cfg Config, size int64) (d *Disk, err error) {
 	if err := lockImage(img); err != nil {
 		return nil, err
 	}
+	// Mark the empty file a device image before anything is written to
+	// it: ohmfs then logs its writes and makes a flush one durable local
+	// append (docs/durability.md). Elsewhere the mark is a harmless
+	// attribute, and where xattrs are unsupported the image is a file.
+	if err := unix.Fsetxattr(int(img.Fd()), vfs.XattrLayout, []byte(vfs.LayoutImage), unix.XATTR_CREATE); err != nil &&
+		!errors.Is(err, unix.ENOTSUP) && !errors.Is(err, unix.EOPNOTSUPP) {
+		return nil, fmt.Errorf("mark disk image %s: %w", img.Name(), err)
+	}
 	if err := img.Truncate(size); err != nil {
 		return nil, fmt.Errorf("size disk image %s: %w", img.Name(), err)
 	}
@@ -240,8 +249,12 @@ func imageDir(path string) (*os.File, error) {
 // given for as long as it is attached, and the lock a Disk holds must not
 // outlive the Disk's process (so that a new process can take over a disk
 // a crashed one left mounted).
+//
+// The file is opened O_DIRECT: ohmfs then serves it without the kernel's
+// attribute and page caching (FOPEN_DIRECT_IO), so that a flush of the
+// disk is one FUSE FSYNC and a write one FUSE WRITE.
 func attachImage(dir *os.File, name, tag string) (*os.File, loopDev, error) {
-	f, err := openAt(dir, name, unix.O_RDWR, 0)
+	f, err := openAt(dir, name, unix.O_RDWR|unix.O_DIRECT, 0)
 	if err != nil {
 		return nil, loopDev{}, fmt.Errorf("open disk image: %w", err)
 	}
@@ -370,6 +383,9 @@ func (d *Disk) Mountpoint() string { return d.cfg.Mountpoint }
 
 // Device is the loop device's path, e.g. /dev/loop3.
 func (d *Disk) Device() string { return d.loop.path() }
+
+// DeviceNumber is the loop device's device number (st_rdev).
+func (d *Disk) DeviceNumber() uint64 { return d.loop.rdev }
 
 // Kind is the disk's filesystem.
 func (d *Disk) Kind() Kind { return d.cfg.Kind }

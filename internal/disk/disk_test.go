@@ -447,3 +447,74 @@ func hasCap(c int) bool {
 	}
 	return false
 }
+
+// TestFlushCost counts, with the kernel's fuse_request_send tracepoint,
+// the FUSE requests an fsync in a disk costs its ohmfs mount: FSYNCs and
+// WRITEs only, none of the SETATTR, GETATTR and GETXATTR a cached open of
+// the image would add to every flush and write.
+func TestFlushCost(t *testing.T) {
+	requireDisks(t, Btrfs)
+	const tracing = "/sys/kernel/tracing"
+	if _, err := os.Stat(tracing + "/events/fuse/fuse_request_send"); err != nil {
+		t.Skipf("needs tracefs with the fuse_request_send tracepoint at %s", tracing)
+	}
+	e := newEnv(t, envOptions{})
+	cfg := e.config(Btrfs, "workspace")
+	e.create(cfg, 1<<30)
+	var st unix.Stat_t
+	if err := unix.Stat(e.imageDir(), &st); err != nil {
+		t.Fatal(err)
+	}
+	inst := filepath.Join(tracing, "instances", "ohm-disk-test-"+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(inst, 0o700); err != nil {
+		t.Skipf("make a tracing instance: %v", err)
+	}
+	defer os.Remove(inst)
+	w := func(name, v string) {
+		if err := os.WriteFile(filepath.Join(inst, name), []byte(v), 0); err != nil {
+			t.Fatalf("tracefs %s: %v", name, err)
+		}
+	}
+	ev := "events/fuse/fuse_request_send/"
+	w(ev+"filter", "connection == "+strconv.Itoa(int(unix.Minor(st.Dev))))
+	w(ev+"enable", "1")
+	defer w(ev+"enable", "0")
+
+	f, err := os.Create(filepath.Join(cfg.Mountpoint, "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := bytes.Repeat([]byte{7}, 4096)
+	for i := range 50 {
+		if _, err := f.WriteAt(buf, int64(i%8)*4096); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w("tracing_on", "0")
+	trace, err := os.ReadFile(filepath.Join(inst, "trace"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	for _, line := range strings.Split(string(trace), "\n") {
+		if _, op, ok := strings.Cut(line, "(FUSE_"); ok {
+			op, _, _ = strings.Cut(op, ")")
+			counts[op]++
+		}
+	}
+	t.Logf("FUSE requests for 50 writes + fsyncs: %v", counts)
+	if counts["FSYNC"] < 50 || counts["WRITE"] < 50 {
+		t.Errorf("expected at least 50 FSYNCs and WRITEs: %v", counts)
+	}
+	// A few come from elsewhere (the mount's writeback loop opens its
+	// root); one per flush or write would be 50 or more.
+	for _, op := range []string{"SETATTR", "GETATTR", "GETXATTR"} {
+		if counts[op] >= 10 {
+			t.Errorf("%d %s requests: the image is not served as a direct-I/O file", counts[op], op)
+		}
+	}
+}
