@@ -76,7 +76,7 @@ demo: deps build
 	@OHM_BIN=$(CURDIR)/bin/ohm scripts/demo.sh
 
 bench: deps build
-	bin/ohm bench $(BENCH_DIR) --out docs/benchmarks.md
+	bin/ohm bench $(BENCH_DIR) --module $(CURDIR) --out docs/benchmarks.md
 
 clean:
 	rm -rf bin

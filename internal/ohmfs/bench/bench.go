@@ -1,9 +1,13 @@
-// Package bench measures the same work on two directories, one on ext4 and
-// one on an ohmfs mount on the same disk, and reports the ratios against
-// the targets of DESIGN.md section 6: sequential write and read in 1 MiB
-// blocks, create/stat/unlink of many small files, and a real source tree
-// (copy the Go toolchain in, build the standard library, git add and commit
-// it, delete it all).
+// Package bench measures the same agent work on several directories, one
+// on ext4 and the others on ohmfs layouts on the same disk (an ohmfs FUSE
+// mount, and kernel filesystems on ohmfs device images), and reports each
+// step's time as a ratio to ext4's from the same run: a sequential write
+// and cold read, many small files, and the work an agent does in a
+// workspace (untar a source tree, git clone, edit and commit, npm ci with
+// a warm cache, go build, SQLite commits, rm -rf). For the ohmfs layouts it
+// also reports write amplification (bytes the storage stored per byte the
+// work wrote) and, where asked, the FUSE requests and block flushes a step
+// cost.
 package bench
 
 import (
@@ -12,32 +16,65 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Options size the work.
 type Options struct {
-	SeqSize    int64  // bytes for the sequential write and read
-	SmallFiles int    // files for create/stat/unlink
-	SmallSize  int    // bytes per small file
-	TreeSrc    string // the tree to copy in; "" skips the tree workload
-	BuildStd   bool   // build the standard library with the copied toolchain (TreeSrc must be a Go root)
-	Log        io.Writer
+	SeqSize    int64 // bytes for the sequential write and read; 0 skips them
+	SmallFiles int   // files for create/stat/unlink; 0 skips them
+	SmallSize  int   // bytes per small file
+	// SQLiteCommits is the number of one-row transactions of the SQLite
+	// step; 0 skips it.
+	SQLiteCommits int
+	// EditFiles is how many files the edit-and-commit step changes.
+	EditFiles int
+	// Inputs are the prepared inputs of the agent steps; a step whose
+	// input is missing is skipped.
+	Inputs Inputs
+	// Only, if not empty, runs only these parts of the work: seq, small,
+	// untar, clone (with the edit and commit), npm, build, sqlite.
+	Only []string
+	Log  io.Writer
 }
 
-// DefaultOptions are the sizes of issue 2: 4 GiB, 20,000 files of 4 KiB,
-// the Go toolchain at /usr/local/go.
+// DefaultOptions are the sizes of the agent table: 2 GiB sequential,
+// 20,000 files of 4 KiB, 1,000 SQLite commits, 300 edited files.
 func DefaultOptions() Options {
-	return Options{SeqSize: 4 << 30, SmallFiles: 20000, SmallSize: 4096, TreeSrc: "/usr/local/go", BuildStd: true}
+	return Options{SeqSize: 2 << 30, SmallFiles: 20000, SmallSize: 4096, SQLiteCommits: 1000, EditFiles: 300}
 }
 
-// Target is a DESIGN.md section 6 target, as the largest ohmfs/ext4 time
-// ratio it allows.
-type Target struct {
-	Text     string  // as DESIGN.md states it
-	MaxRatio float64 // ohmfs time / ext4 time
+// runs reports whether part is to be run.
+func (o Options) runs(part string) bool {
+	if len(o.Only) == 0 {
+		return true
+	}
+	for _, p := range o.Only {
+		if p == part {
+			return true
+		}
+	}
+	return false
 }
+
+// Target is the largest time ratio to ext4 a step may take.
+type Target struct {
+	Text     string  // as the targets state it
+	MaxRatio float64 // time / ext4's time
+}
+
+var (
+	targetWrite  = Target{">= 0.7 of ext4's throughput", 1 / 0.7}
+	targetRead   = Target{">= 0.8 of ext4's throughput", 1 / 0.8}
+	targetSmall  = Target{">= 0.5 of ext4's rate", 1 / 0.5}
+	targetAgent  = Target{"<= 1.3x ext4's time", 1.3}
+	targetFsync  = Target{"<= 2x ext4's time", 2}
+	targetDelete = Target{"<= 1.3x ext4's time", 1.3}
+)
 
 // Step is one measured piece of work.
 type Step struct {
@@ -45,77 +82,170 @@ type Step struct {
 	Target Target
 	// Bytes, if set, lets the report show a throughput.
 	Bytes int64
+	// Per, if set, is how many operations the step does (SQLite commits):
+	// the report divides the step's FUSE requests by it.
+	Per int
+	// Trace asks for the step's FUSE requests and block requests to be
+	// counted on the layouts that can (it costs a little time).
+	Trace bool
 }
 
-// Result is one step measured on both filesystems.
-type Result struct {
-	Step
-	Ext4, Ohmfs time.Duration
-	// Failed says why a step did not complete on ohmfs (its time is then
-	// meaningless); the steps after it in its workload are not run.
-	Failed string
-}
-
-// Ratio is ohmfs's time over ext4's.
-func (r Result) Ratio() float64 {
-	if r.Ext4 <= 0 {
-		return 0
-	}
-	return float64(r.Ohmfs) / float64(r.Ext4)
-}
-
-// Met reports whether the ratio is within the target.
-func (r Result) Met() bool {
-	return r.Failed == "" && (r.Target.MaxRatio == 0 || r.Ratio() <= r.Target.MaxRatio)
-}
-
-var (
-	targetWrite = Target{">= 0.7 of ext4's throughput", 1 / 0.7}
-	targetRead  = Target{">= 0.8 of ext4's throughput", 1 / 0.8}
-	targetSmall = Target{">= 0.5 of ext4's rate", 1 / 0.5}
-	targetTree  = Target{"<= 1.3x ext4's time", 1.3}
-)
-
-// FS is one side of the comparison: a directory to work in and a way to
-// make the next read cold.
+// FS is one column of the comparison: a directory to work in.
 type FS struct {
 	Name string
 	Dir  string
-	// Cold empties the caches between the write and the read: dropping the
-	// kernel's page cache, and for ohmfs also remounting.
+	// Cold empties the caches before the cold read: dropping the kernel's
+	// page cache, and for ohmfs layouts remounting too.
 	Cold func(ctx context.Context) error
+	// Stored, if set, reports the bytes the layout's storage has stored
+	// so far (for write amplification).
+	Stored func() (uint64, error)
+	// Targets, if set, names what traced steps count the requests of:
+	// the FUSE connection (the minor of the ohmfs mount's device) and the
+	// loop device (its device number); 0 for none. A function, because a
+	// remount makes a new connection.
+	Targets func() (fuseConn uint32, blockDev uint64)
 }
 
-// Compare runs every step on ext4, then on ohmfs (each workload on one and
-// then the other, so that both see the same machine state), and returns the
-// results in order.
-func Compare(ctx context.Context, ext4, ohmfs FS, opts Options) ([]Result, error) {
+// Result is one step measured on every FS.
+type Result struct {
+	Step
+	// Times, Failed, Stored and Requests are per FS, in the order given.
+	Times []time.Duration
+	// Failed says why a step did not complete on an FS (its time is then
+	// meaningless); the steps after it in its workload are not run there.
+	Failed []string
+	// Stored is the bytes the FS's storage stored during the step (0 if
+	// it does not say).
+	Stored []uint64
+	// Requests counts the FUSE requests (by opcode, e.g. "WRITE") and the
+	// loop device's block requests (by kind, "block flush", "block write")
+	// during a traced step; nil where not traced.
+	Requests []map[string]uint64
+	// Written is the bytes the work wrote on the baseline (the first FS):
+	// what write amplification is measured against.
+	Written uint64
+}
+
+// Ratio is FS i's time over the baseline's.
+func (r Result) Ratio(i int) float64 {
+	if r.Times[0] <= 0 || r.Failed[i] != "" {
+		return 0
+	}
+	return float64(r.Times[i]) / float64(r.Times[0])
+}
+
+// Met reports whether FS i is within the target.
+func (r Result) Met(i int) bool {
+	return r.Failed[i] == "" && (r.Target.MaxRatio == 0 || r.Ratio(i) <= r.Target.MaxRatio)
+}
+
+// Amplification is FS i's bytes stored per byte written, 0 when unknown.
+func (r Result) Amplification(i int) float64 {
+	if r.Written == 0 || r.Stored[i] == 0 {
+		return 0
+	}
+	return float64(r.Stored[i]) / float64(r.Written)
+}
+
+// workload is a sequence of steps run in one directory. run runs step i
+// and returns how long it took; setup and cleanup are not timed.
+type workload interface {
+	steps(opts Options) []Step
+	// setup prepares fs for step i (untimed).
+	setup(ctx context.Context, fs FS, i int) error
+	// run does step i, timed.
+	run(ctx context.Context, fs FS, i int) error
+	// cleanup empties dir after a failure.
+	cleanup(dir string)
+}
+
+// Compare runs every workload on each FS in turn (each workload on one and
+// then the next, so that all see the same machine state) and returns the
+// results in order. The first FS is the baseline.
+func Compare(ctx context.Context, fss []FS, opts Options) ([]Result, error) {
+	if len(fss) == 0 {
+		return nil, fmt.Errorf("no filesystems to compare")
+	}
+	tr := newTracer()
+	defer tr.close()
 	var results []Result
-	type workload func(ctx context.Context, fs FS, opts Options) ([]Step, []time.Duration, error)
-	for _, w := range []workload{sequential, smallFiles, tree} {
-		steps, ext4Times, err := w(ctx, ext4, opts)
-		if err != nil {
-			return results, fmt.Errorf("%s: %w", ext4.Name, err)
+	workloads := []workload{
+		sequential{size: opts.SeqSize * b2i(opts.runs("seq"))},
+		smallFiles{n: opts.SmallFiles * int(b2i(opts.runs("small"))), size: opts.SmallSize},
+		&agent{opts: opts},
+	}
+	for _, w := range workloads {
+		steps := w.steps(opts)
+		if len(steps) == 0 {
+			continue
 		}
-		_, ohmTimes, ohmErr := w(ctx, ohmfs, opts)
-		for i, s := range steps {
-			r := Result{Step: s, Ext4: ext4Times[i]}
-			switch {
-			case i < len(ohmTimes):
-				r.Ohmfs = ohmTimes[i]
-			case i == len(ohmTimes) && ohmErr != nil:
-				r.Failed = ohmErr.Error()
-			default:
-				r.Failed = "not run: an earlier step failed"
+		first := len(results)
+		for _, s := range steps {
+			n := len(fss)
+			results = append(results, Result{Step: s, Times: make([]time.Duration, n), Failed: make([]string, n),
+				Stored: make([]uint64, n), Requests: make([]map[string]uint64, n)})
+		}
+		for fi, fs := range fss {
+			failed := ""
+			for si := range steps {
+				r := &results[first+si]
+				if failed != "" {
+					r.Failed[fi] = "not run: an earlier step failed"
+					continue
+				}
+				if err := w.setup(ctx, fs, si); err != nil {
+					failed = fmt.Sprintf("setup: %v", err)
+					r.Failed[fi] = failed
+					continue
+				}
+				before, _ := stored(fs)
+				io0 := ioWritten()
+				var trace *traceRun
+				if r.Trace {
+					trace = tr.start(fs)
+				}
+				start := time.Now()
+				err := w.run(ctx, fs, si)
+				d := time.Since(start)
+				if trace != nil {
+					r.Requests[fi] = trace.stop()
+				}
+				if err != nil {
+					failed = err.Error()
+					r.Failed[fi] = failed
+					logf(opts, "  %-12s %-48s FAILED: %v", fs.Name, r.Name, err)
+					continue
+				}
+				r.Times[fi] = d
+				logf(opts, "  %-12s %-48s %8.2fs", fs.Name, r.Name, d.Seconds())
+				// Untimed: what the step left in caches reaches the
+				// storage, so that its bytes count against it.
+				syncDir(fs.Dir)
+				if fi == 0 {
+					r.Written = ioWritten() - io0
+				}
+				if after, ok := stored(fs); ok {
+					r.Stored[fi] = after - before
+				}
+				if ctx.Err() != nil {
+					return results, ctx.Err()
+				}
 			}
-			results = append(results, r)
-		}
-		if ohmErr != nil {
-			logf(opts, "  %s: %v", ohmfs.Name, ohmErr)
-			ohmfs.cleanup()
+			if failed != "" {
+				w.cleanup(fs.Dir)
+			}
 		}
 	}
 	return results, nil
+}
+
+func stored(fs FS) (uint64, bool) {
+	if fs.Stored == nil {
+		return 0, false
+	}
+	n, err := fs.Stored()
+	return n, err == nil
 }
 
 func logf(opts Options, format string, args ...any) {
@@ -124,15 +254,31 @@ func logf(opts Options, format string, args ...any) {
 	}
 }
 
-func timed(opts Options, fs FS, what string, f func() error) (time.Duration, error) {
-	start := time.Now()
-	err := f()
-	d := time.Since(start)
-	if err != nil {
-		return d, fmt.Errorf("%s: %w", what, err)
+// ioWritten is the bytes this process and its finished children have
+// written so far (the kernel's write_bytes: what they dirtied for the
+// storage below the page cache).
+func ioWritten() uint64 {
+	var self uint64
+	if b, err := os.ReadFile("/proc/self/io"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "write_bytes: "); ok {
+				self, _ = strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			}
+		}
 	}
-	logf(opts, "  %-6s %-40s %8.2fs", fs.Name, what, d.Seconds())
-	return d, nil
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_CHILDREN, &ru)
+	return self + uint64(ru.Oublock)*512
+}
+
+// syncDir writes back the dirty data of the filesystem holding dir.
+func syncDir(dir string) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	unix.Syncfs(fd)
+	unix.Close(fd)
 }
 
 // DropCaches writes back dirty data and drops the kernel's page, dentry and
@@ -144,221 +290,9 @@ func DropCaches() error {
 	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0)
 }
 
-// sequential writes SeqSize bytes in 1 MiB blocks with a final fsync, makes
-// the caches cold, and reads it back in 1 MiB blocks.
-func sequential(ctx context.Context, fs FS, opts Options) ([]Step, []time.Duration, error) {
-	if opts.SeqSize <= 0 {
-		return nil, nil, nil
+func b2i(b bool) int64 {
+	if b {
+		return 1
 	}
-	const block = 1 << 20
-	// Random data, so that compression cannot help, and each block made
-	// distinct, so that nothing can deduplicate it.
-	pattern := make([]byte, 16<<20)
-	if _, err := readFull(pattern); err != nil {
-		return nil, nil, err
-	}
-	path := filepath.Join(fs.Dir, "seq")
-	size := fmt.Sprintf("%d MiB", opts.SeqSize>>20)
-	steps := []Step{
-		{Name: "sequential write " + size + ", 1 MiB blocks, fsync", Target: targetWrite, Bytes: opts.SeqSize},
-		{Name: "sequential read " + size + ", 1 MiB blocks, cold", Target: targetRead, Bytes: opts.SeqSize},
-	}
-	var times []time.Duration
-	d, err := timed(opts, fs, steps[0].Name, func() error {
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		for off, i := int64(0), 0; off < opts.SeqSize; off, i = off+block, i+1 {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			b := pattern[(i%16)*block : (i%16+1)*block]
-			putUint64(b, uint64(i))
-			n := min(int64(block), opts.SeqSize-off)
-			if _, err := f.Write(b[:n]); err != nil {
-				return err
-			}
-		}
-		if err := f.Sync(); err != nil {
-			return err
-		}
-		return f.Close()
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	times = append(times, d)
-	if fs.Cold != nil {
-		if err := fs.Cold(ctx); err != nil {
-			return nil, nil, fmt.Errorf("make the caches cold: %w", err)
-		}
-	}
-	d, err = timed(opts, fs, steps[1].Name, func() error {
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		buf := make([]byte, block)
-		var total int64
-		for {
-			n, err := f.Read(buf)
-			total += int64(n)
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return err
-			}
-		}
-		if total != opts.SeqSize {
-			return fmt.Errorf("read %d bytes, wrote %d", total, opts.SeqSize)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	times = append(times, d)
-	return steps, times, os.Remove(path)
-}
-
-func putUint64(b []byte, v uint64) {
-	for i := 0; i < 8; i++ {
-		b[i] = byte(v >> (8 * i))
-	}
-}
-
-func readFull(b []byte) (int, error) {
-	f, err := os.Open("/dev/urandom")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	return io.ReadFull(f, b)
-}
-
-// smallFiles creates SmallFiles files of SmallSize bytes, stats each, and
-// unlinks each, timing the three phases.
-func smallFiles(ctx context.Context, fs FS, opts Options) ([]Step, []time.Duration, error) {
-	if opts.SmallFiles <= 0 {
-		return nil, nil, nil
-	}
-	dir := filepath.Join(fs.Dir, "small")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return nil, nil, err
-	}
-	data := make([]byte, opts.SmallSize)
-	readFull(data)
-	name := func(i int) string { return filepath.Join(dir, fmt.Sprintf("f%06d", i)) }
-	n := opts.SmallFiles
-	steps := []Step{
-		{Name: fmt.Sprintf("create %d files of %d KiB", n, opts.SmallSize>>10), Target: targetSmall},
-		{Name: fmt.Sprintf("stat %d files", n), Target: targetSmall},
-		{Name: fmt.Sprintf("unlink %d files", n), Target: targetSmall},
-	}
-	phases := []func(i int) error{
-		func(i int) error { return os.WriteFile(name(i), data, 0o644) },
-		func(i int) error { _, err := os.Stat(name(i)); return err },
-		func(i int) error { return os.Remove(name(i)) },
-	}
-	var times []time.Duration
-	for p, phase := range phases {
-		d, err := timed(opts, fs, steps[p].Name, func() error {
-			for i := 0; i < n; i++ {
-				if err := phase(i); err != nil {
-					return err
-				}
-			}
-			return ctx.Err()
-		})
-		if err != nil {
-			return steps, times, err
-		}
-		times = append(times, d)
-	}
-	var total time.Duration
-	for _, d := range times {
-		total += d
-	}
-	steps = append(steps, Step{Name: fmt.Sprintf("create + stat + unlink of %d files", n), Target: targetSmall})
-	times = append(times, total)
-	return steps, times, os.Remove(dir)
-}
-
-// tree copies TreeSrc in with cp -a, builds the standard library with the
-// copied toolchain and GOCACHE beside it, commits the tree to a new git
-// repository, and deletes everything.
-func tree(ctx context.Context, fs FS, opts Options) ([]Step, []time.Duration, error) {
-	if opts.TreeSrc == "" {
-		return nil, nil, nil
-	}
-	work := filepath.Join(fs.Dir, "tree")
-	if err := os.Mkdir(work, 0o755); err != nil {
-		return nil, nil, err
-	}
-	dst := filepath.Join(work, filepath.Base(opts.TreeSrc))
-	run := func(dir string, env []string, name string, args ...string) func() error {
-		return func() error {
-			cmd := exec.CommandContext(ctx, name, args...)
-			cmd.Dir = dir
-			cmd.Env = append(os.Environ(), env...)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				return fmt.Errorf("%s: %v\n%s", name, err, out)
-			}
-			return nil
-		}
-	}
-	gitEnv := []string{"GIT_AUTHOR_NAME=bench", "GIT_AUTHOR_EMAIL=bench@ohm", "GIT_COMMITTER_NAME=bench",
-		"GIT_COMMITTER_EMAIL=bench@ohm", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1",
-		// 15,000 loose objects trip `git gc --auto`, which then runs
-		// detached and races the rm -rf of the next step on either
-		// filesystem; the bench measures the commit, not a background gc.
-		"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=gc.auto", "GIT_CONFIG_VALUE_0=0"}
-	type part struct {
-		step Step
-		f    func() error
-	}
-	parts := []part{{Step{Name: "copy the tree in (cp -a " + opts.TreeSrc + ")", Target: targetTree}, run(work, nil, "cp", "-a", opts.TreeSrc, dst)}}
-	if opts.BuildStd {
-		goEnv := []string{"GOCACHE=" + filepath.Join(work, "gocache"), "GOROOT=" + dst, "GOFLAGS=", "GOTOOLCHAIN=local"}
-		parts = append(parts, part{Step{Name: "go build std (GOCACHE in the tree)", Target: targetTree}, run(dst, goEnv, filepath.Join(dst, "bin", "go"), "build", "std")})
-	}
-	parts = append(parts,
-		part{Step{Name: "git init && git add -A && git commit", Target: targetTree}, func() error {
-			for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}, {"commit", "-q", "-m", "tree"}} {
-				if err := run(dst, gitEnv, "git", args...)(); err != nil {
-					return err
-				}
-			}
-			return nil
-		}},
-		part{Step{Name: "delete it all (rm -rf)", Target: targetTree}, run(fs.Dir, nil, "rm", "-rf", work)},
-	)
-	var steps []Step
-	var times []time.Duration
-	var total time.Duration
-	for _, p := range parts {
-		d, err := timed(opts, fs, p.step.Name, p.f)
-		if err != nil {
-			return steps, times, err
-		}
-		steps = append(steps, p.step)
-		times = append(times, d)
-		total += d
-	}
-	steps = append(steps, Step{Name: "the real tree, all steps", Target: targetTree})
-	times = append(times, total)
-	return steps, times, nil
-}
-
-// cleanup removes what a failed workload left in the directory, so that the
-// next workload starts from an empty one.
-func (fs FS) cleanup() {
-	ents, _ := os.ReadDir(fs.Dir)
-	for _, e := range ents {
-		os.RemoveAll(filepath.Join(fs.Dir, e.Name()))
-	}
+	return 0
 }
