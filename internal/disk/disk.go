@@ -525,6 +525,26 @@ func (d *Disk) Trim(ctx context.Context, start, length uint64) (uint64, error) {
 	return n, nil
 }
 
+// ChownRoot gives the filesystem's root directory to uid and gid (a
+// workspace belongs to the computer's user), through a descriptor of the
+// mounted root: no path the computer can write is resolved.
+func (d *Disk) ChownRoot(uid, gid int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.usable(); err != nil {
+		return err
+	}
+	root, err := d.root()
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if err := unix.Fchown(int(root.Fd()), uid, gid); err != nil {
+		return fmt.Errorf("chown the root of disk %s: %w", d.cfg.Image, err)
+	}
+	return nil
+}
+
 // Usage is what the filesystem reports to df.
 type Usage struct {
 	Size, Used, Avail uint64

@@ -77,6 +77,13 @@ func TestLifecycle(t *testing.T) {
 				}
 			}
 
+			if err := d.ChownRoot(1000, 1000); err != nil {
+				t.Fatal(err)
+			}
+			var rst unix.Stat_t
+			if err := unix.Stat(cfg.Mountpoint, &rst); err != nil || rst.Uid != 1000 || rst.Gid != 1000 {
+				t.Errorf("root owned by %d:%d (%v), want 1000:1000", rst.Uid, rst.Gid, err)
+			}
 			data := bytes.Repeat([]byte("ohm disk "), 100000)
 			if err := os.WriteFile(filepath.Join(cfg.Mountpoint, "f"), data, 0o644); err != nil {
 				t.Fatal(err)
