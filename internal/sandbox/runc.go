@@ -269,7 +269,9 @@ func execAgent(ctx context.Context, socket string, req ExecRequest, stdin io.Rea
 			if ctx.Err() != nil {
 				return 0, fmt.Errorf("exec: %w", ctx.Err())
 			}
-			return 0, fmt.Errorf("exec: connection to the computer lost: %w", err)
+			// The agent went away under the command (its container
+			// died): as unreachable as a refused dial.
+			return 0, fmt.Errorf("exec: %w: connection lost: %w", ErrUnreachable, err)
 		}
 		switch typ {
 		case agent.FrameStdout:
