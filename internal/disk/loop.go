@@ -223,9 +223,6 @@ type loopState struct {
 // ours reports whether the device was attached by this package.
 func (s loopState) ours() bool { _, _, ok := parseLoopTag(s.tag); return ok }
 
-// gone reports whether the backing file was deleted.
-func (s loopState) gone() bool { return strings.HasSuffix(s.backing, " (deleted)") }
-
 // boundLoops lists the bound loop devices that look like this package's
 // (direct I/O, autoclear, 4096-byte sectors) and reads their tags. Other
 // loop devices are not opened at all.

@@ -67,8 +67,7 @@ func write(dir, name, v string) error {
 
 // traceRun is one traced step.
 type traceRun struct {
-	dir  string
-	lost bool
+	dir string
 }
 
 // start begins counting fs's requests; nil if fs has nothing to count or
