@@ -142,9 +142,13 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 // the workspace itself, or with Spec.HomeMount a recursive bind of its
 // parent at /home as a slave, so that mounts and unmounts of the
 // workspace on the host reach the computer (and nothing propagates back).
+// That /home is a host directory: read-only, so that nothing written there
+// lands on the host's disk and no link replaces /home/ohm (which the host
+// mounts on), and nosuid, nodev, noexec, as nothing runs from it. Only
+// the top mount gets these flags; the workspace below keeps its own.
 func homeMount(spec Spec) specs.Mount {
 	if spec.HomeMount != "" {
-		return specs.Mount{Destination: "/home", Type: "bind", Source: spec.HomeMount, Options: []string{"rbind", "rslave", "nosuid", "nodev"}}
+		return specs.Mount{Destination: "/home", Type: "bind", Source: spec.HomeMount, Options: []string{"rbind", "rslave", "ro", "nosuid", "nodev", "noexec"}}
 	}
 	return specs.Mount{Destination: homeDir, Type: "bind", Source: spec.Workspace, Options: []string{"rbind", "rw", "nosuid", "nodev"}}
 }
@@ -179,7 +183,7 @@ func writeBundle(spec Spec, p paths) error {
 	if ws == "" {
 		return fmt.Errorf("no workspace")
 	}
-	if fi, err := os.Stat(ws); err != nil || !fi.IsDir() {
+	if fi, err := os.Lstat(ws); err != nil || !fi.IsDir() {
 		return fmt.Errorf("workspace %s is not a directory", ws)
 	}
 	data, err := json.MarshalIndent(ociSpec(spec, p, agentPath), "", "\t")

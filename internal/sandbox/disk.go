@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -46,9 +45,13 @@ func CreateDisk(ctx context.Context, spec Spec) error {
 		// Lazy init and no discard keep mkfs instant on any size: the
 		// image stays sparse and the kernel initializes inode tables in
 		// the background on first mount.
-		out, merr := exec.CommandContext(ctx, "mkfs.ext4", "-F", "-q", "-m", "0",
+		var out []byte
+		cmd, merr := hostCommand(ctx, "mkfs.ext4", "-F", "-q", "-m", "0",
 			"-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1",
-			"-L", "root", p.image).CombinedOutput()
+			"-L", "root", p.image)
+		if merr == nil {
+			out, merr = cmd.CombinedOutput()
+		}
 		if merr != nil {
 			err = fmt.Errorf("mkfs.ext4: %v: %s", merr, strings.TrimSpace(string(out)))
 		}
@@ -69,7 +72,11 @@ func mountDisk(ctx context.Context, p paths) error {
 	if err := os.MkdirAll(p.disk, 0o700); err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, "mount", "-t", "ext4", "-o", "loop,discard,noatime,minixdf", p.image, p.disk).CombinedOutput()
+	cmd, err := hostCommand(ctx, "mount", "-t", "ext4", "-o", "loop,discard,noatime,minixdf", p.image, p.disk)
+	if err != nil {
+		return fmt.Errorf("mount root disk: %w", err)
+	}
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("mount root disk: %v: %s", err, strings.TrimSpace(string(out)))
 	}

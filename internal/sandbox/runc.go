@@ -17,13 +17,27 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ohm/internal/agent"
+	"ohm/internal/hostbin"
 )
+
+// hostCommand is exec.CommandContext for host program name, found in the
+// system directories (hostbin), never through $PATH: the daemon runs it as
+// root.
+func hostCommand(ctx context.Context, name string, args ...string) (*exec.Cmd, error) {
+	bin, err := hostbin.Path(name)
+	if err != nil {
+		return nil, err
+	}
+	return exec.CommandContext(ctx, bin, args...), nil
+}
 
 // runc runs the runc command with the computer's state root.
 func runc(ctx context.Context, p paths, args ...string) ([]byte, error) {
-	args = append([]string{"--root", p.runc}, args...)
-	out, err := exec.CommandContext(ctx, "runc", args...).CombinedOutput()
-	return out, err
+	cmd, err := hostCommand(ctx, "runc", append([]string{"--root", p.runc}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	return cmd.CombinedOutput()
 }
 
 type containerState struct {
@@ -37,7 +51,11 @@ func runcState(ctx context.Context, p paths, name string) (containerState, error
 	if _, err := os.Stat(p.runc); err != nil {
 		return st, fmt.Errorf("no container: %w", err)
 	}
-	out, err := exec.CommandContext(ctx, "runc", "--root", p.runc, "state", name).Output()
+	cmd, err := hostCommand(ctx, "runc", "--root", p.runc, "state", name)
+	if err != nil {
+		return st, err
+	}
+	out, err := cmd.Output()
 	if err != nil {
 		return st, fmt.Errorf("runc state: %w", err)
 	}
@@ -57,7 +75,10 @@ func runcRun(ctx context.Context, p paths, name string) error {
 	}
 	defer logf.Close()
 	off, _ := logf.Seek(0, io.SeekEnd)
-	cmd := exec.CommandContext(ctx, "runc", "--root", p.runc, "run", "--detach", "--bundle", p.bundle, name)
+	cmd, err := hostCommand(ctx, "runc", "--root", p.runc, "run", "--detach", "--bundle", p.bundle, name)
+	if err != nil {
+		return err
+	}
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	if err := cmd.Run(); err != nil {

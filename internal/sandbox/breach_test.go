@@ -1,0 +1,226 @@
+package sandbox
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// These tests perform, for real, the attacks an outside probe of Ohm found
+// (root in a computer against the host and other computers); see
+// SECURITY.md.
+
+// homeSpec is newSpec with the production /home layout: a shared,
+// read-only host directory (ShareHome) bound at /home, with a stand-in
+// workspace (a tmpfs) mounted on the host at its ohm, as the daemon mounts
+// the FUSE workspace there.
+func homeSpec(t *testing.T, name string, diskMB int) Spec {
+	t.Helper()
+	spec := newSpec(t, name, diskMB)
+	home := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := ShareHome(home); err != nil {
+		t.Fatal(err)
+	}
+	ws := filepath.Join(home, "ohm")
+	if err := unix.Mount("workspace", ws, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=16m,mode=0755,uid=1000,gid=1000"); err != nil {
+		UnshareHome(home)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unix.Unmount(ws, unix.MNT_DETACH)
+		UnshareHome(home)
+	})
+	spec.Workspace, spec.HomeMount = "", home
+	return spec
+}
+
+// workspaceOf is the host path of spec's workspace.
+func workspaceOf(spec Spec) string {
+	if spec.HomeMount != "" {
+		return filepath.Join(spec.HomeMount, "ohm")
+	}
+	return spec.Workspace
+}
+
+func requireSlirp(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/usr/bin/slirp4netns"); err != nil {
+		t.Skip("network tests need slirp4netns (apt package slirp4netns)")
+	}
+}
+
+// TestNetworkComputerLeavesWorkspacesAlone starts a --network computer
+// beside a running one: slirp4netns' sandbox detaching its old root must
+// not unmount the running computer's workspace on the host (and so in the
+// computer), which is what would have the daemon mount it again, through
+// a path the computer can write.
+func TestNetworkComputerLeavesWorkspacesAlone(t *testing.T) {
+	requireRuntime(t)
+	requireSlirp(t)
+	spec := homeSpec(t, "lovelace", 32)
+	s := startSandbox(t, spec)
+	defer s.Stop(context.Background(), time.Second)
+	if r := sh(t, s, "ohm", "echo kept > /home/ohm/marker && cat /home/ohm/marker"); r.stdout != "kept\n" {
+		t.Fatalf("workspace before: %+v", r)
+	}
+
+	net := newSpec(t, "babbage", 32)
+	net.Network = true
+	ns := startSandbox(t, net)
+	defer ns.Stop(context.Background(), time.Second)
+	// Once slirp4netns runs in its sandbox its root is the empty one: the
+	// detach of the old root has happened.
+	pid := slirpPid(t, net)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mi, err := os.ReadFile("/proc/" + pid + "/mountinfo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(mi), net.paths().state) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("slirp4netns never entered its sandbox")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	if !mounted(workspaceOf(spec)) {
+		t.Error("starting a --network computer unmounted another computer's workspace on the host")
+	}
+	if r := sh(t, s, "ohm", "cat /home/ohm/marker"); r.stdout != "kept\n" {
+		t.Errorf("workspace inside after a --network start: %+v", r)
+	}
+}
+
+func slirpPid(t *testing.T, spec Spec) string {
+	t.Helper()
+	data, err := os.ReadFile(spec.paths().slirpPid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(data))
+}
+
+// TestWorkspaceRemountAttack is root in a computer preparing the
+// workspace remount escape: with the workspace not mounted (its mount
+// process died), replace /home/ohm by a symlink to a host path, so that
+// mounting the workspace again would mount the computer's executable,
+// writable workspace there. /home is read-only inside, so the link cannot
+// be made, and ShareHome refuses a link it finds all the same.
+func TestWorkspaceRemountAttack(t *testing.T) {
+	requireRuntime(t)
+	spec := homeSpec(t, "hopper", 32)
+	s := startSandbox(t, spec)
+	defer s.Stop(context.Background(), time.Second)
+
+	opts := mountOptions(t, s, "/home")
+	for _, opt := range []string{"ro", "nosuid", "nodev", "noexec"} {
+		if !opts[opt] {
+			t.Errorf("/home mounted %v inside, want %s", opts, opt)
+		}
+	}
+	if opts := mountOptions(t, s, homeDir); opts["ro"] || opts["noexec"] {
+		t.Errorf("the workspace is mounted %v inside, want writable and executable", opts)
+	}
+	if r := sh(t, s, "ohm", "echo ok > /home/ohm/f && cat /home/ohm/f"); r.stdout != "ok\n" {
+		t.Errorf("workspace not writable: %+v", r)
+	}
+	// The workspace dies: the host detaches its mount.
+	ws := workspaceOf(spec)
+	if err := unix.Unmount(ws, unix.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	for _, script := range []string{
+		"rmdir /home/ohm && ln -s " + target + " /home/ohm",
+		"mv /home/ohm /home/old && ln -s " + target + " /home/ohm",
+		"ln -s " + target + " /home/ohm/x",
+		"touch /home/file",
+	} {
+		if r := sh(t, s, "root", "("+script+") 2>&1"); r.code == 0 {
+			t.Errorf("%q succeeded in the computer", script)
+		}
+	}
+	if fi, err := os.Lstat(ws); err != nil || !fi.IsDir() {
+		t.Fatalf("host's %s is no longer a directory: %v %v", ws, fi, err)
+	}
+	if entries, _ := os.ReadDir(spec.HomeMount); len(entries) != 1 {
+		t.Errorf("the computer changed its /home on the host: %v", entries)
+	}
+
+	// Had a link got there (a /home writable before), the host side
+	// refuses it rather than following it.
+	home := filepath.Join(t.TempDir(), "mnt")
+	os.Mkdir(home, 0o755)
+	if err := os.Symlink(target, filepath.Join(home, "ohm")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ShareHome(home); err == nil {
+		UnshareHome(home)
+		t.Error("ShareHome accepted a symlink at ohm")
+	}
+}
+
+// TestHostProgramsNotFromPATH puts a runc, a mount and a mkfs.ext4 that
+// would run as root first on the daemon's PATH: the sandbox must run the
+// system's, never these.
+func TestHostProgramsNotFromPATH(t *testing.T) {
+	requireRuntime(t)
+	evil := t.TempDir()
+	marker := filepath.Join(evil, "ran")
+	for _, name := range []string{"runc", "mount", "mkfs.ext4", "slirp4netns", "losetup"} {
+		script := "#!/bin/sh\necho " + name + " >> " + marker + "\nexit 1\n"
+		if err := os.WriteFile(filepath.Join(evil, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", evil+":"+os.Getenv("PATH"))
+	if p, _ := exec.LookPath("runc"); p != filepath.Join(evil, "runc") {
+		t.Fatalf("the planted runc is not first on PATH (%s)", p)
+	}
+	spec := newSpec(t, "turing", 32)
+	if _, err := os.Stat("/usr/bin/slirp4netns"); err == nil {
+		spec.Network = true
+	}
+	s := startSandbox(t, spec)
+	if r := sh(t, s, "ohm", "echo ok"); r.stdout != "ok\n" {
+		t.Errorf("computer: %+v", r)
+	}
+	if err := s.Stop(context.Background(), time.Second); err != nil {
+		t.Error(err)
+	}
+	if data, err := os.ReadFile(marker); err == nil {
+		t.Errorf("programs run from PATH: %q", data)
+	}
+}
+
+// mountOptions are the per-mount options of the mount at path inside s.
+func mountOptions(t *testing.T, s *Sandbox, path string) map[string]bool {
+	t.Helper()
+	r := sh(t, s, "root", "cat /proc/self/mountinfo")
+	var opts map[string]bool
+	for _, line := range strings.Split(r.stdout, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 5 && f[4] == path {
+			opts = map[string]bool{} // the last (topmost) mount wins
+			for _, o := range strings.Split(f[5], ",") {
+				opts[o] = true
+			}
+		}
+	}
+	if opts == nil {
+		t.Fatalf("%s is not a mount point inside", path)
+	}
+	return opts
+}
