@@ -28,26 +28,24 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // forever, and the exec must end when the command does.
 const drainAfterExit = 200 * time.Millisecond
 
-// Run serves requests on a Unix socket at socket until ctx is done or the
-// process receives SIGTERM or SIGINT; then it sends SIGTERM to every other
-// process it can see and returns once they are all gone. As PID 1 of a PID
-// namespace that is every process in the computer.
+// Run serves requests until ctx is done or the process receives SIGTERM or
+// SIGINT; then it sends SIGTERM to every other process it can see and
+// returns once they are all gone. As PID 1 of a PID namespace that is
+// every process in the computer.
+//
+// It serves on the listening socket it was handed (ListenFDs says how),
+// which is how a computer's agent is started: the host made that socket
+// where the computer cannot reach it, so no one in the computer can put
+// another socket in its place. Handed none, it listens at socket.
 func Run(ctx context.Context, socket string) error {
 	r := newReaper()
 	go r.run()
 
 	bringLoopbackUp() // best effort: the runtime usually has done it already
 
-	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale socket: %w", err)
-	}
-	// Root only: a command running as a user must not be able to ask the
-	// agent for a root shell.
-	old := unix.Umask(0o077)
-	ln, err := net.Listen("unix", socket)
-	unix.Umask(old)
+	ln, err := listener(socket)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	defer ln.Close()
 
@@ -69,6 +67,50 @@ func Run(ctx context.Context, socket string) error {
 	}
 	ln.Close()
 	return shutdown(r)
+}
+
+// ListenFDs and ListenPID are the environment variables (systemd's socket
+// activation protocol) by which the agent is handed its listening socket
+// as file descriptor 3: LISTEN_FDS=1, and LISTEN_PID its own pid (1, in
+// the computer's PID namespace), so that a process that merely inherited
+// the variables does not take fd 3 for a socket.
+const (
+	ListenFDs = "LISTEN_FDS"
+	ListenPID = "LISTEN_PID"
+)
+
+// listenFD is the first descriptor of the socket activation protocol.
+const listenFD = 3
+
+// listener returns the socket handed over as fd 3 (and removes the
+// variables that said so, which commands must not inherit), or else a new
+// one at socket, which only root can connect to: a command running as a
+// user must not be able to ask the agent for a root shell.
+func listener(socket string) (net.Listener, error) {
+	handed := os.Getenv(ListenFDs) == "1" && os.Getenv(ListenPID) == strconv.Itoa(os.Getpid())
+	os.Unsetenv(ListenFDs)
+	os.Unsetenv(ListenPID)
+	if handed {
+		f := os.NewFile(listenFD, "agent.sock")
+		// FileListener works on a close-on-exec copy: commands never
+		// inherit the socket.
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("listen on the socket handed over: %w", err)
+		}
+		return ln, nil
+	}
+	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket: %w", err)
+	}
+	old := unix.Umask(0o077)
+	ln, err := net.Listen("unix", socket)
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	return ln, nil
 }
 
 // shutdown sends SIGTERM to every process but this one and waits until

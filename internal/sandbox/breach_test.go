@@ -224,3 +224,36 @@ func mountOptions(t *testing.T, s *Sandbox, path string) map[string]bool {
 	}
 	return opts
 }
+
+// TestAgentSocketCannotBeRedirected is root in computer A pointing the
+// agent socket the daemon dials at computer B's (the socket A's agent
+// made was in a host directory A could write): A's commands must still
+// run in A.
+func TestAgentSocketCannotBeRedirected(t *testing.T) {
+	requireRuntime(t)
+	a := startSandbox(t, newSpec(t, "noether", 32))
+	defer a.Stop(context.Background(), time.Second)
+	bspec := newSpec(t, "germain", 32)
+	b := startSandbox(t, bspec)
+	defer b.Stop(context.Background(), time.Second)
+
+	for _, script := range []string{
+		"mkdir -p /.ohm/run && rm -f /.ohm/run/agent.sock && ln -s " + bspec.paths().socket + " /.ohm/run/agent.sock",
+		"for s in $(find / -xdev -type s 2>/dev/null); do rm -f $s && ln -s " + bspec.paths().socket + " $s; done",
+	} {
+		sh(t, a, "root", script)
+		if r := sh(t, a, "ohm", "hostname"); r.stdout != "noether\n" {
+			t.Errorf("after %q, a command for noether ran in %q", script, r.stdout)
+		}
+	}
+	if err := ping(context.Background(), a.p.socket); err != nil {
+		t.Errorf("noether's agent: %v", err)
+	}
+	// The socket is the agent's alone: no command inherits it.
+	if r := sh(t, a, "root", "ls -l /proc/self/fd/ | grep socket"); r.stdout != "" {
+		t.Errorf("a command holds a socket: %q", r.stdout)
+	}
+	if r := sh(t, a, "root", "env | grep LISTEN_"); r.stdout != "" {
+		t.Errorf("a command inherits %q", r.stdout)
+	}
+}

@@ -76,6 +76,9 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 
 	env := []string{"PATH=" + agent.DefaultPath, "HOSTNAME=" + spec.Name}
 	env = append(env, spec.Env...)
+	// The agent's listening socket is fd 3 (runcRun makes it on the host):
+	// the agent, PID 1, takes it and drops these from what commands get.
+	env = append(env, agent.ListenFDs+"=1", agent.ListenPID+"=1")
 
 	return &specs.Spec{
 		Version:  "1.0.2",
@@ -111,7 +114,6 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 			{Destination: "/etc/hostname", Type: "bind", Source: filepath.Join(p.etc, "hostname"), Options: []string{"bind", "rw"}},
 			{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(p.etc, "resolv.conf"), Options: []string{"bind", "rw"}},
 			{Destination: agentBinary, Type: "bind", Source: agentPath, Options: []string{"bind", "ro", "nosuid", "nodev"}},
-			{Destination: agentRunDir, Type: "bind", Source: p.run, Options: []string{"bind", "rw", "nosuid", "nodev", "noexec"}},
 		},
 		Linux: &specs.Linux{
 			CgroupsPath: cgroupPath(spec, p),

@@ -68,6 +68,13 @@ func runcState(ctx context.Context, p paths, name string) (containerState, error
 // runcRun starts the container detached. The container's init inherits
 // runc's stdio, so both go to the agent log: a pipe would be held open by
 // the container for its whole life.
+//
+// The agent's socket is made here, on the host, in the state directory
+// the computer cannot see, and handed to the agent as fd 3: what the
+// daemon dials is always this computer's agent. (A socket the agent made
+// in a directory of the computer's could be replaced, by root in it, with
+// a link to another computer's socket, and the daemon would send this
+// computer's commands there.)
 func runcRun(ctx context.Context, p paths, name string) error {
 	logf, err := os.OpenFile(p.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -75,12 +82,21 @@ func runcRun(ctx context.Context, p paths, name string) error {
 	}
 	defer logf.Close()
 	off, _ := logf.Seek(0, io.SeekEnd)
-	cmd, err := hostCommand(ctx, "runc", "--root", p.runc, "run", "--detach", "--bundle", p.bundle, name)
+	sock, err := listenAgent(p.socket)
+	if err != nil {
+		return err
+	}
+	// The agent's copy is the only one that must stay open: a daemon
+	// holding one would have its dials queue, unanswered, once the agent
+	// is gone.
+	defer sock.Close()
+	cmd, err := hostCommand(ctx, "runc", "--root", p.runc, "run", "--detach", "--preserve-fds", "1", "--bundle", p.bundle, name)
 	if err != nil {
 		return err
 	}
 	cmd.Stdout = logf
 	cmd.Stderr = logf
+	cmd.ExtraFiles = []*os.File{sock}
 	if err := cmd.Run(); err != nil {
 		msg := ""
 		if f, ferr := os.Open(p.log); ferr == nil {
@@ -92,6 +108,27 @@ func runcRun(ctx context.Context, p paths, name string) error {
 		return fmt.Errorf("runc run: %v: %s", err, msg)
 	}
 	return nil
+}
+
+// listenAgent makes the agent's listening socket at path, connectable by
+// root alone, and returns it as a file to hand over.
+func listenAgent(path string) (*os.File, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("agent socket: %w", err)
+	}
+	old := unix.Umask(0o077)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("agent socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(false) // the agent serves on it after we close ours
+	f, err := ln.File()
+	ln.Close()
+	if err != nil {
+		return nil, fmt.Errorf("agent socket: %w", err)
+	}
+	return f, nil
 }
 
 // waitExit waits up to d for process pid to end.

@@ -16,7 +16,8 @@
 //	rootfs/         the overlay, the computer's /
 //	bundle/         the OCI bundle (config.json) runc starts
 //	runc/           runc's state root, so two data directories never collide
-//	run/            bind-mounted at /.ohm/run: the agent's socket
+//	agent.sock      the agent's socket: made by the host and handed to the
+//	                agent as a descriptor, so it is nowhere in the computer
 //	etc/            hosts, hostname and resolv.conf, bind-mounted into /etc
 //	agent.log       the agent's own stdout and stderr
 package sandbox
@@ -81,10 +82,9 @@ func (s Spec) paths() paths {
 		rootfs: filepath.Join(dir, "rootfs"),
 		bundle: filepath.Join(dir, "bundle"),
 		runc:   filepath.Join(dir, "runc"),
-		run:    filepath.Join(dir, "run"),
 		etc:    filepath.Join(dir, "etc"),
 		log:    filepath.Join(dir, "agent.log"),
-		socket: filepath.Join(dir, "run", "agent.sock"),
+		socket: filepath.Join(dir, "agent.sock"),
 		state:  dir,
 
 		slirpPid:  filepath.Join(dir, "slirp.pid"),
@@ -94,8 +94,8 @@ func (s Spec) paths() paths {
 }
 
 type paths struct {
-	image, disk, rootfs, bundle, runc, run, etc, log, socket, state string
-	slirpPid, slirpSock, slirpLog                                   string
+	image, disk, rootfs, bundle, runc, etc, log, socket, state string
+	slirpPid, slirpSock, slirpLog                              string
 }
 
 // Sandbox is a running computer.
@@ -142,10 +142,6 @@ func (s *Sandbox) start(ctx context.Context) error {
 	if err := writeEtc(s.spec, p); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(p.run, 0o700); err != nil {
-		return err
-	}
-	os.Remove(p.socket)
 	if err := writeBundle(s.spec, p); err != nil {
 		return err
 	}
