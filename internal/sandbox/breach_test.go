@@ -2,9 +2,11 @@ package sandbox
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -255,5 +257,82 @@ func TestAgentSocketCannotBeRedirected(t *testing.T) {
 	}
 	if r := sh(t, a, "root", "env | grep LISTEN_"); r.stdout != "" {
 		t.Errorf("a command inherits %q", r.stdout)
+	}
+}
+
+// TestHostDiskBounded is root in a computer trying to fill the host's
+// disk through every path inside that was a host directory or file
+// (/home beside the workspace, /.ohm/run, the binds over /etc/hosts,
+// /etc/hostname and /etc/resolv.conf, the agent's log through
+// /proc/1/fd/1) and the cgroup tmpfs: the host's free space must not drop
+// by more than the computer's root disk, which is where such bytes may
+// land. Before that, it checks that no writable mount inside is of the
+// host's filesystem, and that every writable tmpfs has a size.
+func TestHostDiskBounded(t *testing.T) {
+	requireRuntime(t)
+	const diskMB = 32
+	spec := homeSpec(t, "franklin", diskMB)
+	s := startSandbox(t, spec)
+	defer s.Stop(context.Background(), time.Second)
+
+	var st unix.Stat_t
+	if err := unix.Stat(spec.StateDir, &st); err != nil {
+		t.Fatal(err)
+	}
+	hostDev := fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev))
+	mi := sh(t, s, "root", "cat /proc/self/mountinfo").stdout
+	top := map[string]string{} // mountpoint: its topmost mount, listed last
+	for _, line := range strings.Split(strings.TrimSpace(mi), "\n") {
+		if f := strings.Fields(line); len(f) > 4 {
+			top[f[4]] = line
+		}
+	}
+	for _, line := range top {
+		f := strings.Fields(line)
+		sep := slices.Index(f, "-")
+		if len(f) < 10 || sep < 6 {
+			t.Fatalf("mountinfo line %q", line)
+		}
+		opts, fstype, super := ","+f[5]+",", f[sep+1], ","+f[sep+3]+","
+		if !strings.Contains(opts, ",rw,") {
+			continue
+		}
+		if f[2] == hostDev {
+			t.Errorf("%s is a writable mount of the host's filesystem (%s)", f[4], line)
+		}
+		if fstype == "tmpfs" && !strings.Contains(super, ",size=") {
+			t.Errorf("%s is a writable tmpfs of no set size (%s)", f[4], line)
+		}
+	}
+
+	hostFree := func() int64 {
+		unix.Sync()
+		var fs unix.Statfs_t
+		if err := unix.Statfs(spec.StateDir, &fs); err != nil {
+			t.Fatal(err)
+		}
+		return int64(fs.Bavail) * fs.Bsize
+	}
+	before := hostFree()
+	const tryMB = 200
+	for _, target := range []string{
+		"/home/fill", "/.ohm/run/fill", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf",
+		"/proc/1/fd/1", "/sys/fs/cgroup/fill",
+	} {
+		r := sh(t, s, "root", fmt.Sprintf("dd if=/dev/zero of=%s bs=1M count=%d 2>&1", target, tryMB))
+		t.Logf("%s: exit %d: %s", target, r.code, strings.TrimSpace(r.stdout))
+	}
+	dropMB := (before - hostFree()) >> 20
+	t.Logf("host free space dropped by %d MB", dropMB)
+	// The root disk may fill; allow as much again for other writers on
+	// this host.
+	if dropMB > 2*diskMB {
+		t.Errorf("the computer took %d MB of the host's disk, more than its %d MB root disk", dropMB, diskMB)
+	}
+	if r := sh(t, s, "root", "rm -f /home/fill /.ohm/run/fill /sys/fs/cgroup/fill; : > /etc/hosts; : > /proc/1/fd/1; echo ok"); r.stdout != "ok\n" {
+		t.Errorf("cleanup: %+v", r)
+	}
+	if err := ping(context.Background(), s.p.socket); err != nil {
+		t.Errorf("agent after the fill: %v", err)
 	}
 }

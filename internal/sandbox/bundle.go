@@ -50,6 +50,9 @@ var (
 	}
 	readonlyPaths = []string{
 		"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+		// On cgroup v1 runc puts the controllers under a tmpfs of no set
+		// size, writable: root could fill it with half the host's memory.
+		"/sys/fs/cgroup",
 	}
 )
 
@@ -110,9 +113,9 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 			homeMount(spec),
-			{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(p.etc, "hosts"), Options: []string{"bind", "rw"}},
-			{Destination: "/etc/hostname", Type: "bind", Source: filepath.Join(p.etc, "hostname"), Options: []string{"bind", "rw"}},
-			{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(p.etc, "resolv.conf"), Options: []string{"bind", "rw"}},
+			{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(p.etc, "hosts"), Options: []string{"bind", "rw", "nosuid", "nodev", "noexec"}},
+			{Destination: "/etc/hostname", Type: "bind", Source: filepath.Join(p.etc, "hostname"), Options: []string{"bind", "rw", "nosuid", "nodev", "noexec"}},
+			{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(p.etc, "resolv.conf"), Options: []string{"bind", "rw", "nosuid", "nodev", "noexec"}},
 			{Destination: agentBinary, Type: "bind", Source: agentPath, Options: []string{"bind", "ro", "nosuid", "nodev"}},
 		},
 		Linux: &specs.Linux{
@@ -224,7 +227,9 @@ func checkAgentRuns(bin, templateRoot string) error {
 }
 
 // writeEtc writes the files bind-mounted over the computer's /etc/hosts,
-// /etc/hostname and /etc/resolv.conf.
+// /etc/hostname and /etc/resolv.conf. They are on the root disk (p.etc),
+// whose top the computer cannot see: what it writes to them is bounded by
+// its disk, and it cannot put links in the directory.
 func writeEtc(spec Spec, p paths) error {
 	if err := os.MkdirAll(p.etc, 0o755); err != nil {
 		return err

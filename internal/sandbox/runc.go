@@ -76,6 +76,7 @@ func runcState(ctx context.Context, p paths, name string) (containerState, error
 // a link to another computer's socket, and the daemon would send this
 // computer's commands there.)
 func runcRun(ctx context.Context, p paths, name string) error {
+	rotateLog(p.log)
 	logf, err := os.OpenFile(p.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -190,6 +191,18 @@ func waitAgent(ctx context.Context, socket string, pid int, d time.Duration) err
 		case <-time.After(delay):
 		}
 		delay = min(delay*2, 50*time.Millisecond)
+	}
+}
+
+// maxAgentLog is the size past which the agent log is rotated at start.
+// While the computer runs, its log grows within its root disk at most.
+const maxAgentLog = 1 << 20
+
+// rotateLog keeps the log at path and one older generation, the older
+// only when the log has grown past maxAgentLog.
+func rotateLog(path string) {
+	if fi, err := os.Lstat(path); err == nil && fi.Size() > maxAgentLog {
+		os.Rename(path, path+".1")
 	}
 }
 

@@ -18,8 +18,13 @@
 //	runc/           runc's state root, so two data directories never collide
 //	agent.sock      the agent's socket: made by the host and handed to the
 //	                agent as a descriptor, so it is nowhere in the computer
-//	etc/            hosts, hostname and resolv.conf, bind-mounted into /etc
-//	agent.log       the agent's own stdout and stderr
+//	disk/etc/       hosts, hostname and resolv.conf, bind-mounted into /etc
+//	disk/agent.log  the agent's own stdout and stderr
+//
+// The last two are on the root disk, beside the overlay's upper layer
+// (so not in the computer's own tree): the computer can write them, the
+// /etc files through their binds and the log through /proc/1/fd/1, and
+// every byte a computer can write must land on its own bounded disks.
 package sandbox
 
 import (
@@ -82,8 +87,8 @@ func (s Spec) paths() paths {
 		rootfs: filepath.Join(dir, "rootfs"),
 		bundle: filepath.Join(dir, "bundle"),
 		runc:   filepath.Join(dir, "runc"),
-		etc:    filepath.Join(dir, "etc"),
-		log:    filepath.Join(dir, "agent.log"),
+		etc:    filepath.Join(dir, "disk", "etc"),
+		log:    filepath.Join(dir, "disk", "agent.log"),
 		socket: filepath.Join(dir, "agent.sock"),
 		state:  dir,
 
