@@ -157,10 +157,20 @@ type reaper struct {
 	mu      sync.Mutex
 	waiting map[int]chan unix.WaitStatus
 	sigc    chan os.Signal
+	// commandOOM is the oom_score_adj of the commands it starts: 1000
+	// above its own (at most 1000), when it runs as a computer's init.
+	commandOOM string
 }
 
 func newReaper() *reaper {
 	r := &reaper{waiting: make(map[int]chan unix.WaitStatus), sigc: make(chan os.Signal, 1)}
+	if os.Getpid() == 1 {
+		if b, err := os.ReadFile("/proc/self/oom_score_adj"); err == nil {
+			if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				r.commandOOM = strconv.Itoa(min(n+1000, 1000))
+			}
+		}
+	}
 	signal.Notify(r.sigc, unix.SIGCHLD)
 	return r
 }
@@ -215,6 +225,14 @@ func (r *reaper) start(path string, argv []string, attr *os.ProcAttr) (int, <-ch
 	}
 	pid := p.Pid
 	p.Release() // the reaper waits, not os.Process
+	if r.commandOOM != "" {
+		// The command inherited the agent's score; it gets 1000 more, so
+		// that it is what the OOM killer takes. (It may have forked in the
+		// microseconds since its exec; those children keep the agent's
+		// score. Any process may also lower its score back to the floor
+		// it inherited. Either way it can only hang its own computer.)
+		os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte(r.commandOOM), 0)
+	}
 	ch := make(chan unix.WaitStatus, 1)
 	r.waiting[pid] = ch
 	return pid, ch, nil

@@ -336,3 +336,45 @@ func TestHostDiskBounded(t *testing.T) {
 		t.Errorf("agent after the fill: %v", err)
 	}
 }
+
+// TestOOMTakesCommandsNotInit fills a small computer's memory with many
+// processes, each smaller than the agent: the OOM killer would pick the
+// agent, the largest (and with it the whole computer), were it not
+// protected. Commands it starts are not protected.
+func TestOOMTakesCommandsNotInit(t *testing.T) {
+	requireRuntime(t)
+	spec := newSpec(t, "ride", 32)
+	spec.MemoryMB, spec.PIDs = 96, 1024
+	s := startSandbox(t, spec)
+	defer s.Stop(context.Background(), time.Second)
+
+	// -1000 for the agent where the host may lower a score (it lacks
+	// CAP_SYS_RESOURCE in some containers); commands 1000 above it.
+	want := "-1000\n0\n"
+	if !hasCap(unix.CAP_SYS_RESOURCE) {
+		t.Log("no CAP_SYS_RESOURCE here: the agent keeps score 0, commands get 1000")
+		want = "0\n1000\n"
+	}
+	if r := sh(t, s, "root", "cat /proc/1/oom_score_adj /proc/self/oom_score_adj"); r.stdout != want {
+		t.Errorf("oom_score_adj of the agent and a command: %q, want %q", r.stdout, want)
+	}
+	events := "grep oom_kill /sys/fs/cgroup/memory/memory.oom_control"
+	if v, _ := DetectCgroups(); v == CgroupV2 {
+		events = "grep oom_kill /sys/fs/cgroup/memory.events"
+	}
+	// Each subshell holds 3 MB; the script ends itself once the OOM
+	// killer has struck three times.
+	script := `for i in $(seq 60); do (x=$(head -c 3000000 /dev/zero | tr '\0' a); sleep 1000) & done
+while [ "$(` + events + ` | cut -d' ' -f2)" -lt 3 ]; do sleep 0.1; done; echo oom; kill -9 0`
+	r := run(t, s, ExecRequest{Argv: []string{"sh", "-c", script}, User: "ohm", Timeout: time.Minute})
+	t.Logf("storm: exit %d, %q", r.code, r.stdout)
+	if err := ping(context.Background(), s.p.socket); err != nil {
+		t.Fatalf("the agent died in the OOM storm: %v", err)
+	}
+	if r.stdout != "oom\n" {
+		t.Errorf("storm: %+v, want the OOM killer to have struck", r)
+	}
+	if r := sh(t, s, "ohm", "echo alive"); r.stdout != "alive\n" {
+		t.Errorf("after the storm: %+v", r)
+	}
+}

@@ -83,6 +83,19 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 	// the agent, PID 1, takes it and drops these from what commands get.
 	env = append(env, agent.ListenFDs+"=1", agent.ListenPID+"=1")
 
+	// The agent is the computer: the OOM killer must never pick it (with
+	// memory no process shows as its own, socket buffers or a storm of
+	// small processes, it would be the largest). It scores each command
+	// it starts 1000 above itself, so commands are what the OOM killer
+	// takes. Lowering a score needs CAP_SYS_RESOURCE, which a daemon in a
+	// restricted container may lack; then the agent keeps the daemon's
+	// score and commands get 1000 (killed first).
+	var oomScoreAdj *int
+	if hasCap(unix.CAP_SYS_RESOURCE) {
+		v := -1000
+		oomScoreAdj = &v
+	}
+
 	return &specs.Spec{
 		Version:  "1.0.2",
 		Hostname: spec.Name,
@@ -103,6 +116,7 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 			// by the capability set and the seccomp filter instead (as
 			// with Docker's defaults); see SECURITY.md.
 			NoNewPrivileges: false,
+			OOMScoreAdj:     oomScoreAdj,
 		},
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc"},
@@ -141,6 +155,17 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 			ReadonlyPaths: readonlyPaths,
 		},
 	}
+}
+
+// hasCap reports whether this process has capability c in its effective
+// set.
+func hasCap(c int) bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[c/32].Effective&(1<<(uint(c)%32)) != 0
 }
 
 // homeMount is the mount that puts the workspace at /home/ohm: a bind of
