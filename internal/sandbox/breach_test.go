@@ -378,3 +378,66 @@ while [ "$(` + events + ` | cut -d' ' -f2)" -lt 3 ]; do sleep 0.1; done; echo oo
 		t.Errorf("after the storm: %+v", r)
 	}
 }
+
+// TestSetuidStaysInside is root in a computer leaving setuid-root
+// binaries wherever it can write: setuid works inside the computer's own
+// root (sudo needs it), nowhere else, and no file the computer made
+// carries a usable setuid bit on the host.
+func TestSetuidStaysInside(t *testing.T) {
+	requireRuntime(t)
+	spec := homeSpec(t, "johnson", 64)
+	s := startSandbox(t, spec)
+	defer s.Stop(context.Background(), time.Second)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, exe, filepath.Join(workspaceOf(spec), ".probe"), 0o755)
+
+	for _, tt := range []struct {
+		path string
+		euid string // of user ohm running it: "" if it cannot be made
+	}{
+		{"/usr/local/bin/suid", "0"}, // the computer's own root disk
+		{"/home/ohm/suid", "1000"},   // the workspace: nosuid
+		{"/home/suid", ""},
+		{"/.ohm/run/suid", "0"}, // no longer a host directory: the root disk
+	} {
+		r := sh(t, s, "root", fmt.Sprintf("mkdir -p $(dirname %[1]s) && cp /home/ohm/.probe %[1]s && chmod 4755 %[1]s 2>&1", tt.path))
+		if tt.euid == "" {
+			if r.code == 0 {
+				t.Errorf("root made a setuid file at %s", tt.path)
+			}
+			continue
+		}
+		if r.code != 0 {
+			t.Errorf("make %s: %+v", tt.path, r)
+			continue
+		}
+		if r := run(t, s, ExecRequest{Argv: []string{tt.path, "probe", "ids"}, User: "ohm"}); r.stdout != "1000 "+tt.euid+"\n" {
+			t.Errorf("%s run by ohm: uid, euid %q, want 1000 %s", tt.path, r.stdout, tt.euid)
+		}
+	}
+	// Root's binds over /etc are files of the root disk: a setuid bit there
+	// must be inert on the host too.
+	sh(t, s, "root", "chmod 4755 /etc/hosts")
+
+	for _, dir := range []string{spec.StateDir, spec.HomeMount} {
+		filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.Type()&os.ModeSymlink != 0 {
+				return nil
+			}
+			fi, err := d.Info()
+			if err != nil || fi.Mode()&os.ModeSetuid == 0 {
+				return nil
+			}
+			var fs unix.Statfs_t
+			if err := unix.Statfs(path, &fs); err != nil {
+				t.Errorf("statfs %s: %v", path, err)
+			} else if fs.Flags&unix.ST_NOSUID == 0 {
+				t.Errorf("setuid file %s on a host mount without nosuid", path)
+			}
+			return nil
+		})
+	}
+}

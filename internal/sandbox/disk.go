@@ -72,7 +72,7 @@ func mountDisk(ctx context.Context, p paths) error {
 	if err := os.MkdirAll(p.disk, 0o700); err != nil {
 		return err
 	}
-	cmd, err := hostCommand(ctx, "mount", "-t", "ext4", "-o", "loop,discard,noatime,minixdf", p.image, p.disk)
+	cmd, err := hostCommand(ctx, "mount", "-t", "ext4", "-o", "loop,discard,noatime,minixdf,nosuid,nodev", p.image, p.disk)
 	if err != nil {
 		return fmt.Errorf("mount root disk: %w", err)
 	}

@@ -43,6 +43,10 @@ func probe(args []string) int {
 		fmt.Println("allocated", len(keep), "MiB")
 		return 0
 	}
+	if len(args) == 1 && args[0] == "ids" {
+		fmt.Println(os.Getuid(), os.Geteuid())
+		return 0
+	}
 	if len(args) != 1 || args[0] != "syscalls" {
 		fmt.Fprintln(os.Stderr, "usage: probe syscalls | probe hog MB")
 		return 2

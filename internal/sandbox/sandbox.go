@@ -35,6 +35,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Spec describes a computer to start.
@@ -152,6 +154,12 @@ func (s *Sandbox) start(ctx context.Context) error {
 	}
 	if err := runcRun(ctx, p, s.spec.Name); err != nil {
 		return err
+	}
+	// The computer's root is its own copy of the overlay mount, which
+	// must allow setuid (sudo). The host's copy need not: from here on,
+	// nothing the computer makes is a usable setuid binary on the host.
+	if err := unix.Mount("", p.rootfs, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("remount the overlay nosuid on the host: %w", err)
 	}
 	st, _ := runcState(ctx, p, s.spec.Name)
 	if s.spec.Network {
