@@ -441,3 +441,60 @@ func TestSetuidStaysInside(t *testing.T) {
 		})
 	}
 }
+
+// TestHardening makes, as root inside a computer, the calls a computer
+// has no use for (vsock, which reaches the hypervisor; the host's audit
+// log; exotic socket families; modify_ldt; personalities that weaken
+// memory protections) and reads what describes the host: each must fail
+// or show nothing, while the everyday variants work.
+func TestHardening(t *testing.T) {
+	requireRuntime(t)
+	spec := newSpec(t, "wu", 32)
+	s := startSandbox(t, spec)
+	defer s.Stop(context.Background(), time.Second)
+
+	r := run(t, s, ExecRequest{Argv: []string{probeBinary(t, spec), "probe", "hardening"}, User: "root"})
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			got[line[:i]] = line[i+1:]
+		}
+	}
+	for _, tt := range []struct{ call, want string }{
+		{"socket(AF_VSOCK)", "EPERM"},
+		{"socket(AF_VSOCK, high bits)", "EPERM"},
+		{"socket(NETLINK_AUDIT)", "EPERM"},
+		{"socket(NETLINK_AUDIT, high bits)", "EPERM"},
+		{"socket(NETLINK_KOBJECT_UEVENT)", "EPERM"},
+		{"socket(AF_ALG)", "EPERM"},
+		{"socket(AF_TIPC)", "EPERM"},
+		{"modify_ldt", "EPERM"},
+		{"personality(ADDR_NO_RANDOMIZE)", "EPERM"},
+		{"personality(READ_IMPLIES_EXEC)", "EPERM"},
+		{"personality(PER_BSD)", "EPERM"},
+		{"socket(AF_UNIX)", "ok"},
+		{"socket(AF_INET)", "ok"},
+		{"socket(AF_INET6)", "ok"},
+		{"socket(AF_PACKET)", "ok"},
+		{"socket(NETLINK_ROUTE)", "ok"},
+		{"personality(query)", "ok"},
+		{"personality(PER_LINUX)", "ok"},
+	} {
+		if got[tt.call] != tt.want {
+			t.Errorf("%s: %q, want %s", tt.call, got[tt.call], tt.want)
+		}
+	}
+	for _, tt := range []struct{ name, script string }{
+		{"kernel command line", "cat /proc/cmdline"},
+		{"host partitions", "cat /proc/partitions"},
+		{"host block devices", "ls /sys/block /sys/class/block /sys/dev/block"},
+	} {
+		if r := sh(t, s, "root", tt.script+" 2>/dev/null | grep -v ':$' | grep ."); r.stdout != "" {
+			t.Errorf("%s visible: %q", tt.name, r.stdout)
+		}
+	}
+	// What the computer's tools still need works.
+	if r := sh(t, s, "root", "ip addr show lo >/dev/null && echo ok"); r.stdout != "ok\n" {
+		t.Errorf("ip (netlink): %+v", r)
+	}
+}

@@ -40,13 +40,18 @@ var defaultCaps = []string{
 }
 
 // maskedPaths and readonlyPaths are runc's defaults (`runc spec`), plus
-// powercap, whose energy counters leak what other tenants compute.
+// powercap, whose energy counters leak what other tenants compute, and
+// what describes the host rather than the computer: the kernel's command
+// line (it can hold secrets and says how the host booted) and the host's
+// block devices and partitions.
 var (
 	maskedPaths = []string{
 		"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
 		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
 		"/proc/sched_debug", "/sys/firmware", "/proc/scsi",
 		"/sys/devices/virtual/powercap",
+		"/proc/cmdline", "/proc/partitions",
+		"/sys/block", "/sys/class/block", "/sys/dev/block",
 	}
 	readonlyPaths = []string{
 		"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
