@@ -100,7 +100,10 @@ func mountOverlay(lower string, p paths) error {
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s",
 		lower, filepath.Join(p.disk, "upper"), filepath.Join(p.disk, "work"))
-	if err := unix.Mount("overlay", p.rootfs, "overlay", 0, opts); err != nil {
+	// The source is what df and /proc/mounts show for the computer's /:
+	// /dev/root, as on a machine booted from a disk, which is what the
+	// computer is meant to look like (not "overlay").
+	if err := unix.Mount("/dev/root", p.rootfs, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("mount overlay: %w", err)
 	}
 	return nil
