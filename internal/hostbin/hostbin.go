@@ -7,7 +7,7 @@
 // trusted can write (a workspace mounted there by mistake, a user's
 // ~/bin) turns into root on the host. So programs are looked up only in
 // TrustedDirs, and a candidate is refused unless it and its directory
-// belong to root and are writable by root alone.
+// belong to root and are writable by root alone (TrustedDirs).
 package hostbin
 
 import (
@@ -18,17 +18,19 @@ import (
 )
 
 // TrustedDirs are the directories host programs are taken from, in order.
-var TrustedDirs = []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"}
+func TrustedDirs() []string { return []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"} }
 
 // Path returns the absolute path of program name in TrustedDirs. name must
 // be a bare name: a path is refused, so that callers cannot bypass the
-// list by accident.
+// list by accident. Each call looks again (a stat per directory), so a
+// program installed while the daemon runs is found; what is found is never
+// decided by the environment.
 func Path(name string) (string, error) {
 	if name == "" || filepath.Base(name) != name {
 		return "", fmt.Errorf("host program %q: not a bare program name", name)
 	}
 	var firstErr error
-	for _, dir := range TrustedDirs {
+	for _, dir := range TrustedDirs() {
 		p := filepath.Join(dir, name)
 		err := trusted(p)
 		if err == nil {
@@ -41,7 +43,7 @@ func Path(name string) (string, error) {
 	if firstErr != nil {
 		return "", firstErr
 	}
-	return "", fmt.Errorf("host program %s: not found in %v", name, TrustedDirs)
+	return "", fmt.Errorf("host program %s: not found in %v", name, TrustedDirs())
 }
 
 // trusted checks that the program at p (symlinks resolved: /sbin is a
