@@ -103,6 +103,17 @@ func TestNetworkComputerLeavesWorkspacesAlone(t *testing.T) {
 	if r := sh(t, s, "ohm", "cat /home/ohm/marker"); r.stdout != "kept\n" {
 		t.Errorf("workspace inside after a --network start: %+v", r)
 	}
+	// Nor does the other computer's end (its mount namespace going away,
+	// slirp4netns' with it).
+	if err := ns.Stop(context.Background(), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !mounted(workspaceOf(spec)) {
+		t.Error("stopping a --network computer unmounted another computer's workspace on the host")
+	}
+	if r := sh(t, s, "ohm", "cat /home/ohm/marker"); r.stdout != "kept\n" {
+		t.Errorf("workspace inside after a --network stop: %+v", r)
+	}
 }
 
 func slirpPid(t *testing.T, spec Spec) string {
