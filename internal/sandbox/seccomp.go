@@ -116,6 +116,18 @@ func seccompProfile() *specs.LinuxSeccomp {
 		argRules = append(argRules, specs.LinuxSyscall{Names: []string{"socket"}, Action: specs.ActAllow,
 			Args: []specs.LinuxSeccompArg{low32(0, unix.AF_NETLINK), low32(2, proto)}})
 	}
+	// Refusals callers take for "not supported here": sudo, built with
+	// audit support, treats EPROTONOSUPPORT from the audit socket as
+	// auditing not configured, where EPERM would have it warn on every
+	// call; EAFNOSUPPORT is what a kernel without vsock answers.
+	eprotonosupport := uint(unix.EPROTONOSUPPORT)
+	eafnosupport := uint(unix.EAFNOSUPPORT)
+	for _, proto := range []uint64{unix.NETLINK_AUDIT, unix.NETLINK_KOBJECT_UEVENT} {
+		argRules = append(argRules, specs.LinuxSyscall{Names: []string{"socket"}, Action: specs.ActErrno, ErrnoRet: &eprotonosupport,
+			Args: []specs.LinuxSeccompArg{low32(0, unix.AF_NETLINK), low32(2, proto)}})
+	}
+	argRules = append(argRules, specs.LinuxSyscall{Names: []string{"socket"}, Action: specs.ActErrno, ErrnoRet: &eafnosupport,
+		Args: []specs.LinuxSeccompArg{low32(0, unix.AF_VSOCK)}})
 	for _, p := range personalities {
 		argRules = append(argRules, specs.LinuxSyscall{Names: []string{"personality"}, Action: specs.ActAllow,
 			Args: []specs.LinuxSeccompArg{low32(0, p)}})
