@@ -125,12 +125,10 @@ func workspaceHealth(home string) error {
 	done := make(chan error, 1)
 	var st unix.Statfs_t
 	go func() {
-		// By descriptor, opened without following a link: home is a path
-		// the computer could once write.
-		fd, err := unix.Openat2(unix.AT_FDCWD, home, &unix.OpenHow{
-			Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-			Resolve: unix.RESOLVE_NO_SYMLINKS,
-		})
+		// By descriptor, the last component opened without following a
+		// link: it is in the computer's /home, which computers made
+		// before /home was read-only inside could write.
+		fd, err := unix.Open(home, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			done <- err
 			return
