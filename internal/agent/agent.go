@@ -28,42 +28,63 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // forever, and the exec must end when the command does.
 const drainAfterExit = 200 * time.Millisecond
 
-// Run serves requests until ctx is done or the process receives SIGTERM or
-// SIGINT; then it sends SIGTERM to every other process it can see and
-// returns once they are all gone. As PID 1 of a PID namespace that is
-// every process in the computer.
+// Run serves requests until ctx is done, a client sends FrameShutdown, or
+// (outside a computer) the process receives SIGTERM or SIGINT; then it
+// sends SIGTERM to every other process it can see and returns once they
+// are all gone. As PID 1 of a PID namespace that is every process in the
+// computer.
 //
 // It serves on the listening socket it was handed (ListenFDs says how),
 // which is how a computer's agent is started: the host made that socket
 // where the computer cannot reach it, so no one in the computer can put
 // another socket in its place. Handed none, it listens at socket.
+//
+// As a computer's init it takes no signal: the kernel delivers to the
+// init of a PID namespace only the signals it handles, so the agent
+// handles every one and does nothing with it. Root in the computer then
+// cannot end the computer from inside (kill -TERM 1, or -SEGV, which the
+// Go runtime would turn into a crash); the host, which alone can reach
+// the socket, stops it with FrameShutdown, or SIGKILL.
 func Run(ctx context.Context, socket string) error {
 	r := newReaper()
 	go r.run()
 
 	bringLoopbackUp() // best effort: the runtime usually has done it already
 
-	ln, err := listener(socket)
+	ln, handed, err := listener(socket)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
 
+	stop := make(chan struct{})
+	var stopOnce sync.Once
+	requestStop := func() { stopOnce.Do(func() { close(stop) }) }
 	go func() {
 		for {
 			conn, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go serve(conn.(*net.UnixConn), r)
+			go serve(conn.(*net.UnixConn), r, requestStop)
 		}
 	}()
 
 	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, unix.SIGTERM, unix.SIGINT)
+	if handed && os.Getpid() == 1 {
+		ignored := make(chan os.Signal, 16)
+		signal.Notify(ignored) // every signal, handled and dropped
+		go func() {
+			for range ignored {
+			}
+		}()
+	} else {
+		signal.Notify(sigc, unix.SIGTERM, unix.SIGINT)
+	}
 	select {
 	case <-ctx.Done():
 	case <-sigc:
+	case <-stop:
 	}
 	ln.Close()
 	return shutdown(r)
@@ -86,31 +107,31 @@ const listenFD = 3
 // variables that said so, which commands must not inherit), or else a new
 // one at socket, which only root can connect to: a command running as a
 // user must not be able to ask the agent for a root shell.
-func listener(socket string) (net.Listener, error) {
-	handed := os.Getenv(ListenFDs) == "1" && os.Getenv(ListenPID) == strconv.Itoa(os.Getpid())
+func listener(socket string) (ln net.Listener, handed bool, err error) {
+	handed = os.Getenv(ListenFDs) == "1" && os.Getenv(ListenPID) == strconv.Itoa(os.Getpid())
 	os.Unsetenv(ListenFDs)
 	os.Unsetenv(ListenPID)
 	if handed {
 		f := os.NewFile(listenFD, "agent.sock")
 		// FileListener works on a close-on-exec copy: commands never
 		// inherit the socket.
-		ln, err := net.FileListener(f)
+		ln, err = net.FileListener(f)
 		f.Close()
 		if err != nil {
-			return nil, fmt.Errorf("listen on the socket handed over: %w", err)
+			return nil, false, fmt.Errorf("listen on the socket handed over: %w", err)
 		}
-		return ln, nil
+		return ln, true, nil
 	}
 	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove stale socket: %w", err)
+		return nil, false, fmt.Errorf("remove stale socket: %w", err)
 	}
 	old := unix.Umask(0o077)
-	ln, err := net.Listen("unix", socket)
+	ln, err = net.Listen("unix", socket)
 	unix.Umask(old)
 	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
+		return nil, false, fmt.Errorf("listen: %w", err)
 	}
-	return ln, nil
+	return ln, false, nil
 }
 
 // shutdown sends SIGTERM to every process but this one and waits until
@@ -257,7 +278,8 @@ func (c *conn) send(typ byte, payload []byte) error {
 	return WriteFrame(c.c, typ, payload)
 }
 
-func serve(uc *net.UnixConn, r *reaper) {
+// serve answers one connection; requestStop ends the agent (FrameShutdown).
+func serve(uc *net.UnixConn, r *reaper, requestStop func()) {
 	defer uc.Close()
 	c := &conn{c: uc}
 	typ, payload, err := ReadFrame(uc)
@@ -267,6 +289,9 @@ func serve(uc *net.UnixConn, r *reaper) {
 	switch typ {
 	case FramePing:
 		c.send(FramePing, nil)
+	case FrameShutdown:
+		c.send(FrameShutdown, nil)
+		requestStop()
 	case FrameStart:
 		var req Request
 		if err := json.Unmarshal(payload, &req); err != nil {

@@ -511,3 +511,34 @@ func TestHardening(t *testing.T) {
 		t.Errorf("ip (netlink): %+v", r)
 	}
 }
+
+// TestInitIgnoresSignalsFromInside is root in a computer signalling its
+// init, the agent: none of it may end the computer (the daemon would then
+// call a dead computer running), while a stop from the host still ends
+// every process gracefully.
+func TestInitIgnoresSignalsFromInside(t *testing.T) {
+	requireRuntime(t)
+	spec := newSpec(t, "mirzakhani", 32)
+	s := startSandbox(t, spec)
+	defer s.Stop(context.Background(), time.Second)
+
+	for _, sig := range []string{"TERM", "INT", "HUP", "QUIT", "ABRT", "SEGV", "BUS", "USR1", "USR2", "PIPE", "ALRM", "KILL", "STOP"} {
+		sh(t, s, "root", "kill -"+sig+" 1")
+		if err := ping(context.Background(), s.p.socket); err != nil {
+			t.Fatalf("the agent after kill -%s 1: %v", sig, err)
+		}
+	}
+	if r := sh(t, s, "root", "grep State /proc/1/status"); !strings.Contains(r.stdout, "S (sleeping)") && !strings.Contains(r.stdout, "R (running)") {
+		t.Errorf("agent %q", r.stdout)
+	}
+
+	// A stop still asks every process to end: this one leaves a mark in
+	// the workspace when it gets SIGTERM.
+	sh(t, s, "ohm", "(trap 'echo term > /home/ohm/got; exit 0' TERM; while :; do sleep 0.05; done) >/dev/null 2>&1 &")
+	if err := s.Stop(context.Background(), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(filepath.Join(spec.Workspace, "got")); string(data) != "term\n" {
+		t.Errorf("a process did not get SIGTERM at stop: %q %v", data, err)
+	}
+}

@@ -247,6 +247,30 @@ func ping(ctx context.Context, socket string) error {
 	return nil
 }
 
+// shutdownAgent asks the agent at socket to end the computer: it sends
+// SIGTERM to every process and exits once they are gone. The agent takes
+// no signal (so that nothing in the computer can end it); an agent of an
+// older ohm answers with an error, and then SIGTERM is the way.
+func shutdownAgent(ctx context.Context, socket string) error {
+	c, err := dial(ctx, socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if err := agent.WriteFrame(c, agent.FrameShutdown, nil); err != nil {
+		return err
+	}
+	typ, _, err := agent.ReadFrame(c)
+	if err != nil {
+		return err
+	}
+	if typ != agent.FrameShutdown {
+		return fmt.Errorf("agent answered frame %d to a shutdown", typ)
+	}
+	return nil
+}
+
 // ErrUnreachable is what Exec's error wraps when the computer's agent does
 // not answer (its container is gone, say): the API answers it as
 // "unavailable".

@@ -221,8 +221,8 @@ func (s *Sandbox) Exec(ctx context.Context, req ExecRequest, stdin io.Reader, st
 	return execAgent(ctx, s.p.socket, req, stdin, stdout, stderr)
 }
 
-// Stop sends SIGTERM to every process, waits up to grace, kills what is
-// left, and unmounts the overlay and the root disk. The workspace mount is
+// Stop has the agent send SIGTERM to every process, waits up to grace,
+// kills what is left, and unmounts the overlay and the root disk. The workspace mount is
 // the caller's.
 func (s *Sandbox) Stop(ctx context.Context, grace time.Duration) error {
 	if err := s.teardown(ctx, grace); err != nil {
@@ -236,7 +236,9 @@ func (s *Sandbox) teardown(ctx context.Context, grace time.Duration) error {
 	p := s.p
 	if st, err := runcState(ctx, p, s.spec.Name); err == nil {
 		if st.Status == "running" && grace > 0 {
-			runc(ctx, p, "kill", s.spec.Name, "TERM")
+			if err := shutdownAgent(ctx, p.socket); err != nil {
+				runc(ctx, p, "kill", s.spec.Name, "TERM")
+			}
 			waitExit(st.Pid, grace)
 		}
 		runc(ctx, p, "kill", "--all", s.spec.Name, "KILL")
