@@ -28,8 +28,8 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // forever, and the exec must end when the command does.
 const drainAfterExit = 200 * time.Millisecond
 
-// Run serves requests until ctx is done, a client sends FrameShutdown, or
-// (outside a computer) the process receives SIGTERM or SIGINT; then it
+// Run serves requests until a client sends FrameShutdown or, outside a
+// computer, until ctx is done or the process receives SIGTERM or SIGINT; then it
 // sends SIGTERM to every other process it can see and returns once they
 // are all gone. As PID 1 of a PID namespace that is every process in the
 // computer.
@@ -72,6 +72,9 @@ func Run(ctx context.Context, socket string) error {
 
 	sigc := make(chan os.Signal, 1)
 	if handed && os.Getpid() == 1 {
+		// Nor does a cancelled ctx end it: callers tie ctx to SIGTERM
+		// (cmd/ohm does), and that signal may come from inside.
+		ctx = context.WithoutCancel(ctx)
 		ignored := make(chan os.Signal, 16)
 		signal.Notify(ignored) // every signal, handled and dropped
 		go func() {
