@@ -113,7 +113,11 @@ func (m *Manager) remountWorkspace(ctx context.Context, name string) error {
 			return fmt.Errorf("detach dead mount %s: %w", home, err)
 		}
 	}
-	return m.ws.Mount(ctx, m.volume(name), home)
+	if err := m.ws.Mount(ctx, m.volume(name), home); err != nil {
+		return err
+	}
+	// It reaches the running computer with its flags as they are now.
+	return sandbox.HardenWorkspace(home)
 }
 
 // fuseSuperMagic is statfs's f_type of a FUSE mount.

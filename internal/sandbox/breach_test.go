@@ -33,7 +33,9 @@ func homeSpec(t *testing.T, name string, diskMB int) Spec {
 		t.Fatal(err)
 	}
 	ws := filepath.Join(home, "ohm")
-	if err := unix.Mount("workspace", ws, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=16m,mode=0755,uid=1000,gid=1000"); err != nil {
+	// Without nosuid and nodev, as a workspace may come mounted: Start
+	// must add them.
+	if err := unix.Mount("workspace", ws, "tmpfs", 0, "size=16m,mode=0755,uid=1000,gid=1000"); err != nil {
 		UnshareHome(home)
 		t.Fatal(err)
 	}

@@ -75,3 +75,23 @@ func mkdirNoFollow(dir, name string) error {
 	}
 	return nil
 }
+
+// HardenWorkspace adds nosuid and nodev to the mount at path (a
+// workspace mounted at HomeMount/ohm on the host), keeping its other
+// flags. The computer's /home/ohm is that mount propagated, with its
+// flags: without these, root in the computer could leave setuid binaries
+// and device nodes that work on the host, and inside its workspace. The
+// mount is changed through a descriptor opened without following a link,
+// as everything the host does in a computer's /home.
+func HardenWorkspace(path string) error {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("harden workspace mount: %w", err)
+	}
+	defer unix.Close(fd)
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, attr); err != nil {
+		return fmt.Errorf("harden workspace mount %s: %w", path, err)
+	}
+	return nil
+}

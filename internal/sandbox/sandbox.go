@@ -152,6 +152,11 @@ func (s *Sandbox) start(ctx context.Context) error {
 	if err := writeBundle(s.spec, p); err != nil {
 		return err
 	}
+	if s.spec.HomeMount != "" {
+		if err := HardenWorkspace(filepath.Join(s.spec.HomeMount, "ohm")); err != nil {
+			return err
+		}
+	}
 	if err := runcRun(ctx, p, s.spec.Name); err != nil {
 		return err
 	}
