@@ -17,7 +17,9 @@ const RunDir = "/run/ohm/mounts"
 
 // Record is what a serving process leaves in RunDir while it serves.
 type Record struct {
-	PID        int    `json:"pid"`
+	PID        int    `json:"pid"`                // the keeper: Serve's process, which holds the connection
+	Server     int    `json:"server,omitempty"`   // the process answering the mount now
+	Restarts   int    `json:"restarts,omitempty"` // servers started after the first one died
 	Volume     string `json:"volume"`
 	Mountpoint string `json:"mountpoint"`
 }
