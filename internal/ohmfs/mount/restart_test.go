@@ -7,11 +7,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"ohm/internal/disk"
+	"ohm/internal/ohmfs/fusefs"
 	"ohm/internal/ohmfs/volume"
 )
 
@@ -138,11 +143,19 @@ func testServerKilledUnderDisk(t *testing.T, kind disk.Kind) {
 	if !ok || rec.Server == 0 {
 		t.Fatalf("record of the mount: %+v, %v", rec, ok)
 	}
-	t.Logf("killing the server %d", rec.Server)
+	// Killed while it has a request of the disk in hand (the
+	// connection's count of waiting requests is not zero), so that the
+	// new server must have it sent again.
+	inflight := inFlight(t, c.Mountpoint)
+	var waiting int
+	for start := time.Now(); waiting == 0 && time.Since(start) < 10*time.Second; {
+		waiting = inflight()
+	}
 	killed := time.Now()
 	if err := syscall.Kill(rec.Server, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("killed the server %d with %d requests in flight", rec.Server, waiting)
 	deadline := time.Now().Add(time.Minute)
 	for {
 		if r, ok := readRecord(c.Mountpoint); ok && r.Restarts == 1 && r.Server != rec.Server {
@@ -194,5 +207,24 @@ func testServerKilledUnderDisk(t *testing.T, kind disk.Kind) {
 	}
 	if fr, err := volume.FsckVolume(ctx, c.Volume, volume.FsckOptions{}); err != nil || len(fr.Problems) > 0 {
 		t.Fatalf("fsck after unmount: %+v, %v", fr, err)
+	}
+}
+
+// inFlight returns a function that reads how many requests the FUSE
+// connection of the mount at mp has sent and not had answered, or queued.
+func inFlight(t *testing.T, mp string) func() int {
+	t.Helper()
+	if err := fusefs.EnsureControl(); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(mp, &st); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(fusefs.ControlDir, strconv.Itoa(int(unix.Minor(st.Dev))), "waiting")
+	return func() int {
+		b, _ := os.ReadFile(p)
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
 	}
 }
