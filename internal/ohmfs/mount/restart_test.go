@@ -174,6 +174,12 @@ func testServerKilledUnderDisk(t *testing.T, kind disk.Kind) {
 		t.Fatalf("the writer saw an error: %v", r.err)
 	}
 	t.Logf("%s: %d fsynced records; the longest wait between two was %v", kind, r.n, r.maxPause.Round(time.Millisecond))
+	// Nothing the dead server had in hand is left unanswered.
+	for start := time.Now(); inflight() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("%d requests still unanswered with the writer stopped", inflight())
+		}
+	}
 
 	// Every fsynced record reads back.
 	b, err := os.ReadFile(path)
