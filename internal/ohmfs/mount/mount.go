@@ -196,6 +196,7 @@ func (k *keeper) start() error {
 // mount is still there, and passes ctx's end on to it as SIGTERM.
 func (k *keeper) run(ctx context.Context) error {
 	stopping := false
+	var recent []time.Time // the last deaths
 	for {
 		var err error
 		select {
@@ -220,6 +221,13 @@ func (k *keeper) run(ctx context.Context) error {
 		if _, ok, _ := fusefs.MountedAt(k.conn.Mountpoint); !ok {
 			return fmt.Errorf("serve %s: the server %v and the mount is gone", k.conn.Mountpoint, err)
 		}
+		if recent = append(recent, time.Now()); len(recent) > maxDeaths {
+			recent = recent[1:]
+			if time.Since(recent[0]) < deathWindow {
+				fusefs.Detach(k.conn.Mountpoint)
+				return fmt.Errorf("serve %s: the server died %d times in %v (last: %w); not starting another", k.conn.Mountpoint, maxDeaths+1, deathWindow, err)
+			}
+		}
 		k.restarts++
 		k.logger.Printf("ohm: the server of %s %v; starting another on the same connection", k.conn.Mountpoint, err)
 		start := time.Now()
@@ -230,6 +238,13 @@ func (k *keeper) run(ctx context.Context) error {
 		k.logger.Printf("ohm: %s answers again after %v", k.conn.Mountpoint, time.Since(start).Round(time.Millisecond))
 	}
 }
+
+// A server that dies more than maxDeaths times within deathWindow is
+// not replaced again: something kills it as soon as it runs.
+const (
+	maxDeaths   = 5
+	deathWindow = time.Minute
+)
 
 // died reports whether a server's exit was a death (a signal, a Go
 // panic's exit status 2) rather than a decision of its own.

@@ -50,12 +50,13 @@ func writeRecord(rec Record) (string, error) {
 	return path, nil
 }
 
-// readRecord returns the record of the mount at mountpoint if the process
-// it names is alive.
+// readRecord returns the record of the mount at mountpoint if a process
+// it names is alive (the keeper, or the server, which serves on if its
+// keeper was killed).
 func readRecord(mountpoint string) (Record, bool) {
 	var rec Record
 	b, err := os.ReadFile(recordPath(mountpoint))
-	if err != nil || json.Unmarshal(b, &rec) != nil || rec.Mountpoint != mountpoint || !processAlive(rec.PID) {
+	if err != nil || json.Unmarshal(b, &rec) != nil || rec.Mountpoint != mountpoint || !rec.alive() {
 		return Record{}, false
 	}
 	return rec, true
@@ -78,3 +79,6 @@ func processAlive(pid int) bool {
 	}
 	return s[i+2] != 'Z' && s[i+2] != 'X'
 }
+
+// alive reports whether the keeper or the server of the record runs.
+func (rec Record) alive() bool { return processAlive(rec.PID) || processAlive(rec.Server) }
