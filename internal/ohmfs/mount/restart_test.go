@@ -234,3 +234,78 @@ func inFlight(t *testing.T, mp string) func() int {
 		return n
 	}
 }
+
+// TestServerKilledUnderOpenFiles: files and directories a process has
+// open on the file layout stay usable across a new server: their node ids
+// and handles mean the same to it.
+func TestServerKilledUnderOpenFiles(t *testing.T) {
+	requireFUSE(t)
+	ctx := context.Background()
+	c := newVolume(t)
+	keeper := serveProcess(t, c)
+	if err := os.Mkdir(filepath.Join(c.Mountpoint, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a", "b"} {
+		if err := os.WriteFile(filepath.Join(c.Mountpoint, "d", name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.OpenFile(filepath.Join(c.Mountpoint, "d", "f"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("before "); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.Open(filepath.Join(c.Mountpoint, "d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+
+	rec, ok := readRecord(c.Mountpoint)
+	if !ok {
+		t.Fatal("no record of the mount")
+	}
+	if err := syscall.Kill(rec.Server, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// No waiting for the new server: the calls below wait in the kernel.
+	if _, err := f.WriteString("after"); err != nil {
+		t.Fatalf("write on a file opened before the kill: %v", err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync of a file opened before the kill: %v", err)
+	}
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		t.Fatalf("readdir of a directory opened before the kill: %v", err)
+	}
+	if len(names) != 3 {
+		t.Errorf("directory opened before the kill lists %v", names)
+	}
+	b := make([]byte, 64)
+	n, err := f.ReadAt(b, 0)
+	if string(b[:n]) != "before after" {
+		t.Errorf("read back %q, %v", b[:n], err)
+	}
+	if r, ok := readRecord(c.Mountpoint); !ok || r.Restarts != 1 {
+		t.Errorf("record after the kill: %+v, %v", r, ok)
+	}
+	f.Close()
+	dir.Close()
+	if err := Unmount(ctx, c.Mountpoint, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := keeper.Wait(); err != nil {
+		t.Errorf("keeper: %v", err)
+	}
+	if fr, err := volume.FsckVolume(ctx, c.Volume, volume.FsckOptions{}); err != nil || len(fr.Problems) > 0 {
+		t.Fatalf("fsck after unmount: %+v, %v", fr, err)
+	}
+}
