@@ -5,6 +5,11 @@
 // mountpoint, and unmounting that waits until the process has made
 // everything durable and exited (Unmount).
 //
+// A mount is two processes: the keeper (Serve's), which makes the mount
+// and holds its FUSE connection, and a server (server.go) that answers it.
+// A server that dies is replaced on the same connection, so the mount
+// never goes away under its users (docs/fuse-restart.md).
+//
 // `ohm fs mount` and `ohm fs umount` only parse their flags into a Config
 // and call this package; a detached mount is `ohm fs mount` run again in
 // the foreground by Start, in a session of its own.
