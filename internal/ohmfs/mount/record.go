@@ -82,3 +82,9 @@ func processAlive(pid int) bool {
 
 // alive reports whether the keeper or the server of the record runs.
 func (rec Record) alive() bool { return processAlive(rec.PID) || processAlive(rec.Server) }
+
+// Info returns the record of the live mount at mountpoint (absolute):
+// its keeper and server processes, and how many servers were started
+// after one died (Restarts), which is what a status report shows of a
+// storage process that died under its users.
+func Info(mountpoint string) (Record, bool) { return readRecord(filepath.Clean(mountpoint)) }

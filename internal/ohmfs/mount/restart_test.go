@@ -294,7 +294,7 @@ func TestServerKilledUnderOpenFiles(t *testing.T) {
 	if string(b[:n]) != "before after" {
 		t.Errorf("read back %q, %v", b[:n], err)
 	}
-	if r, ok := readRecord(c.Mountpoint); !ok || r.Restarts != 1 {
+	if r, ok := Info(c.Mountpoint); !ok || r.Restarts != 1 {
 		t.Errorf("record after the kill: %+v, %v", r, ok)
 	}
 	f.Close()
