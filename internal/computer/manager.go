@@ -55,7 +55,7 @@ type Options struct {
 	Templates Templates // default: template.NewStore(DataDir)
 	Logf      func(format string, args ...any)
 
-	runtime runtime // default: internal/sandbox; tests inject failures
+	sandboxes sandboxes // default: internal/sandbox; tests inject failures
 }
 
 // Manager owns the computers under a data directory. Its methods are safe
@@ -66,14 +66,18 @@ type Manager struct {
 	reg     *registry
 	ws      Workspace
 	tmpl    Templates
-	rt      runtime
+	rt      sandboxes
 	logf    func(format string, args ...any)
 
-	mu      sync.Mutex             // guards the fields below and name choice
-	locks   map[string]*sync.Mutex // per computer
+	mu      sync.Mutex           // guards the fields below and name choice
+	locks   map[string]*nameLock // per computer, while in use
 	running map[string]*live
 
 	stopSupervisor func() // ends the workspace supervisor and waits for it
+
+	closing   chan struct{} // closed by Close: the init watchers return
+	closeOnce sync.Once
+	watchers  sync.WaitGroup // the init watchers
 }
 
 // live is a computer whose sandbox this manager holds.
@@ -98,10 +102,11 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		exe:     opts.Exe,
 		ws:      opts.Workspace,
 		tmpl:    opts.Templates,
-		rt:      opts.runtime,
+		rt:      opts.sandboxes,
 		logf:    opts.Logf,
-		locks:   map[string]*sync.Mutex{},
+		locks:   map[string]*nameLock{},
 		running: map[string]*live{},
+		closing: make(chan struct{}),
 	}
 	if m.exe == "" {
 		exe, err := os.Executable()
@@ -135,30 +140,83 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	return m, nil
 }
 
-// Close stops supervising workspaces and closes the registry. Running
-// computers keep running; a new Manager attaches to them.
+// Close stops supervising workspaces and watching inits, and closes the
+// registry. Running computers keep running; a new Manager attaches to
+// them.
 func (m *Manager) Close() error {
 	m.stopSupervisor()
+	m.closeOnce.Do(func() { close(m.closing) })
+	m.watchers.Wait()
+	m.mu.Lock()
+	for _, l := range m.running {
+		l.inst.Release()
+	}
+	m.mu.Unlock()
 	return m.reg.close()
 }
 
-// lockOf returns the lock of computer name.
-func (m *Manager) lockOf(name string) *sync.Mutex {
+// nameLock serializes the operations on one computer. The manager keeps
+// it in m.locks only while someone holds it or waits for it (refs), so
+// the map holds the computers in use, not every name ever asked about.
+type nameLock struct {
+	m    *Manager
+	name string
+	mu   sync.Mutex
+	refs int // holders and waiters through Manager.lock; guarded by m.mu
+}
+
+// TryLock takes l if it is free and still the lock of its computer (one
+// dropped from the map meanwhile is stale: a new one may be in use).
+func (l *nameLock) TryLock() bool {
+	if !l.mu.TryLock() {
+		return false
+	}
+	l.m.mu.Lock()
+	current := l.m.locks[l.name] == l
+	l.m.mu.Unlock()
+	if !current {
+		l.mu.Unlock()
+	}
+	return current
+}
+
+// Unlock releases a lock taken with TryLock.
+func (l *nameLock) Unlock() { l.mu.Unlock() }
+
+// lockOf returns the lock of computer name, for TryLock.
+func (m *Manager) lockOf(name string) *nameLock {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	l, ok := m.locks[name]
 	if !ok {
-		l = &sync.Mutex{}
+		l = &nameLock{m: m, name: name}
 		m.locks[name] = l
 	}
 	return l
 }
 
-// lock takes the lock of computer name and returns its release.
+// lock takes the lock of computer name and returns its release. The last
+// release drops the lock from the map, before unlocking, so that a TryLock
+// on the dropped lock fails rather than running beside a new one.
 func (m *Manager) lock(name string) func() {
-	l := m.lockOf(name)
-	l.Lock()
-	return l.Unlock
+	m.mu.Lock()
+	l, ok := m.locks[name]
+	if !ok {
+		l = &nameLock{m: m, name: name}
+		m.locks[name] = l
+	}
+	l.refs++
+	m.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		m.mu.Lock()
+		l.refs--
+		if l.refs == 0 && m.locks[name] == l {
+			delete(m.locks, name)
+		}
+		m.mu.Unlock()
+		l.mu.Unlock()
+	}
 }
 
 func (m *Manager) live(name string) *live {
@@ -167,13 +225,66 @@ func (m *Manager) live(name string) *live {
 	return m.running[name]
 }
 
+// setLive records l as the sandbox of name (nil: none) and, for a new
+// one, starts watching its init.
 func (m *Manager) setLive(name string, l *live) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if l == nil {
 		delete(m.running, name)
-	} else {
-		m.running[name] = l
+		return
+	}
+	m.running[name] = l
+	m.watchers.Add(1)
+	go func() {
+		defer m.watchers.Done()
+		select {
+		case <-m.closing:
+			return
+		case <-l.inst.Ended():
+		}
+		m.initEnded(name, l)
+	}()
+}
+
+// initEnded handles the end of the init of name's sandbox l: unless the
+// manager stopped it itself, the computer is dead inside (every process
+// of a PID namespace dies with its init), so it is stopped for real, the
+// way Stop does it (its mounts torn down, its workspace flushed), and the
+// reason recorded. The next run starts it again.
+func (m *Manager) initEnded(name string, l *live) {
+	unlock := m.lock(name)
+	defer unlock()
+	if m.live(name) != l {
+		l.inst.Release() // stopped (or replaced) by the manager meanwhile
+		return
+	}
+	m.reapDead(context.Background(), name, l)
+}
+
+// reapDead stops computer name, whose lock the caller holds and whose init
+// (of sandbox l) has ended.
+func (m *Manager) reapDead(ctx context.Context, name string, l *live) {
+	reason := l.inst.EndReason()
+	m.logf("%s: %s; stopping it", name, reason)
+	rec, err := m.reg.get(ctx, name)
+	if err != nil {
+		m.logf("%s: %v", name, err)
+		return
+	}
+	if err := m.stop(ctx, rec, reason); err != nil {
+		m.logf("%s: stop after its init ended: %v", name, err)
+	}
+	l.inst.Release()
+}
+
+// ended reports whether sandbox l's init has ended.
+func ended(l *live) bool {
+	select {
+	case <-l.inst.Ended():
+		return true
+	default:
+		return false
 	}
 }
 
@@ -449,7 +560,7 @@ func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool
 	}
 	m.setLive(rec.Name, &live{inst: inst, shell: m.shellOf(ctx, rec.Template, root)})
 	if err := m.reg.setState(ctx, rec.Name, StateRunning); err != nil {
-		m.stop(context.WithoutCancel(ctx), rec)
+		m.stop(context.WithoutCancel(ctx), rec, "start failed: "+err.Error())
 		return err
 	}
 	return nil
@@ -482,8 +593,8 @@ func hasBash(root string) bool {
 }
 
 // stop stops the sandbox of rec, whose lock the caller holds, and unmounts
-// its workspace, which flushes it.
-func (m *Manager) stop(ctx context.Context, rec Record) error {
+// its workspace, which flushes it; reason is recorded as why it stopped.
+func (m *Manager) stop(ctx context.Context, rec Record, reason string) error {
 	var errs []error
 	if l := m.live(rec.Name); l != nil {
 		if err := l.inst.Stop(ctx, stopGrace); err != nil {
@@ -498,7 +609,7 @@ func (m *Manager) stop(ctx context.Context, rec Record) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	return m.reg.setState(ctx, rec.Name, StateStopped)
+	return m.reg.setStopped(ctx, rec.Name, reason)
 }
 
 // destroy removes every trace of rec, whose lock the caller holds: sandbox,
@@ -529,7 +640,7 @@ func (m *Manager) destroy(ctx context.Context, rec Record) error {
 	}
 	if len(errs) > 0 {
 		// Keep the row (stopped) so that delete can be retried.
-		m.reg.setState(ctx, rec.Name, StateStopped)
+		m.reg.setStopped(ctx, rec.Name, "delete failed partway")
 		return errors.Join(errs...)
 	}
 	return m.reg.remove(ctx, rec.Name)
@@ -541,6 +652,9 @@ func (m *Manager) Start(ctx context.Context, name string) error {
 	defer unlock()
 	rec, err := m.reg.get(ctx, name)
 	if err != nil {
+		return err
+	}
+	if rec, err = m.reapIfDead(ctx, rec); err != nil {
 		return err
 	}
 	if rec.State != StateStopped {
@@ -572,7 +686,12 @@ func (m *Manager) Stop(ctx context.Context, name string) error {
 	if rec.State != StateRunning {
 		return statef("computer %q is not running (it is %s)", name, rec.State)
 	}
-	if err := m.stop(ctx, rec); err != nil {
+	if l := m.live(name); l != nil && ended(l) {
+		// Its init died; the watcher had not got to it yet.
+		m.reapDead(ctx, name, l)
+		return nil
+	}
+	if err := m.stop(ctx, rec, ReasonStopped); err != nil {
 		return fmt.Errorf("stop %s: %w", name, err)
 	}
 	return nil
@@ -719,12 +838,30 @@ func execRequest(opts ExecOptions, interactive bool) (sandbox.ExecRequest, error
 	return req, nil
 }
 
+// reapIfDead stops rec, whose lock the caller holds, if it is recorded
+// running but its init has ended and the watcher has not handled it yet,
+// and returns its record as it is now.
+func (m *Manager) reapIfDead(ctx context.Context, rec Record) (Record, error) {
+	if rec.State != StateRunning {
+		return rec, nil
+	}
+	l := m.live(rec.Name)
+	if l == nil || !ended(l) {
+		return rec, nil
+	}
+	m.reapDead(ctx, rec.Name, l)
+	return m.reg.get(ctx, rec.Name)
+}
+
 // ensureRunning returns the live sandbox of name, starting it if stopped.
 func (m *Manager) ensureRunning(ctx context.Context, name string) (*live, error) {
 	unlock := m.lock(name)
 	defer unlock()
 	rec, err := m.reg.get(ctx, name)
 	if err != nil {
+		return nil, err
+	}
+	if rec, err = m.reapIfDead(ctx, rec); err != nil {
 		return nil, err
 	}
 	switch rec.State {
@@ -771,7 +908,7 @@ func (m *Manager) reconcile(ctx context.Context) error {
 			for _, err := range m.unmountHome(ctx, rec.Name) {
 				m.logf("reconcile %s: %v", rec.Name, err)
 			}
-			if err := m.reg.setState(ctx, rec.Name, StateStopped); err != nil {
+			if err := m.reg.setStopped(ctx, rec.Name, ReasonNotRunningAtStart); err != nil {
 				return err
 			}
 		case StateStopped:
