@@ -256,6 +256,13 @@ func writeInfo(w io.Writer, comp *client.Computer) error {
 		fmt.Fprintf(tw, "env: %s\n", strings.Join(keys, " "))
 	}
 	fmt.Fprintf(tw, "created: %s\n", comp.CreatedAt.Local().Format(time.RFC3339))
+	if comp.StopReason != "" {
+		when := ""
+		if !comp.StoppedAt.IsZero() {
+			when = comp.StoppedAt.Local().Format(time.RFC3339) + ": "
+		}
+		fmt.Fprintf(tw, "last stop: %s%s\n", when, comp.StopReason)
+	}
 	return tw.Flush()
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -108,6 +109,15 @@ func (w *InitWatch) reason(pidfd int) string {
 	if n, err := readOOMKills(w.oomAt); err == nil && n > w.oom0 {
 		oom = true
 	}
+	// The exit status is there once the process is reaped (its parent,
+	// not the daemon, does that just after the exit), which the pidfd
+	// shows as POLLHUP.
+	for deadline := time.Now().Add(reapWait); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		pfd := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+		if n, _ := unix.Poll(pfd, 0); n > 0 && pfd[0].Revents&unix.POLLHUP != 0 {
+			break
+		}
+	}
 	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_EXIT}
 	if err := unix.IoctlPidfdInfo(pidfd, &info); err != nil || info.Mask&unix.PIDFD_INFO_EXIT == 0 {
 		if oom {
@@ -117,6 +127,10 @@ func (w *InitWatch) reason(pidfd int) string {
 	}
 	return exitReason(syscall.WaitStatus(info.Exit_code), oom)
 }
+
+// reapWait bounds the wait for a dead init to be reaped, which its exit
+// status needs.
+const reapWait = 2 * time.Second
 
 // exitReason words a wait status of the init; oom says the computer's
 // cgroup saw an OOM kill meanwhile.
