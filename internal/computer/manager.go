@@ -17,9 +17,11 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -389,42 +391,74 @@ type DiskUsage struct {
 	UsedBytes uint64 `json:"used_bytes"`
 }
 
+// Bounds of a computer's limits. The upper ones are the host's size
+// (hostCPUs, hostMemoryMB): a limit above it limits nothing, and a CPU
+// quota far above or below it overflows or rounds to none in the cgroup.
+const (
+	MinCPUs       = 0.01 // a CFS quota of 1 ms per 100 ms period
+	MinMemoryMB   = 64   // room for the agent and a shell
+	MinDiskSizeMB = 16   // an ext4 root disk with room for the overlay's upper layer
+	MaxEnv        = 1024 // environment variables per computer
+)
+
+// hostCPUs is how many CPUs this process may use.
+func hostCPUs() float64 { return float64(runtime.NumCPU()) }
+
+// hostMemoryMB is the host's RAM in MB (0 if unknown).
+func hostMemoryMB() int64 {
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return int64(si.Totalram) * int64(si.Unit) >> 20
+}
+
+// checkLimits fills in the default limits of opts and refuses any outside
+// the bounds above: a computer never runs unlimited, nor with a limit the
+// host cannot give.
+func checkLimits(opts *CreateOptions) error {
+	ncpu := hostCPUs()
+	if opts.CPUs == 0 {
+		opts.CPUs = min(DefaultCPUs, ncpu)
+	}
+	if math.IsNaN(opts.CPUs) || opts.CPUs < MinCPUs || opts.CPUs > ncpu {
+		return invalidf("invalid cpus %g: must be between %g and %g (the host's CPUs)", opts.CPUs, MinCPUs, ncpu)
+	}
+	memMB := hostMemoryMB()
+	if opts.MemoryMB == 0 {
+		opts.MemoryMB = DefaultMemoryMB
+		if memMB > 0 && int64(opts.MemoryMB) > memMB {
+			opts.MemoryMB = int(memMB)
+		}
+	}
+	if opts.MemoryMB < MinMemoryMB || (memMB > 0 && int64(opts.MemoryMB) > memMB) {
+		return invalidf("invalid memory %d MB: must be between %d MB and %d MB (the host's memory)", opts.MemoryMB, MinMemoryMB, memMB)
+	}
+	if opts.DiskSizeMB < MinDiskSizeMB {
+		return invalidf("invalid disk size %d MB: must be at least %d MB", opts.DiskSizeMB, MinDiskSizeMB)
+	}
+	if len(opts.Env) > MaxEnv {
+		return invalidf("too many environment variables (%d): at most %d", len(opts.Env), MaxEnv)
+	}
+	return nil
+}
+
 func (m *Manager) validate(ctx context.Context, opts *CreateOptions) error {
 	if opts.Template == "" {
 		opts.Template = DefaultTemplate
-	}
-	if opts.CPUs == 0 {
-		opts.CPUs = DefaultCPUs
-	}
-	if opts.MemoryMB == 0 {
-		opts.MemoryMB = DefaultMemoryMB
 	}
 	if opts.Name != "" {
 		if err := ValidateName(opts.Name); err != nil {
 			return err
 		}
 	}
-	if opts.CPUs < 0 {
-		return invalidf("invalid cpus %g: must be positive", opts.CPUs)
-	}
-	if opts.MemoryMB < 0 {
-		return invalidf("invalid memory %d MB: must be positive", opts.MemoryMB)
+	if err := checkLimits(opts); err != nil {
+		return err
 	}
 	for k, v := range opts.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
 			return invalidf("invalid environment variable %q", k)
 		}
-	}
-	if opts.DiskSizeMB <= 0 {
-		return invalidf("invalid disk size %d MB: must be at least 1 MB", opts.DiskSizeMB)
-	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(m.dataDir, &st); err != nil {
-		return fmt.Errorf("check free space in %s: %w", m.dataDir, err)
-	}
-	free := st.Bavail * uint64(st.Bsize)
-	if uint64(opts.DiskSizeMB)<<20 > free {
-		return invalidf("disk size %d MB is more than the host can hold (%d MB free in %s)", opts.DiskSizeMB, free>>20, m.dataDir)
 	}
 	infos, err := m.tmpl.List(ctx)
 	if err != nil {
@@ -438,6 +472,39 @@ func (m *Manager) validate(ctx context.Context, opts *CreateOptions) error {
 		return invalidf("unknown template %q (known: %s)", opts.Template, strings.Join(known, ", "))
 	}
 	return nil
+}
+
+// workspaceReserve is the host disk space workspaces keep free (`ohm fs
+// mount --reserve`'s default): root disks may not count on it.
+const workspaceReserve = 1 << 30
+
+// checkDiskRoom refuses a new root disk of sizeMB unless every computer's
+// root disk (recs, and the new one) could be filled at once without taking
+// the host's filesystem into the workspaces' reserve. Root disks are
+// sparse images, so the space they will take is promised, not used, at
+// creation; the room is the filesystem's free space plus what the existing
+// images already occupy, less the reserve. See SECURITY.md, "Host disk
+// policy and API limits".
+func (m *Manager) checkDiskRoom(recs []Record, sizeMB int) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Join(m.dataDir, "computers"), &st); err != nil {
+		return fmt.Errorf("check free space in %s: %w", m.dataDir, err)
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	var promised, used int64
+	for _, r := range recs {
+		promised += int64(r.DiskSizeMB) << 20
+		var fst syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(m.dir(r.Name), "sandbox", "root.img"), &fst); err == nil {
+			used += min(fst.Blocks*512, int64(r.DiskSizeMB)<<20)
+		}
+	}
+	left := free + used - workspaceReserve - promised
+	if int64(sizeMB) <= left>>20 { // in MB: a size near MaxInt would overflow in bytes
+		return nil
+	}
+	return invalidf("disk size %d MB does not fit on the host: %s has %d MB free, the root disks of %d other computers may still take %d MB of it and %d MB stay reserved for workspaces, which leaves %d MB",
+		sizeMB, m.dataDir, free>>20, len(recs), max(promised-used, 0)>>20, workspaceReserve>>20, max(left, 0)>>20)
 }
 
 // Create makes a new computer and starts it. On failure nothing of it is
@@ -458,21 +525,27 @@ func (m *Manager) Create(ctx context.Context, opts CreateOptions) (Computer, err
 		Network:    opts.Network,
 		CreatedAt:  time.Now().UTC().Truncate(time.Millisecond),
 	}
-	// Reserve the name: the row in state creating holds it.
+	// Reserve the name and the disk space: the row in state creating
+	// holds both, so two creates at once cannot both count the same free
+	// space.
 	m.mu.Lock()
+	recs, err := m.reg.list(ctx)
+	if err != nil {
+		m.mu.Unlock()
+		return Computer{}, err
+	}
+	if err := m.checkDiskRoom(recs, rec.DiskSizeMB); err != nil {
+		m.mu.Unlock()
+		return Computer{}, err
+	}
 	if rec.Name == "" {
-		recs, err := m.reg.list(ctx)
-		if err != nil {
-			m.mu.Unlock()
-			return Computer{}, err
-		}
 		taken := map[string]bool{}
 		for _, r := range recs {
 			taken[r.Name] = true
 		}
 		rec.Name = pickName(taken)
 	}
-	err := m.reg.insert(ctx, rec)
+	err = m.reg.insert(ctx, rec)
 	m.mu.Unlock()
 	if err != nil {
 		return Computer{}, err
