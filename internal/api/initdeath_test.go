@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ohm/client"
+	"ohm/internal/computer"
 )
 
 // waitState polls computer name until it is in state, with a generous
@@ -89,5 +91,64 @@ func TestInitDeath(t *testing.T) {
 		if err != nil || len(list) != 1 || list[0].StopReason != tc.reason {
 			t.Errorf("%s: list %+v, %v; want the stop reason %q", tc.how, list, err, tc.reason)
 		}
+	}
+}
+
+// TestInitDeathAfterRestart: a daemon that attached to a computer started
+// by an earlier one (the daemon restarted) watches its init as well.
+func TestInitDeathAfterRestart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (sandboxes, loop devices, mounts)")
+	}
+	for _, tool := range []string{"runc", "mkfs.ext4"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s", tool)
+		}
+	}
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("needs /bin/busybox (busybox-static) for the minimal template")
+	}
+	ctx := context.Background()
+	opts := computer.Options{DataDir: t.TempDir(), Exe: buildOhm(t), Logf: t.Logf}
+	m1, err := computer.Open(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "phoenix"
+	if _, err := m1.Create(ctx, computer.CreateOptions{Name: name, Template: "minimal", DiskSizeMB: 64}); err != nil {
+		m1.Close()
+		t.Fatal(err)
+	}
+	m1.Close() // the computer keeps running
+	m2, err := computer.Open(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		m2.Delete(context.Background(), name)
+		m2.Close()
+	})
+	if rec, err := m2.Get(ctx, name); err != nil || rec.State != computer.StateRunning {
+		t.Fatalf("after the restart: %+v, %v; want running", rec, err)
+	}
+	if err := unix.Kill(initPid(t, opts.DataDir, name), unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		rec, err := m2.Get(ctx, name)
+		if err == nil && rec.State == computer.StateStopped {
+			if rec.StopReason != "init was killed by signal SIGKILL" {
+				t.Errorf("stop reason %q, want the init's", rec.StopReason)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not stopped within a minute of its init's death: %+v, %v", rec, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := managerExec(t, m2, name, "echo back"); got != "back\n" {
+		t.Errorf("run after the death: %q", got)
 	}
 }
