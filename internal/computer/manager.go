@@ -757,6 +757,9 @@ func (m *Manager) Stop(ctx context.Context, name string) error {
 		return err
 	}
 	if rec.State != StateRunning {
+		if rec.State == StateStopped && rec.StopReason != "" {
+			return statef("computer %q is not running (it is stopped: %s)", name, rec.StopReason)
+		}
 		return statef("computer %q is not running (it is %s)", name, rec.State)
 	}
 	if l := m.live(name); l != nil && ended(l) {
@@ -795,6 +798,7 @@ func (m *Manager) Info(ctx context.Context, name string) (Computer, error) {
 	if err != nil {
 		return Computer{}, err
 	}
+	rec = m.truth(rec)
 	c := Computer{Record: rec}
 	if rec.State == StateCreating {
 		return c, nil
@@ -832,7 +836,25 @@ func (m *Manager) WorkspaceUsage(ctx context.Context, name string) (WorkspaceUsa
 
 // List returns every computer, oldest first.
 func (m *Manager) List(ctx context.Context) ([]Record, error) {
-	return m.reg.list(ctx)
+	recs, err := m.reg.list(ctx)
+	for i := range recs {
+		recs[i] = m.truth(recs[i])
+	}
+	return recs, err
+}
+
+// truth is rec as it is: one recorded running whose init has ended shows
+// as stopped, with the reason, even before the watcher has recorded it.
+func (m *Manager) truth(rec Record) Record {
+	if rec.State != StateRunning {
+		return rec
+	}
+	if l := m.live(rec.Name); l != nil && ended(l) {
+		rec.State = StateStopped
+		rec.StopReason = l.inst.EndReason()
+		rec.StoppedAt = time.Now().UTC() // about: the watcher records the time it stopped it
+	}
+	return rec
 }
 
 // ExecOptions describe a command to run in a computer.
