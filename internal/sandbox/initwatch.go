@@ -78,16 +78,16 @@ func (w *InitWatch) wait() {
 		return
 	}
 	exited := false
-	rerr := rc.Read(func(fd uintptr) bool {
+	// Read returns once the callback says the pidfd is readable (the
+	// init exited), or with os.ErrClosed once Close closed the pidfd.
+	rc.Read(func(fd uintptr) bool {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		n, _ := unix.Poll(pfd, 0)
 		exited = n > 0
 		return exited
 	})
 	if !exited {
-		// Closed by Close (errors.Is(rerr, os.ErrClosed)): not a death.
-		_ = rerr
-		return
+		return // closed: not a death
 	}
 	var why string
 	rc.Control(func(fd uintptr) { why = w.reason(int(fd)) })
