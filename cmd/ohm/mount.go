@@ -35,7 +35,10 @@ func newMountCmd() *cobra.Command {
 			"S3 volumes (s3://bucket/prefix) keep their metadata database in --cache-dir\n" +
 			"and restore it from the replica when it is missing. If the volume's lease is\n" +
 			"lost (another host took the volume over), the mount stops at once without\n" +
-			"writing anything more, and the process exits non-zero. See docs/durability.md.",
+			"writing anything more, and the process exits non-zero. See docs/durability.md.\n\n" +
+			"The mount is served by a child process; if it dies (killed, crashed), another\n" +
+			"takes the same FUSE connection over within about a second, and the processes\n" +
+			"using the mount only wait. See docs/fuse-restart.md.",
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := mountConfig(cmd, args)

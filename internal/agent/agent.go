@@ -28,47 +28,113 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // forever, and the exec must end when the command does.
 const drainAfterExit = 200 * time.Millisecond
 
-// Run serves requests on a Unix socket at socket until ctx is done or the
-// process receives SIGTERM or SIGINT; then it sends SIGTERM to every other
-// process it can see and returns once they are all gone. As PID 1 of a PID
-// namespace that is every process in the computer.
+// Run serves requests until a client sends FrameShutdown or, outside a
+// computer, until ctx is done or the process receives SIGTERM or SIGINT; then it
+// sends SIGTERM to every other process it can see and returns once they
+// are all gone. As PID 1 of a PID namespace that is every process in the
+// computer.
+//
+// It serves on the listening socket it was handed (ListenFDs says how),
+// which is how a computer's agent is started: the host made that socket
+// where the computer cannot reach it, so no one in the computer can put
+// another socket in its place. Handed none, it listens at socket.
+//
+// As a computer's init it takes no signal: the kernel delivers to the
+// init of a PID namespace only the signals it handles, so the agent
+// handles every one and does nothing with it. Root in the computer then
+// cannot end the computer from inside (kill -TERM 1, or -SEGV, which the
+// Go runtime would turn into a crash); the host, which alone can reach
+// the socket, stops it with FrameShutdown, or SIGKILL.
 func Run(ctx context.Context, socket string) error {
 	r := newReaper()
 	go r.run()
 
 	bringLoopbackUp() // best effort: the runtime usually has done it already
 
-	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale socket: %w", err)
-	}
-	// Root only: a command running as a user must not be able to ask the
-	// agent for a root shell.
-	old := unix.Umask(0o077)
-	ln, err := net.Listen("unix", socket)
-	unix.Umask(old)
+	ln, handed, err := listener(socket)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	defer ln.Close()
 
+	stop := make(chan struct{})
+	var stopOnce sync.Once
+	requestStop := func() { stopOnce.Do(func() { close(stop) }) }
 	go func() {
 		for {
 			conn, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go serve(conn.(*net.UnixConn), r)
+			go serve(conn.(*net.UnixConn), r, requestStop)
 		}
 	}()
 
 	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, unix.SIGTERM, unix.SIGINT)
+	if handed && os.Getpid() == 1 {
+		// Nor does a cancelled ctx end it: callers tie ctx to SIGTERM
+		// (cmd/ohm does), and that signal may come from inside.
+		ctx = context.WithoutCancel(ctx)
+		ignored := make(chan os.Signal, 16)
+		signal.Notify(ignored) // every signal, handled and dropped
+		go func() {
+			for range ignored {
+			}
+		}()
+	} else {
+		signal.Notify(sigc, unix.SIGTERM, unix.SIGINT)
+	}
 	select {
 	case <-ctx.Done():
 	case <-sigc:
+	case <-stop:
 	}
 	ln.Close()
 	return shutdown(r)
+}
+
+// ListenFDs and ListenPID are the environment variables (systemd's socket
+// activation protocol) by which the agent is handed its listening socket
+// as file descriptor 3: LISTEN_FDS=1, and LISTEN_PID its own pid (1, in
+// the computer's PID namespace), so that a process that merely inherited
+// the variables does not take fd 3 for a socket.
+const (
+	ListenFDs = "LISTEN_FDS"
+	ListenPID = "LISTEN_PID"
+)
+
+// listenFD is the first descriptor of the socket activation protocol.
+const listenFD = 3
+
+// listener returns the socket handed over as fd 3 (and removes the
+// variables that said so, which commands must not inherit), or else a new
+// one at socket, which only root can connect to: a command running as a
+// user must not be able to ask the agent for a root shell.
+func listener(socket string) (ln net.Listener, handed bool, err error) {
+	handed = os.Getenv(ListenFDs) == "1" && os.Getenv(ListenPID) == strconv.Itoa(os.Getpid())
+	os.Unsetenv(ListenFDs)
+	os.Unsetenv(ListenPID)
+	if handed {
+		f := os.NewFile(listenFD, "agent.sock")
+		// FileListener works on a close-on-exec copy: commands never
+		// inherit the socket.
+		ln, err = net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil, false, fmt.Errorf("listen on the socket handed over: %w", err)
+		}
+		return ln, true, nil
+	}
+	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, false, fmt.Errorf("remove stale socket: %w", err)
+	}
+	old := unix.Umask(0o077)
+	ln, err = net.Listen("unix", socket)
+	unix.Umask(old)
+	if err != nil {
+		return nil, false, fmt.Errorf("listen: %w", err)
+	}
+	return ln, false, nil
 }
 
 // shutdown sends SIGTERM to every process but this one and waits until
@@ -115,10 +181,20 @@ type reaper struct {
 	mu      sync.Mutex
 	waiting map[int]chan unix.WaitStatus
 	sigc    chan os.Signal
+	// commandOOM is the oom_score_adj of the commands it starts: 1000
+	// above its own (at most 1000), when it runs as a computer's init.
+	commandOOM string
 }
 
 func newReaper() *reaper {
 	r := &reaper{waiting: make(map[int]chan unix.WaitStatus), sigc: make(chan os.Signal, 1)}
+	if os.Getpid() == 1 {
+		if b, err := os.ReadFile("/proc/self/oom_score_adj"); err == nil {
+			if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				r.commandOOM = strconv.Itoa(min(n+1000, 1000))
+			}
+		}
+	}
 	signal.Notify(r.sigc, unix.SIGCHLD)
 	return r
 }
@@ -173,6 +249,14 @@ func (r *reaper) start(path string, argv []string, attr *os.ProcAttr) (int, <-ch
 	}
 	pid := p.Pid
 	p.Release() // the reaper waits, not os.Process
+	if r.commandOOM != "" {
+		// The command inherited the agent's score; it gets 1000 more, so
+		// that it is what the OOM killer takes. (It may have forked in the
+		// microseconds since its exec; those children keep the agent's
+		// score. Any process may also lower its score back to the floor
+		// it inherited. Either way it can only hang its own computer.)
+		os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte(r.commandOOM), 0)
+	}
 	ch := make(chan unix.WaitStatus, 1)
 	r.waiting[pid] = ch
 	return pid, ch, nil
@@ -197,7 +281,8 @@ func (c *conn) send(typ byte, payload []byte) error {
 	return WriteFrame(c.c, typ, payload)
 }
 
-func serve(uc *net.UnixConn, r *reaper) {
+// serve answers one connection; requestStop ends the agent (FrameShutdown).
+func serve(uc *net.UnixConn, r *reaper, requestStop func()) {
 	defer uc.Close()
 	c := &conn{c: uc}
 	typ, payload, err := ReadFrame(uc)
@@ -207,6 +292,9 @@ func serve(uc *net.UnixConn, r *reaper) {
 	switch typ {
 	case FramePing:
 		c.send(FramePing, nil)
+	case FrameShutdown:
+		c.send(FrameShutdown, nil)
+		requestStop()
 	case FrameStart:
 		var req Request
 		if err := json.Unmarshal(payload, &req); err != nil {

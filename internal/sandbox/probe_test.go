@@ -43,6 +43,13 @@ func probe(args []string) int {
 		fmt.Println("allocated", len(keep), "MiB")
 		return 0
 	}
+	if len(args) == 1 && args[0] == "ids" {
+		fmt.Println(os.Getuid(), os.Geteuid())
+		return 0
+	}
+	if len(args) == 1 && args[0] == "hardening" {
+		return probeHardening()
+	}
 	if len(args) != 1 || args[0] != "syscalls" {
 		fmt.Fprintln(os.Stderr, "usage: probe syscalls | probe hog MB")
 		return 2
@@ -114,4 +121,47 @@ func probe(args []string) int {
 
 func mknodChar(path string, major, minor uint32) error {
 	return unix.Mknod(path, unix.S_IFCHR|0o666, int(unix.Mkdev(major, minor)))
+}
+
+// hardeningCalls are the calls "probe hardening" makes: socket families
+// and protocols, modify_ldt and personality values, each printed as
+// "NAME ok" or "NAME ERRNO".
+var hardeningCalls = []struct {
+	name string
+	nr   uintptr
+	args [3]uintptr
+}{
+	{"socket(AF_VSOCK)", unix.SYS_SOCKET, [3]uintptr{unix.AF_VSOCK, unix.SOCK_STREAM, 0}},
+	{"socket(AF_VSOCK, high bits)", unix.SYS_SOCKET, [3]uintptr{1<<32 | unix.AF_VSOCK, unix.SOCK_STREAM, 0}},
+	{"socket(NETLINK_AUDIT)", unix.SYS_SOCKET, [3]uintptr{unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_AUDIT}},
+	{"socket(NETLINK_AUDIT, high bits)", unix.SYS_SOCKET, [3]uintptr{unix.AF_NETLINK, unix.SOCK_RAW, 1<<32 | unix.NETLINK_AUDIT}},
+	{"socket(NETLINK_KOBJECT_UEVENT)", unix.SYS_SOCKET, [3]uintptr{unix.AF_NETLINK, unix.SOCK_DGRAM, unix.NETLINK_KOBJECT_UEVENT}},
+	{"socket(AF_ALG)", unix.SYS_SOCKET, [3]uintptr{unix.AF_ALG, unix.SOCK_SEQPACKET, 0}},
+	{"socket(AF_TIPC)", unix.SYS_SOCKET, [3]uintptr{unix.AF_TIPC, unix.SOCK_RDM, 0}},
+	{"socket(AF_UNIX)", unix.SYS_SOCKET, [3]uintptr{unix.AF_UNIX, unix.SOCK_STREAM, 0}},
+	{"socket(AF_INET)", unix.SYS_SOCKET, [3]uintptr{unix.AF_INET, unix.SOCK_STREAM | unix.SOCK_CLOEXEC, 0}},
+	{"socket(AF_INET6)", unix.SYS_SOCKET, [3]uintptr{unix.AF_INET6, unix.SOCK_DGRAM, 0}},
+	{"socket(AF_PACKET)", unix.SYS_SOCKET, [3]uintptr{unix.AF_PACKET, unix.SOCK_DGRAM, 0}},
+	{"socket(NETLINK_ROUTE)", unix.SYS_SOCKET, [3]uintptr{unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE}},
+	{"modify_ldt", unix.SYS_MODIFY_LDT, [3]uintptr{0, 0, 0}},
+	{"personality(query)", unix.SYS_PERSONALITY, [3]uintptr{0xffffffff}},
+	{"personality(PER_LINUX)", unix.SYS_PERSONALITY, [3]uintptr{0}},
+	{"personality(ADDR_NO_RANDOMIZE)", unix.SYS_PERSONALITY, [3]uintptr{0x0040000}},
+	{"personality(READ_IMPLIES_EXEC)", unix.SYS_PERSONALITY, [3]uintptr{0x0400000}},
+	{"personality(PER_BSD)", unix.SYS_PERSONALITY, [3]uintptr{6}},
+}
+
+func probeHardening() int {
+	for _, c := range hardeningCalls {
+		r, _, errno := unix.Syscall(c.nr, c.args[0], c.args[1], c.args[2])
+		if errno != 0 {
+			fmt.Printf("%s %s\n", c.name, unix.ErrnoName(errno))
+			continue
+		}
+		fmt.Printf("%s ok\n", c.name)
+		if c.nr == unix.SYS_SOCKET {
+			unix.Close(int(r))
+		}
+	}
+	return 0
 }

@@ -17,13 +17,27 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ohm/internal/agent"
+	"ohm/internal/hostbin"
 )
+
+// hostCommand is exec.CommandContext for host program name, found in the
+// system directories (hostbin), never through $PATH: the daemon runs it as
+// root.
+func hostCommand(ctx context.Context, name string, args ...string) (*exec.Cmd, error) {
+	bin, err := hostbin.Path(name)
+	if err != nil {
+		return nil, err
+	}
+	return exec.CommandContext(ctx, bin, args...), nil
+}
 
 // runc runs the runc command with the computer's state root.
 func runc(ctx context.Context, p paths, args ...string) ([]byte, error) {
-	args = append([]string{"--root", p.runc}, args...)
-	out, err := exec.CommandContext(ctx, "runc", args...).CombinedOutput()
-	return out, err
+	cmd, err := hostCommand(ctx, "runc", append([]string{"--root", p.runc}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	return cmd.CombinedOutput()
 }
 
 type containerState struct {
@@ -37,7 +51,11 @@ func runcState(ctx context.Context, p paths, name string) (containerState, error
 	if _, err := os.Stat(p.runc); err != nil {
 		return st, fmt.Errorf("no container: %w", err)
 	}
-	out, err := exec.CommandContext(ctx, "runc", "--root", p.runc, "state", name).Output()
+	cmd, err := hostCommand(ctx, "runc", "--root", p.runc, "state", name)
+	if err != nil {
+		return st, err
+	}
+	out, err := cmd.Output()
 	if err != nil {
 		return st, fmt.Errorf("runc state: %w", err)
 	}
@@ -50,16 +68,36 @@ func runcState(ctx context.Context, p paths, name string) (containerState, error
 // runcRun starts the container detached. The container's init inherits
 // runc's stdio, so both go to the agent log: a pipe would be held open by
 // the container for its whole life.
+//
+// The agent's socket is made here, on the host, in the state directory
+// the computer cannot see, and handed to the agent as fd 3: what the
+// daemon dials is always this computer's agent. (A socket the agent made
+// in a directory of the computer's could be replaced, by root in it, with
+// a link to another computer's socket, and the daemon would send this
+// computer's commands there.)
 func runcRun(ctx context.Context, p paths, name string) error {
+	rotateLog(p.log)
 	logf, err := os.OpenFile(p.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
 	off, _ := logf.Seek(0, io.SeekEnd)
-	cmd := exec.CommandContext(ctx, "runc", "--root", p.runc, "run", "--detach", "--bundle", p.bundle, name)
+	sock, err := listenAgent(p.socket)
+	if err != nil {
+		return err
+	}
+	// The agent's copy is the only one that must stay open: a daemon
+	// holding one would have its dials queue, unanswered, once the agent
+	// is gone.
+	defer sock.Close()
+	cmd, err := hostCommand(ctx, "runc", "--root", p.runc, "run", "--detach", "--preserve-fds", "1", "--bundle", p.bundle, name)
+	if err != nil {
+		return err
+	}
 	cmd.Stdout = logf
 	cmd.Stderr = logf
+	cmd.ExtraFiles = []*os.File{sock}
 	if err := cmd.Run(); err != nil {
 		msg := ""
 		if f, ferr := os.Open(p.log); ferr == nil {
@@ -71,6 +109,27 @@ func runcRun(ctx context.Context, p paths, name string) error {
 		return fmt.Errorf("runc run: %v: %s", err, msg)
 	}
 	return nil
+}
+
+// listenAgent makes the agent's listening socket at path, connectable by
+// root alone, and returns it as a file to hand over.
+func listenAgent(path string) (*os.File, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("agent socket: %w", err)
+	}
+	old := unix.Umask(0o077)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("agent socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(false) // the agent serves on it after we close ours
+	f, err := ln.File()
+	ln.Close()
+	if err != nil {
+		return nil, fmt.Errorf("agent socket: %w", err)
+	}
+	return f, nil
 }
 
 // waitExit waits up to d for process pid to end.
@@ -135,6 +194,18 @@ func waitAgent(ctx context.Context, socket string, pid int, d time.Duration) err
 	}
 }
 
+// maxAgentLog is the size past which the agent log is rotated at start.
+// While the computer runs, its log grows within its root disk at most.
+const maxAgentLog = 1 << 20
+
+// rotateLog keeps the log at path and one older generation, the older
+// only when the log has grown past maxAgentLog.
+func rotateLog(path string) {
+	if fi, err := os.Lstat(path); err == nil && fi.Size() > maxAgentLog {
+		os.Rename(path, path+".1")
+	}
+}
+
 // logTail is the end of the agent log, for error messages.
 func logTail(p paths) string {
 	data, err := os.ReadFile(p.log)
@@ -172,6 +243,30 @@ func ping(ctx context.Context, socket string) error {
 	}
 	if typ != agent.FramePing {
 		return fmt.Errorf("unexpected frame %d", typ)
+	}
+	return nil
+}
+
+// shutdownAgent asks the agent at socket to end the computer: it sends
+// SIGTERM to every process and exits once they are gone. The agent takes
+// no signal (so that nothing in the computer can end it); an agent of an
+// older ohm answers with an error, and then SIGTERM is the way.
+func shutdownAgent(ctx context.Context, socket string) error {
+	c, err := dial(ctx, socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if err := agent.WriteFrame(c, agent.FrameShutdown, nil); err != nil {
+		return err
+	}
+	typ, _, err := agent.ReadFrame(c)
+	if err != nil {
+		return err
+	}
+	if typ != agent.FrameShutdown {
+		return fmt.Errorf("agent answered frame %d to a shutdown", typ)
 	}
 	return nil
 }

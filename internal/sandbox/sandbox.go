@@ -16,9 +16,15 @@
 //	rootfs/         the overlay, the computer's /
 //	bundle/         the OCI bundle (config.json) runc starts
 //	runc/           runc's state root, so two data directories never collide
-//	run/            bind-mounted at /.ohm/run: the agent's socket
-//	etc/            hosts, hostname and resolv.conf, bind-mounted into /etc
-//	agent.log       the agent's own stdout and stderr
+//	agent.sock      the agent's socket: made by the host and handed to the
+//	                agent as a descriptor, so it is nowhere in the computer
+//	disk/etc/       hosts, hostname and resolv.conf, bind-mounted into /etc
+//	disk/agent.log  the agent's own stdout and stderr
+//
+// The last two are on the root disk, beside the overlay's upper layer
+// (so not in the computer's own tree): the computer can write them, the
+// /etc files through their binds and the log through /proc/1/fd/1, and
+// every byte a computer can write must land on its own bounded disks.
 package sandbox
 
 import (
@@ -29,6 +35,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Spec describes a computer to start.
@@ -81,10 +89,9 @@ func (s Spec) paths() paths {
 		rootfs: filepath.Join(dir, "rootfs"),
 		bundle: filepath.Join(dir, "bundle"),
 		runc:   filepath.Join(dir, "runc"),
-		run:    filepath.Join(dir, "run"),
-		etc:    filepath.Join(dir, "etc"),
-		log:    filepath.Join(dir, "agent.log"),
-		socket: filepath.Join(dir, "run", "agent.sock"),
+		etc:    filepath.Join(dir, "disk", "etc"),
+		log:    filepath.Join(dir, "disk", "agent.log"),
+		socket: filepath.Join(dir, "agent.sock"),
 		state:  dir,
 
 		slirpPid:  filepath.Join(dir, "slirp.pid"),
@@ -94,8 +101,8 @@ func (s Spec) paths() paths {
 }
 
 type paths struct {
-	image, disk, rootfs, bundle, runc, run, etc, log, socket, state string
-	slirpPid, slirpSock, slirpLog                                   string
+	image, disk, rootfs, bundle, runc, etc, log, socket, state string
+	slirpPid, slirpSock, slirpLog                              string
 }
 
 // Sandbox is a running computer.
@@ -142,15 +149,22 @@ func (s *Sandbox) start(ctx context.Context) error {
 	if err := writeEtc(s.spec, p); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(p.run, 0o700); err != nil {
-		return err
-	}
-	os.Remove(p.socket)
 	if err := writeBundle(s.spec, p); err != nil {
 		return err
 	}
+	if s.spec.HomeMount != "" {
+		if err := HardenWorkspace(filepath.Join(s.spec.HomeMount, "ohm")); err != nil {
+			return err
+		}
+	}
 	if err := runcRun(ctx, p, s.spec.Name); err != nil {
 		return err
+	}
+	// The computer's root is its own copy of the overlay mount, which
+	// must allow setuid (sudo). The host's copy need not: from here on,
+	// nothing the computer makes is a usable setuid binary on the host.
+	if err := unix.Mount("", p.rootfs, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("remount the overlay nosuid on the host: %w", err)
 	}
 	st, _ := runcState(ctx, p, s.spec.Name)
 	if s.spec.Network {
@@ -212,8 +226,8 @@ func (s *Sandbox) Exec(ctx context.Context, req ExecRequest, stdin io.Reader, st
 	return execAgent(ctx, s.p.socket, req, stdin, stdout, stderr)
 }
 
-// Stop sends SIGTERM to every process, waits up to grace, kills what is
-// left, and unmounts the overlay and the root disk. The workspace mount is
+// Stop has the agent send SIGTERM to every process, waits up to grace,
+// kills what is left, and unmounts the overlay and the root disk. The workspace mount is
 // the caller's.
 func (s *Sandbox) Stop(ctx context.Context, grace time.Duration) error {
 	if err := s.teardown(ctx, grace); err != nil {
@@ -227,7 +241,9 @@ func (s *Sandbox) teardown(ctx context.Context, grace time.Duration) error {
 	p := s.p
 	if st, err := runcState(ctx, p, s.spec.Name); err == nil {
 		if st.Status == "running" && grace > 0 {
-			runc(ctx, p, "kill", s.spec.Name, "TERM")
+			if err := shutdownAgent(ctx, p.socket); err != nil {
+				runc(ctx, p, "kill", s.spec.Name, "TERM")
+			}
 			waitExit(st.Pid, grace)
 		}
 		runc(ctx, p, "kill", "--all", s.spec.Name, "KILL")

@@ -488,3 +488,14 @@ func TestDynamicAgentWithoutLibc(t *testing.T) {
 		t.Error("failed start left the root disk mounted")
 	}
 }
+
+// TestRootIsDevRoot checks that the computer's / reads as a disk, /dev/root,
+// in df and /proc/mounts, as on a machine booted from one.
+func TestRootIsDevRoot(t *testing.T) {
+	requireRuntime(t)
+	s := startSandbox(t, newSpec(t, "kovalevskaya", 32))
+	defer s.Stop(context.Background(), time.Second)
+	if r := sh(t, s, "ohm", "df -h / | awk 'NR == 2 {print $1}'; awk '$2 == \"/\" {print $1}' /proc/mounts"); r.stdout != "/dev/root\n/dev/root\n" {
+		t.Errorf("filesystem of / in df and /proc/mounts: %q, want /dev/root", r.stdout)
+	}
+}

@@ -32,6 +32,7 @@ var deniedSyscalls = map[string]string{
 	"swapon": "swap", "swapoff": "swap", "acct": "process accounting",
 	"quotactl": "quotas", "quotactl_fd": "quotas", "nfsservctl": "NFS server", "uselib": "obsolete loader",
 	"iopl": "I/O ports", "ioperm": "I/O ports",
+	"modify_ldt":   "segment descriptors (16-bit code, exploit aid)",
 	"settimeofday": "host clock", "clock_settime": "host clock", "clock_settime64": "host clock",
 	"sethostname": "hostname is the computer's name", "setdomainname": "domain name",
 	"vhangup": "terminal hangup", "fanotify_init": "filesystem-wide monitoring",
@@ -56,24 +57,82 @@ var deniedSyscalls = map[string]string{
 const cloneNamespaceFlags = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC |
 	unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP
 
+// socketFamilies are the address families a computer may create sockets
+// of. Everything else is refused: AF_VSOCK above all (vsock is not
+// network-namespaced, and on a virtual machine host it reaches the
+// hypervisor and its other guests, with or without --network), and the
+// long tail of protocol families nothing in a computer uses and whose
+// kernel code has been a steady source of exploits (AF_ALG, AF_TIPC,
+// AF_RDS, AF_KEY, Bluetooth, CAN, ...). AF_NETLINK is allowed for
+// netlinkProtocols only.
+var socketFamilies = []uint64{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6, unix.AF_PACKET}
+
+// netlinkProtocols are the netlink protocols a computer may use: routes
+// and addresses (ip, getifaddrs), socket diagnostics (ss), generic netlink
+// and netfilter queries. Not NETLINK_AUDIT: the audit subsystem is not
+// namespaced (CAP_AUDIT_WRITE lets root in a computer write to the host's
+// audit log otherwise), nor the kernel's uevents, which show the host's
+// devices.
+var netlinkProtocols = []uint64{unix.NETLINK_ROUTE, unix.NETLINK_SOCK_DIAG, unix.NETLINK_NETFILTER, unix.NETLINK_GENERIC}
+
+// personalities are the personality(2) arguments allowed: Linux's own
+// (PER_LINUX) and 0xffffffff, which only queries. Other execution domains
+// and flags (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE, MMAP_PAGE_ZERO) weaken
+// the process's memory protections, and are exploit aids.
+var personalities = []uint64{0, 0xffffffff}
+
+// low32 compares the low 32 bits of an argument: the kernel reads these
+// as ints, and a filter comparing all 64 bits would let a caller through
+// with garbage in the high half.
+func low32(index uint, value uint64) specs.LinuxSeccompArg {
+	return specs.LinuxSeccompArg{Index: index, Value: 0xffffffff, ValueTwo: value, Op: specs.OpMaskedEqual}
+}
+
 // seccompProfile is the computer's system call filter: refuse by default,
 // allow every known call but deniedSyscalls, clone only without namespace
 // flags, and clone3 answered ENOSYS (its flags sit in memory a filter
-// cannot read; libc then falls back to clone). Only the native
-// architecture is allowed: 32-bit compat calls are refused, which removes
-// the compat layer from what a computer can reach.
+// cannot read; libc then falls back to clone); socket and personality
+// only with the arguments above. Only the native architecture is
+// allowed: 32-bit compat calls are refused, which removes the compat
+// layer from what a computer can reach.
 func seccompProfile() *specs.LinuxSeccomp {
 	eperm := uint(unix.EPERM)
 	enosys := uint(unix.ENOSYS)
+	conditional := map[string]bool{"clone": true, "clone3": true, "socket": true, "personality": true}
 	var allowed []string
 	for _, name := range linuxSyscalls {
-		if _, denied := deniedSyscalls[name]; denied || name == "clone" || name == "clone3" {
+		if _, denied := deniedSyscalls[name]; denied || conditional[name] {
 			continue
 		}
 		allowed = append(allowed, name)
 	}
 	sort.Strings(allowed)
-	return &specs.LinuxSeccomp{
+	var argRules []specs.LinuxSyscall
+	for _, f := range socketFamilies {
+		argRules = append(argRules, specs.LinuxSyscall{Names: []string{"socket"}, Action: specs.ActAllow,
+			Args: []specs.LinuxSeccompArg{low32(0, f)}})
+	}
+	for _, proto := range netlinkProtocols {
+		argRules = append(argRules, specs.LinuxSyscall{Names: []string{"socket"}, Action: specs.ActAllow,
+			Args: []specs.LinuxSeccompArg{low32(0, unix.AF_NETLINK), low32(2, proto)}})
+	}
+	// Refusals callers take for "not supported here": sudo, built with
+	// audit support, treats EPROTONOSUPPORT from the audit socket as
+	// auditing not configured, where EPERM would have it warn on every
+	// call; EAFNOSUPPORT is what a kernel without vsock answers.
+	eprotonosupport := uint(unix.EPROTONOSUPPORT)
+	eafnosupport := uint(unix.EAFNOSUPPORT)
+	for _, proto := range []uint64{unix.NETLINK_AUDIT, unix.NETLINK_KOBJECT_UEVENT} {
+		argRules = append(argRules, specs.LinuxSyscall{Names: []string{"socket"}, Action: specs.ActErrno, ErrnoRet: &eprotonosupport,
+			Args: []specs.LinuxSeccompArg{low32(0, unix.AF_NETLINK), low32(2, proto)}})
+	}
+	argRules = append(argRules, specs.LinuxSyscall{Names: []string{"socket"}, Action: specs.ActErrno, ErrnoRet: &eafnosupport,
+		Args: []specs.LinuxSeccompArg{low32(0, unix.AF_VSOCK)}})
+	for _, p := range personalities {
+		argRules = append(argRules, specs.LinuxSyscall{Names: []string{"personality"}, Action: specs.ActAllow,
+			Args: []specs.LinuxSeccompArg{low32(0, p)}})
+	}
+	p := &specs.LinuxSeccomp{
 		DefaultAction:   specs.ActErrno,
 		DefaultErrnoRet: &eperm,
 		Architectures:   seccompArchs(),
@@ -89,6 +148,8 @@ func seccompProfile() *specs.LinuxSeccomp {
 			{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: &enosys},
 		},
 	}
+	p.Syscalls = append(p.Syscalls, argRules...)
+	return p
 }
 
 func seccompArchs() []specs.Arch {

@@ -40,6 +40,9 @@ func TestCodingAgentUnderFilter(t *testing.T) {
 
 	for _, tt := range []struct{ name, script, want string }{
 		{"sudo", "sudo -n id -u", "0\n"},
+		// Quiet: the audit socket is refused as a kernel without audit
+		// would, which sudo takes as auditing not configured.
+		{"sudo quiet", "sudo -n true 2>&1; id -u", "1000\n"},
 		{"dpkg install", `set -e; d=$(mktemp -d); mkdir -p $d/p/DEBIAN $d/p/usr/share/ohmtest
 printf 'Package: ohmtest\nVersion: 1.0\nArchitecture: all\nMaintainer: ohm\nDescription: test\n' > $d/p/DEBIAN/control
 echo hi > $d/p/usr/share/ohmtest/hi; dpkg-deb -b $d/p $d/ohmtest.deb >/dev/null

@@ -115,7 +115,7 @@ func Mount(ctx context.Context, vol *volume.Volume, mountpoint string, opts Opti
 		unix.Close(fd)
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	m, err := serve(ctx, vol, mp, dev, fd, opts)
+	m, err := serve(ctx, vol, mp, dev, fd, nil, opts)
 	if err != nil {
 		// The kernel has the mount but no server: end it.
 		AbortConnection(int(unix.Minor(dev)))
@@ -127,8 +127,9 @@ func Mount(ctx context.Context, vol *volume.Volume, mountpoint string, opts Opti
 
 // serve answers the FUSE connection on fd (its /dev/fuse descriptor,
 // which serve takes over: go-fuse closes it when done) of the mount at mp
-// (device number mdev) with a file system over vol.
-func serve(ctx context.Context, vol *volume.Volume, mp string, mdev uint64, fd int, opts Options) (*Mounted, error) {
+// (device number mdev) with a file system over vol. With init not nil the
+// connection was served before and is resumed (see resume.go).
+func serve(ctx context.Context, vol *volume.Volume, mp string, mdev uint64, fd int, init []byte, opts Options) (*Mounted, error) {
 	logger := opts.Logger
 	if logger == nil {
 		logger = log.Default()
@@ -151,9 +152,25 @@ func serve(ctx context.Context, vol *volume.Volume, mp string, mdev uint64, fd i
 	raw.afterFsync = opts.AfterFsync
 	// go-fuse serves a descriptor it is given as /dev/fd/N; it reads the
 	// kernel's INIT from it before NewServer returns.
-	server, err := fuse.NewServer(raw, fmt.Sprintf("/dev/fd/%d", fd), mountOptions(opts, logger))
+	serveFD, switchover := fd, func() error { return nil }
+	if init != nil {
+		if serveFD, switchover, err = replayInit(fd, init); err != nil {
+			unix.Close(fd)
+			fs.Close(ctx)
+			return nil, err
+		}
+	}
+	server, err := fuse.NewServer(raw, fmt.Sprintf("/dev/fd/%d", serveFD), mountOptions(opts, logger))
 	if err != nil {
-		// go-fuse has closed fd.
+		// go-fuse has closed serveFD.
+		if serveFD != fd {
+			unix.Close(fd)
+		}
+		fs.Close(ctx)
+		return nil, err
+	}
+	if err := switchover(); err != nil {
+		unix.Close(fd)
 		fs.Close(ctx)
 		return nil, err
 	}
@@ -171,7 +188,15 @@ func serve(ctx context.Context, vol *volume.Volume, mp string, mdev uint64, fd i
 		server.Serve()
 		close(m.done)
 	}()
-	if err := stopPolls(mp); err != nil {
+	if init != nil {
+		// The kernel remembers that POLL is not answered; what the dead
+		// server had read is sent again, to this one.
+		if err := resend(serveFD); err != nil {
+			m.Abort()
+			fs.Close(ctx)
+			return nil, err
+		}
+	} else if err := stopPolls(mp); err != nil {
 		logger.Printf("ohmfs: %s: %v", mp, err)
 	}
 	// The kernel offers FUSE its default readahead (128 KiB) at init, and

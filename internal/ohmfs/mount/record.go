@@ -17,7 +17,9 @@ const RunDir = "/run/ohm/mounts"
 
 // Record is what a serving process leaves in RunDir while it serves.
 type Record struct {
-	PID        int    `json:"pid"`
+	PID        int    `json:"pid"`                // the keeper: Serve's process, which holds the connection
+	Server     int    `json:"server,omitempty"`   // the process answering the mount now
+	Restarts   int    `json:"restarts,omitempty"` // servers started after the first one died
 	Volume     string `json:"volume"`
 	Mountpoint string `json:"mountpoint"`
 }
@@ -48,12 +50,13 @@ func writeRecord(rec Record) (string, error) {
 	return path, nil
 }
 
-// readRecord returns the record of the mount at mountpoint if the process
-// it names is alive.
+// readRecord returns the record of the mount at mountpoint if a process
+// it names is alive (the keeper, or the server, which serves on if its
+// keeper was killed).
 func readRecord(mountpoint string) (Record, bool) {
 	var rec Record
 	b, err := os.ReadFile(recordPath(mountpoint))
-	if err != nil || json.Unmarshal(b, &rec) != nil || rec.Mountpoint != mountpoint || !processAlive(rec.PID) {
+	if err != nil || json.Unmarshal(b, &rec) != nil || rec.Mountpoint != mountpoint || !rec.alive() {
 		return Record{}, false
 	}
 	return rec, true
@@ -76,3 +79,12 @@ func processAlive(pid int) bool {
 	}
 	return s[i+2] != 'Z' && s[i+2] != 'X'
 }
+
+// alive reports whether the keeper or the server of the record runs.
+func (rec Record) alive() bool { return processAlive(rec.PID) || processAlive(rec.Server) }
+
+// Info returns the record of the live mount at mountpoint (absolute):
+// its keeper and server processes, and how many servers were started
+// after one died (Restarts), which is what a status report shows of a
+// storage process that died under its users.
+func Info(mountpoint string) (Record, bool) { return readRecord(filepath.Clean(mountpoint)) }

@@ -45,9 +45,9 @@ func Unmount(ctx context.Context, mountpoint string, timeout time.Duration) erro
 		return nil
 	}
 	deadline := time.Now().Add(timeout)
-	for processAlive(rec.PID) {
+	for rec.alive() {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("unmounted %s, but its mount process %d is still flushing after %v", mp, rec.PID, timeout)
+			return fmt.Errorf("unmounted %s, but its mount process %d (server %d) is still flushing after %v", mp, rec.PID, rec.Server, timeout)
 		}
 		select {
 		case <-ctx.Done():

@@ -119,11 +119,26 @@ func (fs *FS) foldRound(ctx context.Context) error {
 	}
 	if w := fs.log(); w != nil {
 		fs.walCP.Store(cp)
-		if err := w.release(cp); err != nil {
+		if err := w.release(cp, fs.walSpares()); err != nil {
 			fs.report("recycle write-ahead log segments", err)
 		}
 	}
 	return nil
+}
+
+// walSpares is how many recycled segments the log may keep: none while
+// the host that holds it is short of space, so that the space of deleted
+// data comes back whole once it is folded and collected, rather than
+// staying in segment files kept to make fdatasyncs cheaper.
+func (fs *FS) walSpares() int {
+	if fs.space.free == nil {
+		return walSpares
+	}
+	avail, err := fs.space.free()
+	if err == nil && avail < fs.space.reserve+walSpareRoom {
+		return 0
+	}
+	return walSpares
 }
 
 // fold folds the log's records into meta's open transaction and returns

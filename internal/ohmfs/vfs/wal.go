@@ -222,14 +222,14 @@ func (w *wal) recover(checkpoint uint64, fn func(walRecord) error) error {
 		path := filepath.Join(w.dir, walSegmentName(s))
 		switch {
 		case i < first:
-			if err := w.retire(path); err != nil {
+			if err := w.retire(path, walSpares); err != nil {
 				return err
 			}
 			continue
 		case i > first && !(sealed && s == pos):
 			// After the end of the log: records nobody was told were
 			// durable.
-			if err := w.retire(path); err != nil {
+			if err := w.retire(path, walSpares); err != nil {
 				return err
 			}
 			continue
@@ -354,12 +354,21 @@ func decodeHeader(hdr []byte) (walRecord, bool) {
 	}, true
 }
 
+// walSpares is how many recycled segment files the log keeps to
+// overwrite, and walSpareRoom how much host space beyond the reserve it
+// needs to keep them: a spare holds a whole segment of the host's disk,
+// which a host short of space needs more than a cheaper fdatasync.
+const (
+	walSpares    = 2
+	walSpareRoom = 16 * walSegmentSize
+)
+
 // retire keeps a segment file nobody needs as a spare to overwrite (an
 // overwrite within a file's size needs no journal commit on the host's
 // filesystem, so its fdatasync costs less than an append's), or removes
-// it when there are spares enough.
-func (w *wal) retire(path string) error {
-	if len(w.spares) < 2 {
+// it when there are keep spares already.
+func (w *wal) retire(path string, keep int) error {
+	if len(w.spares) < keep {
 		name := fmt.Sprintf("%s%d", walSparePrefix, len(w.spares))
 		for slices.Contains(w.spares, name) {
 			name += "x"
@@ -565,10 +574,11 @@ func (w *wal) read(pos uint64, p []byte) error {
 }
 
 // release retires the segments that lie wholly before position cp, which
-// a committed meta transaction holds now. Nothing reads them any more: the
-// spans that pointed into them were dropped when their records were
-// folded.
-func (w *wal) release(cp uint64) error {
+// a committed meta transaction holds now, keeping at most spares of them
+// (and of the spares kept before) to overwrite. Nothing reads them any
+// more: the spans that pointed into them were dropped when their records
+// were folded.
+func (w *wal) release(cp uint64, spares int) error {
 	w.syncMu.Lock()
 	defer w.syncMu.Unlock()
 	w.mu.Lock()
@@ -578,9 +588,17 @@ func (w *wal) release(cp uint64) error {
 		s := w.segs[0]
 		w.segs = w.segs[1:]
 		s.f.Close()
-		if err := w.retire(s.f.Name()); err != nil {
+		if err := w.retire(s.f.Name(), spares); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	for len(w.spares) > spares {
+		n := len(w.spares) - 1
+		if err := os.Remove(filepath.Join(w.dir, w.spares[n])); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+			break
+		}
+		w.spares = w.spares[:n]
 	}
 	return errors.Join(errs...)
 }
