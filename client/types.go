@@ -76,6 +76,11 @@ type Computer struct {
 	Disk       *DiskUsage        `json:"disk,omitempty"`      // root disk, from Get
 	Workspace  *WorkspaceUsage   `json:"workspace,omitempty"` // from Get
 	Limits     *Limits           `json:"limits,omitempty"`    // from Get
+	// StopReason says why the computer last stopped: "stopped on
+	// request", or its init's end ("init was killed (out of memory)") when
+	// it died inside and the daemon stopped it. It stays after a restart.
+	StopReason string    `json:"stop_reason,omitempty"`
+	StoppedAt  time.Time `json:"stopped_at,omitzero"` // when it last stopped
 }
 
 // Limits are the resource limits in force for a computer: read back from

@@ -122,8 +122,8 @@ func newComputerCreateCmd(connect connectFunc) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&req.Template, "template", "coding-agent", "template to start from")
 	f.IntVar(&req.DiskSizeMB, "disk-size-mb", 10240, "size of the root disk in MB")
-	f.Float64Var(&req.CPUs, "cpus", 2, "CPU limit")
-	f.IntVar(&req.MemoryMB, "memory-mb", 2048, "memory limit in MB")
+	f.Float64Var(&req.CPUs, "cpus", 0, "CPU limit, from 0.01 to the host's CPUs (default 2, or the host's CPUs if fewer)")
+	f.IntVar(&req.MemoryMB, "memory-mb", 0, "memory limit in MB, from 64 to the host's memory (default 2048)")
 	f.StringArrayVar(&env, "env", nil, "KEY=VALUE set in every command's environment (repeatable)")
 	f.BoolVar(&req.Network, "network", false, "give the computer outbound network access (the host's loopback stays out of reach)")
 	f.BoolVar(&asJSON, "json", false, "print the computer as JSON")
@@ -256,6 +256,13 @@ func writeInfo(w io.Writer, comp *client.Computer) error {
 		fmt.Fprintf(tw, "env: %s\n", strings.Join(keys, " "))
 	}
 	fmt.Fprintf(tw, "created: %s\n", comp.CreatedAt.Local().Format(time.RFC3339))
+	if comp.StopReason != "" {
+		when := ""
+		if !comp.StoppedAt.IsZero() {
+			when = comp.StoppedAt.Local().Format(time.RFC3339) + ": "
+		}
+		fmt.Fprintf(tw, "last stop: %s%s\n", when, comp.StopReason)
+	}
 	return tw.Flush()
 }
 

@@ -24,6 +24,12 @@ func TestWriteInfoLimits(t *testing.T) {
 			client.Computer{Name: "b", State: "stopped", CPUs: 2, MemoryMB: 512, PIDs: 100},
 			[]string{"cpus: 2\n", "memory: 512M\n", "pids: 100\n", "network: none\n"},
 		},
+		{
+			// Its init died: the reason shows.
+			client.Computer{Name: "c", State: "stopped", CPUs: 1, MemoryMB: 256, PIDs: 100,
+				StopReason: "init was killed (out of memory)"},
+			[]string{"last stop: init was killed (out of memory)\n"},
+		},
 	} {
 		var buf bytes.Buffer
 		if err := writeInfo(&buf, &tc.comp); err != nil {

@@ -351,28 +351,34 @@ func TestConcurrentExecs(t *testing.T) {
 	}
 }
 
-// TestUnreachableComputer: a computer whose sandbox died behind the
-// daemon's back answers "unavailable" (503), for exec and files alike, and
-// can still be deleted.
+// TestUnreachableComputer: a command running in a computer whose sandbox
+// dies behind the daemon's back answers "unavailable" (503); the daemon
+// then records the computer stopped (the next run would start it again),
+// and it can be deleted.
 func TestUnreachableComputer(t *testing.T) {
 	c, dir := startDaemon(t)
 	ctx := context.Background()
 	newComputer(t, c, "gone")
+	out := &signalWriter{first: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(ctx, "gone", client.ExecRequest{Command: "echo started; sleep 600"}, out, io.Discard)
+		done <- err
+	}()
+	<-out.first
 	runcRoot := filepath.Join(dir, "computers", "gone", "sandbox", "runc")
 	if out, err := exec.Command("runc", "--root", runcRoot, "kill", "--all", "gone", "KILL").CombinedOutput(); err != nil {
 		t.Fatalf("runc kill: %v: %s", err, out)
 	}
-	var err error
-	waitFor(t, func() bool {
-		_, err = c.Exec(ctx, "gone", client.ExecRequest{Command: "true"}, io.Discard, io.Discard)
-		return err != nil
-	}, "exec to fail once the sandbox is gone")
+	err := <-done
 	var e *client.Error
-	if !errors.As(err, &e) || e.Code != client.CodeUnavailable || e.Status != 503 {
-		t.Errorf("exec in a dead sandbox: %#v, want unavailable (503)", err)
+	// Status 0: the answer had begun streaming (its output), so the error
+	// comes as the stream's last event.
+	if !errors.As(err, &e) || e.Code != client.CodeUnavailable || e.Status != 0 {
+		t.Errorf("exec in a sandbox that died under it: %#v, want unavailable in the stream", err)
 	}
-	if _, err := c.Stat(ctx, "gone", "/home/ohm", ""); !isCode(err, client.CodeUnavailable) {
-		t.Errorf("stat in a dead sandbox: %v, want unavailable", err)
+	if comp := waitState(t, c, "gone", "stopped"); comp.StopReason == "" {
+		t.Errorf("stopped without a reason: %+v", comp)
 	}
 	if err := c.Delete(ctx, "gone"); err != nil {
 		t.Errorf("delete of a computer whose sandbox died: %v", err)

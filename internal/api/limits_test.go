@@ -3,11 +3,18 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"ohm/client"
 )
@@ -119,5 +126,99 @@ func TestNetwork(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	}
+}
+
+// TestLimitsRejected: a create whose limits are outside sane bounds (or
+// the host's size) is refused with one clear invalid_argument error (400)
+// naming the limit, and nothing is created. Values like 1e308 or 1e-7 CPUs
+// used to give an unlimited CPU quota.
+func TestLimitsRejected(t *testing.T) {
+	s, dir := newTestServer(t)
+	ncpu := runtime.NumCPU()
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		t.Fatal(err)
+	}
+	memMB := int64(si.Totalram) * int64(si.Unit) >> 20
+	for _, tc := range []struct {
+		body string
+		want string // in the message
+	}{
+		{`{"disk_size_mb":64,"cpus":1e308}`, "cpus"},
+		{`{"disk_size_mb":64,"cpus":1e-7}`, "cpus"},
+		{`{"disk_size_mb":64,"cpus":-1}`, "cpus"},
+		{`{"disk_size_mb":64,"cpus":0.001}`, "cpus"},
+		{fmt.Sprintf(`{"disk_size_mb":64,"cpus":%d}`, ncpu+1), "cpus"},
+		{`{"disk_size_mb":64,"cpus":1e400}`, "bad request body"},
+		{`{"disk_size_mb":64,"memory_mb":99999999}`, "memory"},
+		{fmt.Sprintf(`{"disk_size_mb":64,"memory_mb":%d}`, memMB+1), "memory"},
+		{`{"disk_size_mb":64,"memory_mb":-5}`, "memory"},
+		{`{"disk_size_mb":64,"memory_mb":1}`, "memory"},
+		{`{"disk_size_mb":64,"memory_mb":1e20}`, "bad request body"},
+		{`{"disk_size_mb":-1}`, "disk size"},
+		{`{"disk_size_mb":1}`, "disk size"},
+		{`{"disk_size_mb":9223372036854775807}`, "disk size"},
+		{`{"disk_size_mb":99999999999}`, "disk size"},
+	} {
+		req := httptest.NewRequest("POST", "/v1/computers", strings.NewReader(tc.body))
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		var eb client.ErrorAnswer
+		json.Unmarshal(rec.Body.Bytes(), &eb)
+		msg := eb.Error.Message
+		if rec.Code != 400 || eb.Error.Code != client.CodeInvalid || !strings.Contains(msg, tc.want) || strings.Contains(msg, "\n") {
+			t.Errorf("%s: %d %s %q, want 400 invalid_argument, one line about %s", tc.body, rec.Code, eb.Error.Code, msg, tc.want)
+		}
+	}
+	if recs, _ := s.m.List(context.Background()); len(recs) != 0 {
+		t.Errorf("refused creates left computers: %+v", recs)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "computers")); len(ents) != 0 {
+		t.Errorf("refused creates left directories: %v", ents)
+	}
+}
+
+// TestRootDiskNotOvercommitted: root disks are sparse, so their size is a
+// promise of host space. A computer whose disk, with everyone else's,
+// could not be filled without eating the workspaces' reserve is refused
+// with an error saying how much is left; nothing of it is created.
+func TestRootDiskNotOvercommitted(t *testing.T) {
+	c, dir := startDaemon(t)
+	ctx := context.Background()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	room := (int64(st.Bavail)*st.Bsize - 1<<30) >> 20 // MB, less the workspace reserve
+	size := int(room * 6 / 10)
+	if size < 256 {
+		t.Skipf("only %d MB free in %s", room, dir)
+	}
+	if _, err := c.Create(ctx, client.CreateRequest{Name: "big", Template: "minimal", DiskSizeMB: size}, nil); err != nil {
+		t.Fatalf("create a %d MB disk with %d MB of room: %v", size, room, err)
+	}
+	_, err := c.Create(ctx, client.CreateRequest{Name: "bigger", Template: "minimal", DiskSizeMB: size}, nil)
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != client.CodeInvalid || e.Status != 400 || !strings.Contains(e.Message, "MB free") {
+		t.Fatalf("a second %d MB disk with %d MB of room: %v, want invalid_argument saying what is free", size, room, err)
+	}
+	t.Logf("refused: %s", e.Message)
+	if _, err := c.Get(ctx, "bigger"); !isCode(err, client.CodeNotFound) {
+		t.Errorf("the refused computer exists: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "computers", "bigger")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused computer left a directory: %v", err)
+	}
+	// What fits still fits.
+	if _, err := c.Create(ctx, client.CreateRequest{Name: "small", Template: "minimal", DiskSizeMB: 64}, nil); err != nil {
+		t.Errorf("a 64 MB disk beside it: %v", err)
+	}
+	// Deleting gives the promise back.
+	if err := c.Delete(ctx, "big"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Create(ctx, client.CreateRequest{Name: "bigger", Template: "minimal", DiskSizeMB: size}, nil); err != nil {
+		t.Errorf("the %d MB disk once the other is deleted: %v", size, err)
 	}
 }

@@ -30,6 +30,8 @@ func wireRecord(r computer.Record) client.Computer {
 		Env:        r.Env,
 		Network:    r.Network,
 		CreatedAt:  r.CreatedAt,
+		StopReason: r.StopReason,
+		StoppedAt:  r.StoppedAt,
 	}
 }
 

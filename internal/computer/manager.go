@@ -17,9 +17,11 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -55,7 +57,7 @@ type Options struct {
 	Templates Templates // default: template.NewStore(DataDir)
 	Logf      func(format string, args ...any)
 
-	runtime runtime // default: internal/sandbox; tests inject failures
+	sandboxes sandboxes // default: internal/sandbox; tests inject failures
 }
 
 // Manager owns the computers under a data directory. Its methods are safe
@@ -66,14 +68,18 @@ type Manager struct {
 	reg     *registry
 	ws      Workspace
 	tmpl    Templates
-	rt      runtime
+	rt      sandboxes
 	logf    func(format string, args ...any)
 
-	mu      sync.Mutex             // guards the fields below and name choice
-	locks   map[string]*sync.Mutex // per computer
+	mu      sync.Mutex           // guards the fields below and name choice
+	locks   map[string]*nameLock // per computer, while in use
 	running map[string]*live
 
 	stopSupervisor func() // ends the workspace supervisor and waits for it
+
+	closing   chan struct{} // closed by Close: the init watchers return
+	closeOnce sync.Once
+	watchers  sync.WaitGroup // the init watchers
 }
 
 // live is a computer whose sandbox this manager holds.
@@ -98,10 +104,11 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		exe:     opts.Exe,
 		ws:      opts.Workspace,
 		tmpl:    opts.Templates,
-		rt:      opts.runtime,
+		rt:      opts.sandboxes,
 		logf:    opts.Logf,
-		locks:   map[string]*sync.Mutex{},
+		locks:   map[string]*nameLock{},
 		running: map[string]*live{},
+		closing: make(chan struct{}),
 	}
 	if m.exe == "" {
 		exe, err := os.Executable()
@@ -135,30 +142,83 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	return m, nil
 }
 
-// Close stops supervising workspaces and closes the registry. Running
-// computers keep running; a new Manager attaches to them.
+// Close stops supervising workspaces and watching inits, and closes the
+// registry. Running computers keep running; a new Manager attaches to
+// them.
 func (m *Manager) Close() error {
 	m.stopSupervisor()
+	m.closeOnce.Do(func() { close(m.closing) })
+	m.watchers.Wait()
+	m.mu.Lock()
+	for _, l := range m.running {
+		l.inst.Release()
+	}
+	m.mu.Unlock()
 	return m.reg.close()
 }
 
-// lockOf returns the lock of computer name.
-func (m *Manager) lockOf(name string) *sync.Mutex {
+// nameLock serializes the operations on one computer. The manager keeps
+// it in m.locks only while someone holds it or waits for it (refs), so
+// the map holds the computers in use, not every name ever asked about.
+type nameLock struct {
+	m    *Manager
+	name string
+	mu   sync.Mutex
+	refs int // holders and waiters through Manager.lock; guarded by m.mu
+}
+
+// TryLock takes l if it is free and still the lock of its computer (one
+// dropped from the map meanwhile is stale: a new one may be in use).
+func (l *nameLock) TryLock() bool {
+	if !l.mu.TryLock() {
+		return false
+	}
+	l.m.mu.Lock()
+	current := l.m.locks[l.name] == l
+	l.m.mu.Unlock()
+	if !current {
+		l.mu.Unlock()
+	}
+	return current
+}
+
+// Unlock releases a lock taken with TryLock.
+func (l *nameLock) Unlock() { l.mu.Unlock() }
+
+// lockOf returns the lock of computer name, for TryLock.
+func (m *Manager) lockOf(name string) *nameLock {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	l, ok := m.locks[name]
 	if !ok {
-		l = &sync.Mutex{}
+		l = &nameLock{m: m, name: name}
 		m.locks[name] = l
 	}
 	return l
 }
 
-// lock takes the lock of computer name and returns its release.
+// lock takes the lock of computer name and returns its release. The last
+// release drops the lock from the map, before unlocking, so that a TryLock
+// on the dropped lock fails rather than running beside a new one.
 func (m *Manager) lock(name string) func() {
-	l := m.lockOf(name)
-	l.Lock()
-	return l.Unlock
+	m.mu.Lock()
+	l, ok := m.locks[name]
+	if !ok {
+		l = &nameLock{m: m, name: name}
+		m.locks[name] = l
+	}
+	l.refs++
+	m.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		m.mu.Lock()
+		l.refs--
+		if l.refs == 0 && m.locks[name] == l {
+			delete(m.locks, name)
+		}
+		m.mu.Unlock()
+		l.mu.Unlock()
+	}
 }
 
 func (m *Manager) live(name string) *live {
@@ -167,13 +227,66 @@ func (m *Manager) live(name string) *live {
 	return m.running[name]
 }
 
+// setLive records l as the sandbox of name (nil: none) and, for a new
+// one, starts watching its init.
 func (m *Manager) setLive(name string, l *live) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if l == nil {
 		delete(m.running, name)
-	} else {
-		m.running[name] = l
+		return
+	}
+	m.running[name] = l
+	m.watchers.Add(1)
+	go func() {
+		defer m.watchers.Done()
+		select {
+		case <-m.closing:
+			return
+		case <-l.inst.Ended():
+		}
+		m.initEnded(name, l)
+	}()
+}
+
+// initEnded handles the end of the init of name's sandbox l: unless the
+// manager stopped it itself, the computer is dead inside (every process
+// of a PID namespace dies with its init), so it is stopped for real, the
+// way Stop does it (its mounts torn down, its workspace flushed), and the
+// reason recorded. The next run starts it again.
+func (m *Manager) initEnded(name string, l *live) {
+	unlock := m.lock(name)
+	defer unlock()
+	if m.live(name) != l {
+		l.inst.Release() // stopped (or replaced) by the manager meanwhile
+		return
+	}
+	m.reapDead(context.Background(), name, l)
+}
+
+// reapDead stops computer name, whose lock the caller holds and whose init
+// (of sandbox l) has ended.
+func (m *Manager) reapDead(ctx context.Context, name string, l *live) {
+	reason := l.inst.EndReason()
+	m.logf("%s: %s; stopping it", name, reason)
+	rec, err := m.reg.get(ctx, name)
+	if err != nil {
+		m.logf("%s: %v", name, err)
+		return
+	}
+	if err := m.stop(ctx, rec, reason); err != nil {
+		m.logf("%s: stop after its init ended: %v", name, err)
+	}
+	l.inst.Release()
+}
+
+// ended reports whether sandbox l's init has ended.
+func ended(l *live) bool {
+	select {
+	case <-l.inst.Ended():
+		return true
+	default:
+		return false
 	}
 }
 
@@ -278,42 +391,74 @@ type DiskUsage struct {
 	UsedBytes uint64 `json:"used_bytes"`
 }
 
+// Bounds of a computer's limits. The upper ones are the host's size
+// (hostCPUs, hostMemoryMB): a limit above it limits nothing, and a CPU
+// quota far above or below it overflows or rounds to none in the cgroup.
+const (
+	MinCPUs       = 0.01 // a CFS quota of 1 ms per 100 ms period
+	MinMemoryMB   = 64   // room for the agent and a shell
+	MinDiskSizeMB = 16   // an ext4 root disk with room for the overlay's upper layer
+	MaxEnv        = 1024 // environment variables per computer
+)
+
+// hostCPUs is how many CPUs this process may use.
+func hostCPUs() float64 { return float64(runtime.NumCPU()) }
+
+// hostMemoryMB is the host's RAM in MB (0 if unknown).
+func hostMemoryMB() int64 {
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return int64(si.Totalram) * int64(si.Unit) >> 20
+}
+
+// checkLimits fills in the default limits of opts and refuses any outside
+// the bounds above: a computer never runs unlimited, nor with a limit the
+// host cannot give.
+func checkLimits(opts *CreateOptions) error {
+	ncpu := hostCPUs()
+	if opts.CPUs == 0 {
+		opts.CPUs = min(DefaultCPUs, ncpu)
+	}
+	if math.IsNaN(opts.CPUs) || opts.CPUs < MinCPUs || opts.CPUs > ncpu {
+		return invalidf("invalid cpus %g: must be between %g and %g (the host's CPUs)", opts.CPUs, MinCPUs, ncpu)
+	}
+	memMB := hostMemoryMB()
+	if opts.MemoryMB == 0 {
+		opts.MemoryMB = DefaultMemoryMB
+		if memMB > 0 && int64(opts.MemoryMB) > memMB {
+			opts.MemoryMB = int(memMB)
+		}
+	}
+	if opts.MemoryMB < MinMemoryMB || (memMB > 0 && int64(opts.MemoryMB) > memMB) {
+		return invalidf("invalid memory %d MB: must be between %d MB and %d MB (the host's memory)", opts.MemoryMB, MinMemoryMB, memMB)
+	}
+	if opts.DiskSizeMB < MinDiskSizeMB {
+		return invalidf("invalid disk size %d MB: must be at least %d MB", opts.DiskSizeMB, MinDiskSizeMB)
+	}
+	if len(opts.Env) > MaxEnv {
+		return invalidf("too many environment variables (%d): at most %d", len(opts.Env), MaxEnv)
+	}
+	return nil
+}
+
 func (m *Manager) validate(ctx context.Context, opts *CreateOptions) error {
 	if opts.Template == "" {
 		opts.Template = DefaultTemplate
-	}
-	if opts.CPUs == 0 {
-		opts.CPUs = DefaultCPUs
-	}
-	if opts.MemoryMB == 0 {
-		opts.MemoryMB = DefaultMemoryMB
 	}
 	if opts.Name != "" {
 		if err := ValidateName(opts.Name); err != nil {
 			return err
 		}
 	}
-	if opts.CPUs < 0 {
-		return invalidf("invalid cpus %g: must be positive", opts.CPUs)
-	}
-	if opts.MemoryMB < 0 {
-		return invalidf("invalid memory %d MB: must be positive", opts.MemoryMB)
+	if err := checkLimits(opts); err != nil {
+		return err
 	}
 	for k, v := range opts.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
 			return invalidf("invalid environment variable %q", k)
 		}
-	}
-	if opts.DiskSizeMB <= 0 {
-		return invalidf("invalid disk size %d MB: must be at least 1 MB", opts.DiskSizeMB)
-	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(m.dataDir, &st); err != nil {
-		return fmt.Errorf("check free space in %s: %w", m.dataDir, err)
-	}
-	free := st.Bavail * uint64(st.Bsize)
-	if uint64(opts.DiskSizeMB)<<20 > free {
-		return invalidf("disk size %d MB is more than the host can hold (%d MB free in %s)", opts.DiskSizeMB, free>>20, m.dataDir)
 	}
 	infos, err := m.tmpl.List(ctx)
 	if err != nil {
@@ -327,6 +472,39 @@ func (m *Manager) validate(ctx context.Context, opts *CreateOptions) error {
 		return invalidf("unknown template %q (known: %s)", opts.Template, strings.Join(known, ", "))
 	}
 	return nil
+}
+
+// workspaceReserve is the host disk space workspaces keep free (`ohm fs
+// mount --reserve`'s default): root disks may not count on it.
+const workspaceReserve = 1 << 30
+
+// checkDiskRoom refuses a new root disk of sizeMB unless every computer's
+// root disk (recs, and the new one) could be filled at once without taking
+// the host's filesystem into the workspaces' reserve. Root disks are
+// sparse images, so the space they will take is promised, not used, at
+// creation; the room is the filesystem's free space plus what the existing
+// images already occupy, less the reserve. See SECURITY.md, "Host disk
+// policy and API limits".
+func (m *Manager) checkDiskRoom(recs []Record, sizeMB int) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Join(m.dataDir, "computers"), &st); err != nil {
+		return fmt.Errorf("check free space in %s: %w", m.dataDir, err)
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	var promised, used int64
+	for _, r := range recs {
+		promised += int64(r.DiskSizeMB) << 20
+		var fst syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(m.dir(r.Name), "sandbox", "root.img"), &fst); err == nil {
+			used += min(fst.Blocks*512, int64(r.DiskSizeMB)<<20)
+		}
+	}
+	left := free + used - workspaceReserve - promised
+	if int64(sizeMB) <= left>>20 { // in MB: a size near MaxInt would overflow in bytes
+		return nil
+	}
+	return invalidf("disk size %d MB does not fit on the host: %s has %d MB free, the root disks of %d other computers may still take %d MB of it and %d MB stay reserved for workspaces, which leaves %d MB",
+		sizeMB, m.dataDir, free>>20, len(recs), max(promised-used, 0)>>20, workspaceReserve>>20, max(left, 0)>>20)
 }
 
 // Create makes a new computer and starts it. On failure nothing of it is
@@ -347,21 +525,27 @@ func (m *Manager) Create(ctx context.Context, opts CreateOptions) (Computer, err
 		Network:    opts.Network,
 		CreatedAt:  time.Now().UTC().Truncate(time.Millisecond),
 	}
-	// Reserve the name: the row in state creating holds it.
+	// Reserve the name and the disk space: the row in state creating
+	// holds both, so two creates at once cannot both count the same free
+	// space.
 	m.mu.Lock()
+	recs, err := m.reg.list(ctx)
+	if err != nil {
+		m.mu.Unlock()
+		return Computer{}, err
+	}
+	if err := m.checkDiskRoom(recs, rec.DiskSizeMB); err != nil {
+		m.mu.Unlock()
+		return Computer{}, err
+	}
 	if rec.Name == "" {
-		recs, err := m.reg.list(ctx)
-		if err != nil {
-			m.mu.Unlock()
-			return Computer{}, err
-		}
 		taken := map[string]bool{}
 		for _, r := range recs {
 			taken[r.Name] = true
 		}
 		rec.Name = pickName(taken)
 	}
-	err := m.reg.insert(ctx, rec)
+	err = m.reg.insert(ctx, rec)
 	m.mu.Unlock()
 	if err != nil {
 		return Computer{}, err
@@ -449,7 +633,7 @@ func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool
 	}
 	m.setLive(rec.Name, &live{inst: inst, shell: m.shellOf(ctx, rec.Template, root)})
 	if err := m.reg.setState(ctx, rec.Name, StateRunning); err != nil {
-		m.stop(context.WithoutCancel(ctx), rec)
+		m.stop(context.WithoutCancel(ctx), rec, "start failed: "+err.Error())
 		return err
 	}
 	return nil
@@ -482,8 +666,8 @@ func hasBash(root string) bool {
 }
 
 // stop stops the sandbox of rec, whose lock the caller holds, and unmounts
-// its workspace, which flushes it.
-func (m *Manager) stop(ctx context.Context, rec Record) error {
+// its workspace, which flushes it; reason is recorded as why it stopped.
+func (m *Manager) stop(ctx context.Context, rec Record, reason string) error {
 	var errs []error
 	if l := m.live(rec.Name); l != nil {
 		if err := l.inst.Stop(ctx, stopGrace); err != nil {
@@ -498,7 +682,7 @@ func (m *Manager) stop(ctx context.Context, rec Record) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	return m.reg.setState(ctx, rec.Name, StateStopped)
+	return m.reg.setStopped(ctx, rec.Name, reason)
 }
 
 // destroy removes every trace of rec, whose lock the caller holds: sandbox,
@@ -529,7 +713,7 @@ func (m *Manager) destroy(ctx context.Context, rec Record) error {
 	}
 	if len(errs) > 0 {
 		// Keep the row (stopped) so that delete can be retried.
-		m.reg.setState(ctx, rec.Name, StateStopped)
+		m.reg.setStopped(ctx, rec.Name, "delete failed partway")
 		return errors.Join(errs...)
 	}
 	return m.reg.remove(ctx, rec.Name)
@@ -541,6 +725,9 @@ func (m *Manager) Start(ctx context.Context, name string) error {
 	defer unlock()
 	rec, err := m.reg.get(ctx, name)
 	if err != nil {
+		return err
+	}
+	if rec, err = m.reapIfDead(ctx, rec); err != nil {
 		return err
 	}
 	if rec.State != StateStopped {
@@ -570,9 +757,17 @@ func (m *Manager) Stop(ctx context.Context, name string) error {
 		return err
 	}
 	if rec.State != StateRunning {
+		if rec.State == StateStopped && rec.StopReason != "" {
+			return statef("computer %q is not running (it is stopped: %s)", name, rec.StopReason)
+		}
 		return statef("computer %q is not running (it is %s)", name, rec.State)
 	}
-	if err := m.stop(ctx, rec); err != nil {
+	if l := m.live(name); l != nil && ended(l) {
+		// Its init died; the watcher had not got to it yet.
+		m.reapDead(ctx, name, l)
+		return nil
+	}
+	if err := m.stop(ctx, rec, ReasonStopped); err != nil {
 		return fmt.Errorf("stop %s: %w", name, err)
 	}
 	return nil
@@ -603,6 +798,7 @@ func (m *Manager) Info(ctx context.Context, name string) (Computer, error) {
 	if err != nil {
 		return Computer{}, err
 	}
+	rec = m.truth(rec)
 	c := Computer{Record: rec}
 	if rec.State == StateCreating {
 		return c, nil
@@ -640,7 +836,25 @@ func (m *Manager) WorkspaceUsage(ctx context.Context, name string) (WorkspaceUsa
 
 // List returns every computer, oldest first.
 func (m *Manager) List(ctx context.Context) ([]Record, error) {
-	return m.reg.list(ctx)
+	recs, err := m.reg.list(ctx)
+	for i := range recs {
+		recs[i] = m.truth(recs[i])
+	}
+	return recs, err
+}
+
+// truth is rec as it is: one recorded running whose init has ended shows
+// as stopped, with the reason, even before the watcher has recorded it.
+func (m *Manager) truth(rec Record) Record {
+	if rec.State != StateRunning {
+		return rec
+	}
+	if l := m.live(rec.Name); l != nil && ended(l) {
+		rec.State = StateStopped
+		rec.StopReason = l.inst.EndReason()
+		rec.StoppedAt = time.Now().UTC() // about: the watcher records the time it stopped it
+	}
+	return rec
 }
 
 // ExecOptions describe a command to run in a computer.
@@ -719,12 +933,30 @@ func execRequest(opts ExecOptions, interactive bool) (sandbox.ExecRequest, error
 	return req, nil
 }
 
+// reapIfDead stops rec, whose lock the caller holds, if it is recorded
+// running but its init has ended and the watcher has not handled it yet,
+// and returns its record as it is now.
+func (m *Manager) reapIfDead(ctx context.Context, rec Record) (Record, error) {
+	if rec.State != StateRunning {
+		return rec, nil
+	}
+	l := m.live(rec.Name)
+	if l == nil || !ended(l) {
+		return rec, nil
+	}
+	m.reapDead(ctx, rec.Name, l)
+	return m.reg.get(ctx, rec.Name)
+}
+
 // ensureRunning returns the live sandbox of name, starting it if stopped.
 func (m *Manager) ensureRunning(ctx context.Context, name string) (*live, error) {
 	unlock := m.lock(name)
 	defer unlock()
 	rec, err := m.reg.get(ctx, name)
 	if err != nil {
+		return nil, err
+	}
+	if rec, err = m.reapIfDead(ctx, rec); err != nil {
 		return nil, err
 	}
 	switch rec.State {
@@ -771,7 +1003,7 @@ func (m *Manager) reconcile(ctx context.Context) error {
 			for _, err := range m.unmountHome(ctx, rec.Name) {
 				m.logf("reconcile %s: %v", rec.Name, err)
 			}
-			if err := m.reg.setState(ctx, rec.Name, StateStopped); err != nil {
+			if err := m.reg.setStopped(ctx, rec.Name, ReasonNotRunningAtStart); err != nil {
 				return err
 			}
 		case StateStopped:

@@ -40,6 +40,7 @@ type fakeRuntime struct {
 	failStart error
 	failDisk  error
 	running   map[string]bool
+	live      map[string]*fakeInstance // the last instance of each computer
 	stops     int
 	cleanups  int
 }
@@ -47,7 +48,20 @@ type fakeRuntime struct {
 type fakeInstance struct {
 	rt   *fakeRuntime
 	name string
+
+	end    chan struct{} // closed when the "init" ends
+	once   sync.Once
+	reason string
 }
+
+// kill ends the fake init, as a death inside the computer would.
+func (i *fakeInstance) kill(reason string) {
+	i.once.Do(func() { i.reason = reason; close(i.end) })
+}
+
+func (i *fakeInstance) Ended() <-chan struct{} { return i.end }
+func (i *fakeInstance) EndReason() string      { return i.reason }
+func (i *fakeInstance) Release()               {}
 
 func (rt *fakeRuntime) CreateDisk(ctx context.Context, spec sandbox.Spec) error {
 	if rt.failDisk != nil {
@@ -66,7 +80,12 @@ func (rt *fakeRuntime) Start(ctx context.Context, spec sandbox.Spec) (instance, 
 		rt.running = map[string]bool{}
 	}
 	rt.running[spec.Name] = true
-	return &fakeInstance{rt, spec.Name}, nil
+	inst := &fakeInstance{rt: rt, name: spec.Name, end: make(chan struct{})}
+	if rt.live == nil {
+		rt.live = map[string]*fakeInstance{}
+	}
+	rt.live[spec.Name] = inst
+	return inst, nil
 }
 
 func (rt *fakeRuntime) Attach(ctx context.Context, spec sandbox.Spec) (instance, error) {
@@ -75,7 +94,12 @@ func (rt *fakeRuntime) Attach(ctx context.Context, spec sandbox.Spec) (instance,
 	if !rt.running[spec.Name] {
 		return nil, errors.New("not running")
 	}
-	return &fakeInstance{rt, spec.Name}, nil
+	inst := &fakeInstance{rt: rt, name: spec.Name, end: make(chan struct{})}
+	if rt.live == nil {
+		rt.live = map[string]*fakeInstance{}
+	}
+	rt.live[spec.Name] = inst
+	return inst, nil
 }
 
 func (rt *fakeRuntime) Usage(ctx context.Context, spec sandbox.Spec) (sandbox.DiskUsage, error) {
@@ -104,6 +128,7 @@ func (i *fakeInstance) Stop(ctx context.Context, grace time.Duration) error {
 	defer i.rt.mu.Unlock()
 	i.rt.stops++
 	delete(i.rt.running, i.name)
+	i.kill("stopped")
 	return nil
 }
 
@@ -118,7 +143,7 @@ func newTestManager(t *testing.T, rt *fakeRuntime) (*Manager, string) {
 		Workspace: DirWorkspace{},
 		Templates: fakeTemplates{root: t.TempDir()},
 		Logf:      t.Logf,
-		runtime:   rt,
+		sandboxes: rt,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -333,7 +358,7 @@ func TestReconcile(t *testing.T) {
 	// "dead"'s sandbox died with the host; "alive"'s kept running.
 	delete(rt.running, "dead")
 
-	m2, err := Open(ctx, Options{DataDir: dir, Workspace: DirWorkspace{}, Templates: m.tmpl, Logf: t.Logf, runtime: rt})
+	m2, err := Open(ctx, Options{DataDir: dir, Workspace: DirWorkspace{}, Templates: m.tmpl, Logf: t.Logf, sandboxes: rt})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,5 +379,112 @@ func TestReconcile(t *testing.T) {
 		if err := m2.Delete(ctx, n); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// waitFor polls cond until it holds or a generous deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// When a computer's init ends behind the manager's back, the computer is
+// stopped for real (its sandbox stopped, its workspace unmounted) with the
+// reason recorded, and the next run starts it again.
+func TestInitDeathStopsComputer(t *testing.T) {
+	rt := &fakeRuntime{}
+	m, _ := newTestManager(t, rt)
+	ctx := context.Background()
+	if _, err := m.Create(ctx, CreateOptions{Name: "box", DiskSizeMB: 64}); err != nil {
+		t.Fatal(err)
+	}
+	rt.mu.Lock()
+	inst := rt.live["box"]
+	rt.mu.Unlock()
+	inst.kill("init was killed (out of memory)")
+	waitFor(t, "the computer to be recorded stopped", func() bool {
+		rec, err := m.Get(ctx, "box")
+		return err == nil && rec.State == StateStopped
+	})
+	rec, _ := m.Get(ctx, "box")
+	if rec.StopReason != "init was killed (out of memory)" || rec.StoppedAt.IsZero() {
+		t.Errorf("stop reason %q at %v, want the init's", rec.StopReason, rec.StoppedAt)
+	}
+	if isMountpoint(m.home("box")) {
+		t.Error("workspace still mounted after the init died")
+	}
+	if _, err := m.Exec(ctx, "box", ExecOptions{Command: "true"}, nil, io.Discard, io.Discard); err != nil {
+		t.Fatalf("run after the init died: %v", err)
+	}
+	if rec, _ := m.Get(ctx, "box"); rec.State != StateRunning {
+		t.Errorf("after run: %s, want running", rec.State)
+	}
+
+	// A death the watcher has not handled yet is handled by the next
+	// operation: run never meets a dead sandbox recorded running.
+	unlock := m.lock("box") // hold the watcher off
+	rt.mu.Lock()
+	inst = rt.live["box"]
+	rt.mu.Unlock()
+	inst.kill("init exited with status 0")
+	if _, err := m.reapIfDead(ctx, mustGet(t, m, "box")); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if rec := mustGet(t, m, "box"); rec.State != StateStopped || rec.StopReason != "init exited with status 0" {
+		t.Errorf("after reapIfDead: %s (%q), want stopped with the init's reason", rec.State, rec.StopReason)
+	}
+	if err := m.Start(ctx, "box"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Stop(ctx, "box"); err != nil {
+		t.Fatal(err)
+	}
+	if rec := mustGet(t, m, "box"); rec.StopReason != ReasonStopped {
+		t.Errorf("stop reason after stop: %q, want %q", rec.StopReason, ReasonStopped)
+	}
+}
+
+func mustGet(t *testing.T, m *Manager, name string) Record {
+	t.Helper()
+	rec, err := m.Get(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+// The per-computer locks live only while in use: operations on many names,
+// existing or not, leave none behind.
+func TestLocksDoNotAccumulate(t *testing.T) {
+	m, _ := newTestManager(t, &fakeRuntime{})
+	ctx := context.Background()
+	for _, name := range []string{"a1", "a2", "a3"} {
+		if _, err := m.Create(ctx, CreateOptions{Name: name, DiskSizeMB: 64}); err != nil {
+			t.Fatal(err)
+		}
+		m.Start(ctx, "missing-"+name)
+		if err := m.Delete(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The watchers of the deleted sandboxes take and drop the locks too.
+	waitFor(t, "the lock map to empty", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return len(m.locks) == 0
+	})
+	// A stale lock (dropped from the map) cannot be taken with TryLock.
+	l := m.lockOf("x")
+	unlock := m.lock("x")
+	unlock()
+	if l.TryLock() {
+		t.Error("TryLock of a lock dropped from the map succeeded")
 	}
 }

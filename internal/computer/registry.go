@@ -16,7 +16,7 @@ import (
 // row at all.
 type State string
 
-// The states of a computer (DESIGN.md section 2).
+// The states of a computer.
 const (
 	StateCreating State = "creating"
 	StateRunning  State = "running"
@@ -36,7 +36,20 @@ type Record struct {
 	// Network gives the computer outbound access beyond its loopback.
 	Network   bool      `json:"network"`
 	CreatedAt time.Time `json:"created_at"`
+	// StopReason says why the computer last stopped (ReasonStopped, an
+	// init that died: "init was killed (out of memory)", ...); it stays
+	// after the computer starts again. Empty if it never stopped.
+	StopReason string `json:"stop_reason,omitempty"`
+	// StoppedAt is when it last stopped.
+	StoppedAt time.Time `json:"stopped_at,omitzero"`
 }
+
+// Reasons a computer stopped, besides its init's end (which the sandbox
+// words).
+const (
+	ReasonStopped           = "stopped on request"
+	ReasonNotRunningAtStart = "not running when the daemon started (the host rebooted or the computer crashed)"
+)
 
 // registry is the SQLite table of computers, <dataDir>/ohm.db.
 type registry struct{ db *sql.DB }
@@ -59,6 +72,8 @@ var migrations = []string{
 	updated_at   TEXT NOT NULL
 );`,
 	`ALTER TABLE computers ADD COLUMN network INTEGER NOT NULL DEFAULT 0;`,
+	`ALTER TABLE computers ADD COLUMN stop_reason TEXT NOT NULL DEFAULT '';`,
+	`ALTER TABLE computers ADD COLUMN stopped_at TEXT NOT NULL DEFAULT '';`,
 }
 
 // migrate brings the registry's schema up to date, one transaction per
@@ -140,6 +155,20 @@ func (r *registry) setState(ctx context.Context, name string, s State) error {
 	return nil
 }
 
+// setStopped records name as stopped, and why.
+func (r *registry) setStopped(ctx context.Context, name, reason string) error {
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	res, err := r.db.ExecContext(ctx, `UPDATE computers SET state = ?, stop_reason = ?, stopped_at = ?, updated_at = ? WHERE name = ?`,
+		StateStopped, reason, now, now, name)
+	if err != nil {
+		return fmt.Errorf("set state of %s: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound(name)
+	}
+	return nil
+}
+
 func (r *registry) remove(ctx context.Context, name string) error {
 	if _, err := r.db.ExecContext(ctx, `DELETE FROM computers WHERE name = ?`, name); err != nil {
 		return fmt.Errorf("remove computer %s: %w", name, err)
@@ -147,18 +176,21 @@ func (r *registry) remove(ctx context.Context, name string) error {
 	return nil
 }
 
-const columns = `name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, created_at`
+const columns = `name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, created_at, stop_reason, stopped_at`
 
 func scanRecord(row interface{ Scan(...any) error }) (Record, error) {
 	var rec Record
-	var env, created string
-	if err := row.Scan(&rec.Name, &rec.State, &rec.Template, &rec.DiskSizeMB, &rec.CPUs, &rec.MemoryMB, &rec.PIDs, &env, &rec.Network, &created); err != nil {
+	var env, created, stopped string
+	if err := row.Scan(&rec.Name, &rec.State, &rec.Template, &rec.DiskSizeMB, &rec.CPUs, &rec.MemoryMB, &rec.PIDs, &env, &rec.Network, &created, &rec.StopReason, &stopped); err != nil {
 		return Record{}, err
 	}
 	if err := json.Unmarshal([]byte(env), &rec.Env); err != nil {
 		return Record{}, fmt.Errorf("computer %s: bad env in registry: %w", rec.Name, err)
 	}
 	rec.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
+	if stopped != "" {
+		rec.StoppedAt, _ = time.Parse(time.RFC3339Nano, stopped)
+	}
 	return rec, nil
 }
 

@@ -2,6 +2,7 @@ package computer
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"time"
 
@@ -9,9 +10,9 @@ import (
 	"ohm/internal/template"
 )
 
-// runtime is what the manager needs of internal/sandbox; tests swap it to
-// inject failures.
-type runtime interface {
+// sandboxes is what the manager needs of internal/sandbox; tests swap it
+// to inject failures.
+type sandboxes interface {
 	CreateDisk(ctx context.Context, spec sandbox.Spec) error
 	Start(ctx context.Context, spec sandbox.Spec) (instance, error)
 	Attach(ctx context.Context, spec sandbox.Spec) (instance, error)
@@ -21,14 +22,39 @@ type runtime interface {
 	Limits(ctx context.Context, spec sandbox.Spec) (sandbox.Limits, error)
 }
 
-// instance is a running sandbox.
+// instance is a running sandbox, with a watch on its init.
 type instance interface {
 	Exec(ctx context.Context, req sandbox.ExecRequest, stdin io.Reader, stdout, stderr io.Writer) (int, error)
 	Stop(ctx context.Context, grace time.Duration) error
+	// Ended is closed when the computer's init has ended (by itself or
+	// through Stop).
+	Ended() <-chan struct{}
+	// EndReason says why the init ended, once Ended is closed.
+	EndReason() string
+	// Release ends the watch on the init; the computer keeps running.
+	Release()
 }
 
-// sandboxRuntime is the real runtime.
+// sandboxRuntime is the real set of sandboxes.
 type sandboxRuntime struct{}
+
+// watched is a real sandbox and the watch on its init.
+type watched struct {
+	*sandbox.Sandbox
+	w *sandbox.InitWatch
+}
+
+func (s watched) Ended() <-chan struct{} { return s.w.Done() }
+func (s watched) EndReason() string      { return s.w.Reason() }
+func (s watched) Release()               { s.w.Close() }
+
+func watch(ctx context.Context, sb *sandbox.Sandbox) (instance, error) {
+	w, err := sb.WatchInit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return watched{sb, w}, nil
+}
 
 func (sandboxRuntime) CreateDisk(ctx context.Context, spec sandbox.Spec) error {
 	return sandbox.CreateDisk(ctx, spec)
@@ -39,7 +65,12 @@ func (sandboxRuntime) Start(ctx context.Context, spec sandbox.Spec) (instance, e
 	if err != nil {
 		return nil, err
 	}
-	return sb, nil
+	inst, err := watch(ctx, sb)
+	if err != nil {
+		sb.Stop(context.WithoutCancel(ctx), 0)
+		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
+	}
+	return inst, nil
 }
 
 func (sandboxRuntime) Attach(ctx context.Context, spec sandbox.Spec) (instance, error) {
@@ -47,7 +78,7 @@ func (sandboxRuntime) Attach(ctx context.Context, spec sandbox.Spec) (instance, 
 	if err != nil {
 		return nil, err
 	}
-	return sb, nil
+	return watch(ctx, sb)
 }
 
 func (sandboxRuntime) Usage(ctx context.Context, spec sandbox.Spec) (sandbox.DiskUsage, error) {
