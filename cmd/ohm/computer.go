@@ -246,6 +246,9 @@ func writeInfo(w io.Writer, comp *client.Computer) error {
 	}
 	if comp.Workspace != nil {
 		fmt.Fprintf(tw, "workspace: %s in %d files (%s stored)\n", units.FormatSize(comp.Workspace.UsedBytes), comp.Workspace.Files, units.FormatSize(comp.Workspace.StoredBytes))
+		if comp.Workspace.Incident != "" {
+			fmt.Fprintf(tw, "workspace incident: %s\n", comp.Workspace.Incident)
+		}
 	}
 	if len(comp.Env) > 0 {
 		keys := make([]string, 0, len(comp.Env))

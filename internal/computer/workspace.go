@@ -40,6 +40,14 @@ type WorkspaceUsage struct {
 	// ReplicaLagSeconds is the age of the oldest metadata change the
 	// volume's replica lacks; nil when it has no replica.
 	ReplicaLagSeconds *float64 `json:"replica_lag_seconds,omitempty"`
+	// Layout is how the workspace keeps its files: "block" (a kernel
+	// filesystem on a device image in the volume) or "file" (at the
+	// volume's root); empty when the workspace does not say.
+	Layout string `json:"layout,omitempty"`
+	// Incident says what last went wrong under the running workspace and
+	// what was done about it (its storage process died and it was mounted
+	// again), if anything did.
+	Incident string `json:"incident,omitempty"`
 }
 
 // OhmfsWorkspace keeps workspaces as ohmfs file volumes, driven through
