@@ -66,6 +66,7 @@ func NewBlockWorkspace(exe string) *BlockWorkspace {
 // blockPaths are the places of one computer's block layout.
 type blockPaths struct{ dir string }
 
+func (p blockPaths) home() string       { return filepath.Join(p.dir, "mnt", "ohm") }
 func (p blockPaths) volume() string     { return filepath.Join(p.dir, "workspace") }
 func (p blockPaths) volMount() string   { return filepath.Join(p.dir, "vol") }
 func (p blockPaths) diskParent() string { return filepath.Join(p.dir, "disk") }
@@ -117,6 +118,14 @@ func (w *BlockWorkspace) Format(ctx context.Context, vol string) (err error) {
 	if err := w.mountVolume(ctx, p); err != nil {
 		return err
 	}
+	// The volume's root stays root's, closed to everyone: only the btrfs
+	// root is the computer's user's.
+	if err := os.Chmod(p.volMount(), 0o700); err != nil {
+		return fmt.Errorf("workspace volume: %w", err)
+	}
+	if err := os.Mkdir(p.diskParent(), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("workspace: %w", err)
+	}
 	d, err := disk.Create(ctx, p.config(), workspaceSize)
 	if err != nil {
 		return fmt.Errorf("create workspace disk: %w", err)
@@ -155,6 +164,9 @@ func (w *BlockWorkspace) Mount(ctx context.Context, vol, mountpoint string) erro
 			}
 		}
 		if w.disk(p) == nil {
+			if err := os.Mkdir(p.diskParent(), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+				return fmt.Errorf("workspace: %w", err)
+			}
 			d, err := disk.Open(ctx, p.config())
 			if err != nil {
 				return fmt.Errorf("open workspace disk: %w", err)
@@ -213,10 +225,8 @@ func (w *BlockWorkspace) ensureVolume(ctx context.Context, p blockPaths) (recove
 
 // mountVolume mounts the volume at <dir>/vol, a root-only directory.
 func (w *BlockWorkspace) mountVolume(ctx context.Context, p blockPaths) error {
-	for _, d := range []string{p.volMount(), p.diskParent()} {
-		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("workspace: %w", err)
-		}
+	if err := os.Mkdir(p.volMount(), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("workspace: %w", err)
 	}
 	if err := w.files.Mount(ctx, p.volume(), p.volMount()); err != nil {
 		return fmt.Errorf("mount workspace volume: %w", err)
@@ -418,6 +428,9 @@ func writable(path string) error {
 // the volume with all its data.
 func (w *BlockWorkspace) Destroy(ctx context.Context, vol string) error {
 	p := pathsOfVolume(vol)
+	if err := w.Unmount(ctx, p.home()); err != nil {
+		return err
+	}
 	if err := w.teardown(ctx, p); err != nil {
 		return err
 	}
@@ -442,6 +455,10 @@ func (w *BlockWorkspace) Usage(ctx context.Context, vol string) (WorkspaceUsage,
 		return u, err
 	}
 	u.Layout = "file"
+	if block, err := layoutOf(p.volMount()); err == nil && block && isMountpoint(p.volMount()) {
+		u.Layout = "block"
+		u.Capacity = workspaceSize
+	}
 	if isMountpoint(p.diskMount()) {
 		u.Layout = "block"
 		if st, err := statfsTimeout(p.diskMount()); err == nil {
