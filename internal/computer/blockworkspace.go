@@ -134,6 +134,23 @@ func (w *BlockWorkspace) Format(ctx context.Context, vol string) (err error) {
 	if err := d.ChownRoot(homeUID, homeUID); err != nil {
 		return err
 	}
+	// Commit the new filesystem now rather than within btrfs's commit
+	// interval: a storage process that dies in the first seconds must not
+	// take the root's owner with it.
+	return syncDir(p.diskMount())
+}
+
+// syncDir writes back the filesystem mounted at dir (syncfs), a directory
+// in a root-only tree.
+func syncDir(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("sync workspace: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		return fmt.Errorf("sync workspace: %w", err)
+	}
 	return nil
 }
 
@@ -174,6 +191,17 @@ func (w *BlockWorkspace) Mount(ctx context.Context, vol, mountpoint string) erro
 			w.setDisk(p, d)
 		}
 		src = p.diskMount()
+		// The root is the computer's user's (a crash right after create
+		// could have lost that change before it was committed).
+		var st unix.Stat_t
+		if err := unix.Lstat(src, &st); err != nil {
+			return fmt.Errorf("workspace: %w", err)
+		}
+		if st.Uid != homeUID || st.Gid != homeUID {
+			if err := w.disk(p).ChownRoot(homeUID, homeUID); err != nil {
+				return err
+			}
+		}
 		// Private, so that what is mounted under one of the two places
 		// (the disk's own mountpoint, the computer's /home/ohm) does not
 		// propagate to the other.

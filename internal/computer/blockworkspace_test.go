@@ -497,7 +497,7 @@ func TestComputerFileLayoutKeepsWorking(t *testing.T) {
 		m.Delete(context.Background(), "old")
 		m.Close()
 	})
-	if got := run(t, m, "old", "cat /home/ohm/old; echo new > /home/ohm/new; stat -f -c %T /home/ohm"); !strings.HasPrefix(got, "old\n") || !strings.Contains(got, "fuse") {
+	if got := run(t, m, "old", "cat /home/ohm/old; echo new > /home/ohm/new; stat -f -c %t /home/ohm"); !strings.HasPrefix(got, "old\n") || !strings.Contains(got, "65735546") {
 		t.Errorf("old computer: %q, want its file on the file layout (fuse)", got)
 	}
 	if err := m.Stop(ctx, "old"); err != nil {
@@ -511,5 +511,69 @@ func TestComputerFileLayoutKeepsWorking(t *testing.T) {
 	}
 	if ms := mountsUnder(t, dataDir); len(ms) > 0 {
 		t.Errorf("mounts after delete: %v", ms)
+	}
+}
+
+func TestComputerStorageProcessDies(t *testing.T) {
+	requireBlock(t)
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("needs runc")
+	}
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("needs /bin/busybox for the minimal template")
+	}
+	ctx := context.Background()
+	dataDir := t.TempDir()
+	seedTemplates(t, dataDir)
+	m, err := Open(ctx, Options{DataDir: dataDir, Exe: ohmBinary(t), Templates: template.NewStore(dataDir), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		m.Delete(context.Background(), "dies")
+		m.Close()
+	})
+	if _, err := m.Create(ctx, CreateOptions{Name: "dies", Template: "minimal", DiskSizeMB: 256}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, m, "dies", "echo synced > /home/ohm/synced && sync /home/ohm/synced")
+	var _ WorkspaceHealth = m.ws.(*BlockWorkspace)
+	h := m.ws.(WorkspaceHealth)
+	vol, home := m.volume("dies"), m.home("dies")
+	pid := mountPID(t, filepath.Join(m.dir("dies"), "vol"))
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	for h.Health(ctx, vol, home) == nil {
+		if time.Since(killed) > 30*time.Second {
+			t.Fatal("health still good 30 s after the storage process died")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("noticed after %v: %v", time.Since(killed).Round(time.Millisecond), h.Health(ctx, vol, home))
+	// What the supervisor does with a workspace that answers an error.
+	began := time.Now()
+	unlock := m.lock("dies")
+	err = m.remountWorkspace(ctx, "dies")
+	unlock()
+	if err != nil {
+		t.Fatalf("mount again: %v", err)
+	}
+	t.Logf("mounted again in %v", time.Since(began).Round(time.Millisecond))
+	if got := run(t, m, "dies", "cat /home/ohm/synced; echo after > /home/ohm/after; cat /home/ohm/after; df -h /home/ohm | tail -1"); !strings.HasPrefix(got, "synced\nafter\nohmfs") {
+		t.Errorf("in the computer after mounting again: %q", got)
+	}
+	info, err := m.Info(ctx, "dies")
+	if err != nil || info.Workspace == nil || !strings.Contains(info.Workspace.Incident, "died") {
+		t.Errorf("info: %+v (%v), want the incident", info.Workspace, err)
+	} else {
+		t.Logf("info: %s", info.Workspace.Incident)
+	}
+	if err := m.Stop(ctx, "dies"); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if got := run(t, m, "dies", "cat /home/ohm/synced /home/ohm/after"); got != "synced\nafter\n" {
+		t.Errorf("after stop and start: %q", got)
 	}
 }

@@ -31,6 +31,15 @@ type Workspace interface {
 	Usage(ctx context.Context, vol string) (WorkspaceUsage, error)
 }
 
+// WorkspaceHealth is a Workspace that can tell why a mounted workspace no
+// longer works where a statfs of its mountpoint still answers: a kernel
+// filesystem whose storage process died goes on answering statfs from
+// its caches. The supervisor asks it, and mounts the workspace again
+// (Mount) when it answers an error.
+type WorkspaceHealth interface {
+	Health(ctx context.Context, vol, mountpoint string) error
+}
+
 // WorkspaceUsage is what a workspace holds.
 type WorkspaceUsage struct {
 	UsedBytes   uint64 `json:"used_bytes"`
