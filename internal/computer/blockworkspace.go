@@ -134,23 +134,8 @@ func (w *BlockWorkspace) Format(ctx context.Context, vol string) (err error) {
 	if err := d.ChownRoot(homeUID, homeUID); err != nil {
 		return err
 	}
-	// Commit the new filesystem now rather than within btrfs's commit
-	// interval: a storage process that dies in the first seconds must not
-	// take the root's owner with it.
-	return syncDir(p.diskMount())
-}
-
-// syncDir writes back the filesystem mounted at dir (syncfs), a directory
-// in a root-only tree.
-func syncDir(dir string) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("sync workspace: %w", err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Syncfs(fd); err != nil {
-		return fmt.Errorf("sync workspace: %w", err)
-	}
+	// Not committed here (btrfs commits within 5 s): should the storage
+	// process die before that, Mount gives the root back to the user.
 	return nil
 }
 
