@@ -131,6 +131,9 @@ func (w *BlockWorkspace) Format(ctx context.Context, vol string) (err error) {
 		return fmt.Errorf("create workspace disk: %w", err)
 	}
 	w.setDisk(p, d)
+	if err := guardSpace(d, p); err != nil {
+		return err
+	}
 	if err := d.ChownRoot(homeUID, homeUID); err != nil {
 		return err
 	}
@@ -169,11 +172,9 @@ func (w *BlockWorkspace) Mount(ctx context.Context, vol, mountpoint string) erro
 			if err := os.Mkdir(p.diskParent(), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 				return fmt.Errorf("workspace: %w", err)
 			}
-			d, err := disk.Open(ctx, p.config())
-			if err != nil {
-				return fmt.Errorf("open workspace disk: %w", err)
+			if err := w.openDisk(ctx, p); err != nil {
+				return err
 			}
-			w.setDisk(p, d)
 		}
 		src = p.diskMount()
 		// The root is the computer's user's (a crash right after create
@@ -343,6 +344,48 @@ func (w *BlockWorkspace) closeDisk(ctx context.Context, p blockPaths, dead bool)
 	return nil
 }
 
+// openDisk opens (or takes over) the disk of p and guards its space.
+func (w *BlockWorkspace) openDisk(ctx context.Context, p blockPaths) error {
+	if err := os.Mkdir(p.diskParent(), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("workspace: %w", err)
+	}
+	d, err := disk.Open(ctx, p.config())
+	if err != nil {
+		return fmt.Errorf("open workspace disk: %w", err)
+	}
+	if err := guardSpace(d, p); err != nil {
+		d.Close(ctx)
+		return err
+	}
+	w.setDisk(p, d)
+	return nil
+}
+
+// workspaceReserve is the host disk space a workspace volume's mount
+// leaves free (`ohm fs mount --reserve`, whose default the volume mounts
+// keep): ohmfs refuses writes that would use it.
+const workspaceReserve = 1 << 30
+
+// guardSpace keeps the btrfs of p below what the host filesystem holding
+// the volume can still take (disk.GuardSpace): a full host then gives
+// EDQUOT in the computer instead of I/O errors that turn the btrfs
+// read-only.
+func guardSpace(d *disk.Disk, p blockPaths) error {
+	vol := p.volume()
+	err := d.GuardSpace(disk.SpaceConfig{Avail: func() (uint64, error) {
+		var st unix.Statfs_t
+		if err := unix.Statfs(vol, &st); err != nil {
+			return 0, fmt.Errorf("statfs %s: %w", vol, err)
+		}
+		free := st.Bavail * uint64(st.Bsize)
+		return free - min(free, workspaceReserve), nil
+	}})
+	if err != nil {
+		return fmt.Errorf("workspace disk: %w", err)
+	}
+	return nil
+}
+
 func (w *BlockWorkspace) disk(p blockPaths) *disk.Disk {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -383,6 +426,13 @@ func (w *BlockWorkspace) Health(ctx context.Context, vol, mountpoint string) err
 	if isMountpoint(p.diskMount()) {
 		if err := writable(p.diskMount()); err != nil {
 			return fmt.Errorf("workspace disk: %w", err)
+		}
+		if w.disk(p) == nil {
+			// Mounted by an earlier daemon: take it over, so that its
+			// space is guarded again.
+			if err := w.openDisk(ctx, p); err != nil {
+				return err
+			}
 		}
 	}
 	if !isMountpoint(mountpoint) {

@@ -165,6 +165,9 @@ func TestBlockWorkspaceLifecycle(t *testing.T) {
 	if err := w.Health(ctx, vol, mp); err != nil {
 		t.Errorf("health of a fresh workspace: %v", err)
 	}
+	if s, ok := w.disk(pathsOfVolume(vol)).SpaceStatus(); !ok || s.Err != nil || s.Limit == 0 {
+		t.Errorf("space guard: %+v, %v; want one in force", s, ok)
+	}
 	u, err := w.Usage(ctx, vol)
 	if err != nil || u.Layout != "block" || u.Capacity < workspaceSize*99/100 {
 		t.Errorf("usage %+v (%v), want the block layout of 1 PiB", u, err)
