@@ -580,3 +580,73 @@ func TestComputerStorageProcessDies(t *testing.T) {
 		t.Errorf("after stop and start: %q", got)
 	}
 }
+
+// A workspace whose storage process died is stopped (unmounted) without a
+// remount first: nothing is left mounted and the next mount has every
+// fsynced file.
+func TestBlockWorkspaceStopAfterStorageDied(t *testing.T) {
+	requireBlock(t)
+	ctx := context.Background()
+	w := NewBlockWorkspace(ohmBinary(t))
+	vol, mp := computerDir(t)
+	dir := filepath.Dir(vol)
+	t.Cleanup(func() { w.Destroy(context.Background(), vol) })
+	if err := w.Format(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Mount(ctx, vol, mp); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(mp, "synced"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("durable")
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := syscall.Kill(mountPID(t, filepath.Join(dir, "vol")), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for w.Health(ctx, vol, mp) == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	began := time.Now()
+	if err := w.Unmount(ctx, mp); err != nil {
+		t.Fatalf("unmount after the storage process died: %v", err)
+	}
+	t.Logf("unmount of a dead workspace: %v", time.Since(began).Round(time.Millisecond))
+	if m := mountsUnder(t, dir); len(m) > 0 {
+		t.Errorf("mounts left: %v", m)
+	}
+	if err := w.Mount(ctx, vol, mp); err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(mp, "synced")); err != nil || string(got) != "durable" {
+		t.Errorf("fsynced file: %q (%v)", got, err)
+	}
+	if err := w.Unmount(ctx, mp); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPathsOfMount(t *testing.T) {
+	for _, tc := range []struct {
+		mp, dir string
+		ok      bool
+	}{
+		{"/d/computers/a/mnt/ohm", "/d/computers/a", true},
+		{"/d/computers/a/mnt/ohm/", "/d/computers/a", true},
+		{"/d/computers/a/home", "", false},
+		{"/d/computers/a/mnt/x", "", false},
+	} {
+		p, ok := pathsOfMount(tc.mp)
+		if ok != tc.ok || p.dir != tc.dir {
+			t.Errorf("pathsOfMount(%q) = %q, %v; want %q, %v", tc.mp, p.dir, ok, tc.dir, tc.ok)
+		}
+	}
+	if p := pathsOfVolume("/d/computers/a/workspace"); p.dir != "/d/computers/a" || p.home() != "/d/computers/a/mnt/ohm" {
+		t.Errorf("pathsOfVolume: %+v", p)
+	}
+}
