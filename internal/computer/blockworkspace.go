@@ -82,6 +82,9 @@ func (p blockPaths) config() disk.Config {
 		Mountpoint: p.diskMount(),
 		DevDir:     p.devDir(),
 		Label:      "workspace",
+		// A computer's root may make setuid files and device nodes in
+		// its workspace: they must mean nothing on the host.
+		MountOptions: append(disk.DefaultMountOptions(disk.Btrfs), "nosuid", "nodev"),
 	}
 }
 
@@ -205,6 +208,13 @@ func (w *BlockWorkspace) Mount(ctx context.Context, vol, mountpoint string) erro
 	}
 	if err := unix.Mount(src, mountpoint, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind workspace at %s: %w", mountpoint, err)
+	}
+	// The bind keeps the source's flags; the file layout's FUSE mount
+	// has nosuid,nodev already, the btrfs too. Made sure of here, as the
+	// bind is what reaches the computer.
+	if err := unix.Mount("", mountpoint, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOATIME, ""); err != nil {
+		detach(mountpoint)
+		return fmt.Errorf("bind workspace at %s nosuid,nodev: %w", mountpoint, err)
 	}
 	if recovered {
 		msg := fmt.Sprintf("%s: the workspace's storage process had died; its volume and disk were mounted again in %v",

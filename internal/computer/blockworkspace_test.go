@@ -154,6 +154,8 @@ func TestBlockWorkspaceLifecycle(t *testing.T) {
 	ms, _ := mountinfo.GetMounts(mountinfo.SingleEntryFilter(mp))
 	if len(ms) != 1 || ms[0].Source != "ohmfs" {
 		t.Errorf("mount at %s: %+v, want source ohmfs", mp, ms)
+	} else if o := ms[0].Options; !strings.Contains(o, "nosuid") || !strings.Contains(o, "nodev") {
+		t.Errorf("mount at %s has options %q, want nosuid,nodev", mp, o)
 	}
 	var root unix.Stat_t
 	if err := unix.Stat(mp, &root); err != nil || root.Uid != homeUID || root.Gid != homeUID {
