@@ -106,6 +106,12 @@ type WorkspaceUsage struct {
 	// ReplicaLagSeconds is the age of the oldest metadata change the
 	// replica lacks (nil when the workspace has no replica).
 	ReplicaLagSeconds *float64 `json:"replica_lag_seconds,omitempty"`
+	// Layout is "block" (a kernel filesystem on a device image in the
+	// volume) or "file" (files at the volume's root).
+	Layout string `json:"layout,omitempty"`
+	// Incident says what last went wrong under the running workspace and
+	// what was done about it, if anything did.
+	Incident string `json:"incident,omitempty"`
 }
 
 // CreateRequest is the body of POST /v1/computers. Zero values take the

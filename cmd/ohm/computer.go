@@ -245,7 +245,15 @@ func writeInfo(w io.Writer, comp *client.Computer) error {
 		fmt.Fprintf(tw, "root disk: %s\n", formatMB(comp.DiskSizeMB))
 	}
 	if comp.Workspace != nil {
-		fmt.Fprintf(tw, "workspace: %s in %d files (%s stored)\n", units.FormatSize(comp.Workspace.UsedBytes), comp.Workspace.Files, units.FormatSize(comp.Workspace.StoredBytes))
+		if comp.Workspace.Layout == "block" {
+			// btrfs does not count its files; its use is what df shows.
+			fmt.Fprintf(tw, "workspace: %s used of %s (%s stored)\n", units.FormatSize(comp.Workspace.UsedBytes), units.FormatSize(comp.Workspace.Capacity), units.FormatSize(comp.Workspace.StoredBytes))
+		} else {
+			fmt.Fprintf(tw, "workspace: %s in %d files (%s stored)\n", units.FormatSize(comp.Workspace.UsedBytes), comp.Workspace.Files, units.FormatSize(comp.Workspace.StoredBytes))
+		}
+		if comp.Workspace.Incident != "" {
+			fmt.Fprintf(tw, "workspace incident: %s\n", comp.Workspace.Incident)
+		}
 	}
 	if len(comp.Env) > 0 {
 		keys := make([]string, 0, len(comp.Env))

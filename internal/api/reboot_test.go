@@ -92,10 +92,15 @@ func TestRebootLeavesComputersStopped(t *testing.T) {
 	if err := syscall.Kill(st.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	// ...the workspace's mount process...
-	mp := filepath.Join(opts.DataDir, "computers", name, "mnt", "ohm")
-	if pid := mountPID(t, mp); pid > 0 {
-		syscall.Kill(pid, syscall.SIGKILL)
+	// ...the workspace's mount process (at the volume's root-only
+	// mountpoint in the block layout, at the workspace in the file one)...
+	for _, mp := range []string{
+		filepath.Join(opts.DataDir, "computers", name, "vol"),
+		filepath.Join(opts.DataDir, "computers", name, "mnt", "ohm"),
+	} {
+		if pid := mountPID(t, mp); pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
 	}
 	// ...and every mount and loop device.
 	for _, dir := range mountsUnder(t, opts.DataDir) {

@@ -45,6 +45,7 @@ func wireComputer(c computer.Computer) client.Computer {
 		out.Workspace = &client.WorkspaceUsage{
 			UsedBytes: w.UsedBytes, StoredBytes: w.StoredBytes, Files: w.Files,
 			Capacity: w.Capacity, ReplicaLagSeconds: w.ReplicaLagSeconds,
+			Layout: w.Layout, Incident: w.Incident,
 		}
 	}
 	if l := c.Limits; l != nil {

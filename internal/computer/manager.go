@@ -53,7 +53,7 @@ type Options struct {
 	// Exe is the ohm binary: the workspace mounts run it (`ohm fs ...`) and
 	// it is every computer's init (`ohm agent`). Default: os.Executable.
 	Exe       string
-	Workspace Workspace // default: OhmfsWorkspace running Exe
+	Workspace Workspace // default: NewBlockWorkspace(Exe)
 	Templates Templates // default: template.NewStore(DataDir)
 	Logf      func(format string, args ...any)
 
@@ -118,7 +118,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		m.exe = exe
 	}
 	if m.ws == nil {
-		m.ws = OhmfsWorkspace{Exe: m.exe}
+		m.ws = NewBlockWorkspace(m.exe)
 	}
 	if m.tmpl == nil {
 		m.tmpl = template.NewStore(opts.DataDir)

@@ -31,6 +31,15 @@ type Workspace interface {
 	Usage(ctx context.Context, vol string) (WorkspaceUsage, error)
 }
 
+// WorkspaceHealth is a Workspace that can tell why a mounted workspace no
+// longer works where a statfs of its mountpoint still answers: a kernel
+// filesystem whose storage process died goes on answering statfs from
+// its caches. The supervisor asks it, and mounts the workspace again
+// (Mount) when it answers an error.
+type WorkspaceHealth interface {
+	Health(ctx context.Context, vol, mountpoint string) error
+}
+
 // WorkspaceUsage is what a workspace holds.
 type WorkspaceUsage struct {
 	UsedBytes   uint64 `json:"used_bytes"`
@@ -40,6 +49,14 @@ type WorkspaceUsage struct {
 	// ReplicaLagSeconds is the age of the oldest metadata change the
 	// volume's replica lacks; nil when it has no replica.
 	ReplicaLagSeconds *float64 `json:"replica_lag_seconds,omitempty"`
+	// Layout is how the workspace keeps its files: "block" (a kernel
+	// filesystem on a device image in the volume) or "file" (at the
+	// volume's root); empty when the workspace does not say.
+	Layout string `json:"layout,omitempty"`
+	// Incident says what last went wrong under the running workspace and
+	// what was done about it (its storage process died and it was mounted
+	// again), if anything did.
+	Incident string `json:"incident,omitempty"`
 }
 
 // OhmfsWorkspace keeps workspaces as ohmfs file volumes, driven through

@@ -1,0 +1,654 @@
+package computer
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
+
+	"ohm/internal/disk"
+	"ohm/internal/template"
+)
+
+// These tests run the block layout for real: ohmfs volumes mounted by the
+// ohm binary, loop devices, btrfs; the last ones real computers too.
+
+var (
+	ohmOnce sync.Once
+	ohmBin  string
+	ohmErr  error
+)
+
+// ohmBinary is the ohm binary under test: $OHM_BIN, or one built once.
+func ohmBinary(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("OHM_BIN"); p != "" {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return abs
+	}
+	ohmOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ohm-computer-test-")
+		if err != nil {
+			ohmErr = err
+			return
+		}
+		ohmBin = filepath.Join(dir, "ohm")
+		cmd := exec.Command("go", "build", "-o", ohmBin, "ohm/cmd/ohm")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			ohmErr = err
+			ohmBin = string(out)
+		}
+	})
+	if ohmErr != nil {
+		t.Fatalf("build ohm: %v\n%s", ohmErr, ohmBin)
+	}
+	return ohmBin
+}
+
+// requireBlock skips a test that needs root, FUSE, loop devices and btrfs.
+func requireBlock(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loop devices, mounts and FUSE")
+	}
+	for _, p := range []string{"/dev/fuse", "/dev/loop-control"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("needs %s", p)
+		}
+	}
+	if err := disk.Available(disk.Btrfs); err != nil {
+		t.Skipf("needs btrfs: %v", err)
+	}
+}
+
+// computerDir makes a computer directory as the manager lays it out and
+// returns its volume path and workspace mountpoint.
+func computerDir(t *testing.T) (vol, mountpoint string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "c")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mountpoint = filepath.Join(dir, "mnt", "ohm")
+	if err := os.MkdirAll(mountpoint, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "workspace"), mountpoint
+}
+
+// mountsUnder lists the mounts at or below dir.
+func mountsUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Mountpoint+" ("+m.FSType+")")
+	}
+	return out
+}
+
+// loopsOf lists the loop devices whose backing file lies under dir.
+func loopsOf(t *testing.T, dir string) []string {
+	t.Helper()
+	out, err := exec.Command("losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE").Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	var l []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, dir) {
+			l = append(l, line)
+		}
+	}
+	return l
+}
+
+func TestBlockWorkspaceLifecycle(t *testing.T) {
+	requireBlock(t)
+	ctx := context.Background()
+	w := NewBlockWorkspace(ohmBinary(t))
+	vol, mp := computerDir(t)
+	dir := filepath.Dir(vol)
+	t.Cleanup(func() { w.Destroy(context.Background(), vol) })
+
+	began := time.Now()
+	if err := w.Format(ctx, vol); err != nil {
+		t.Fatalf("format: %v", err)
+	}
+	formatted := time.Since(began)
+	if err := w.Mount(ctx, vol, mp); err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	t.Logf("format + mount: %v (format %v)", time.Since(began).Round(time.Millisecond), formatted.Round(time.Millisecond))
+
+	var st unix.Statfs_t
+	if err := unix.Statfs(mp, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type != unix.BTRFS_SUPER_MAGIC {
+		t.Errorf("workspace filesystem type %#x, want btrfs", st.Type)
+	}
+	if size := st.Blocks * uint64(st.Bsize); size < workspaceSize*99/100 || size > workspaceSize {
+		t.Errorf("workspace size %d, want about 1 PiB", size)
+	}
+	if used := (st.Blocks - st.Bfree) * uint64(st.Bsize); used > 16<<20 {
+		t.Errorf("empty workspace uses %d bytes, want a few MiB", used)
+	}
+	ms, _ := mountinfo.GetMounts(mountinfo.SingleEntryFilter(mp))
+	if len(ms) != 1 || ms[0].Source != "ohmfs" {
+		t.Errorf("mount at %s: %+v, want source ohmfs", mp, ms)
+	} else if o := ms[0].Options; !strings.Contains(o, "nosuid") || !strings.Contains(o, "nodev") {
+		t.Errorf("mount at %s has options %q, want nosuid,nodev", mp, o)
+	}
+	var root unix.Stat_t
+	if err := unix.Stat(mp, &root); err != nil || root.Uid != homeUID || root.Gid != homeUID {
+		t.Errorf("workspace root: uid %d gid %d (%v), want %d", root.Uid, root.Gid, err, homeUID)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "vol")); err != nil || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("volume mount %v (%v), want mode 0700", fi, err)
+	}
+	if err := w.Health(ctx, vol, mp); err != nil {
+		t.Errorf("health of a fresh workspace: %v", err)
+	}
+	if s, ok := w.disk(pathsOfVolume(vol)).SpaceStatus(); !ok || s.Err != nil || s.Limit == 0 {
+		t.Errorf("space guard: %+v, %v; want one in force", s, ok)
+	}
+	u, err := w.Usage(ctx, vol)
+	if err != nil || u.Layout != "block" || u.Capacity < workspaceSize*99/100 {
+		t.Errorf("usage %+v (%v), want the block layout of 1 PiB", u, err)
+	}
+
+	data := bytes.Repeat([]byte("ohm block layout\n"), 100000)
+	if err := os.WriteFile(filepath.Join(mp, "file"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	began = time.Now()
+	if err := w.Unmount(ctx, mp); err != nil {
+		t.Fatalf("unmount: %v", err)
+	}
+	t.Logf("unmount: %v", time.Since(began).Round(time.Millisecond))
+	if m := mountsUnder(t, dir); len(m) > 0 {
+		t.Errorf("mounts left after unmount: %v", m)
+	}
+	if l := loopsOf(t, dir); len(l) > 0 {
+		t.Errorf("loop devices left after unmount: %v", l)
+	}
+
+	began = time.Now()
+	if err := w.Mount(ctx, vol, mp); err != nil {
+		t.Fatalf("mount again: %v", err)
+	}
+	t.Logf("mount again: %v", time.Since(began).Round(time.Millisecond))
+	if got, err := os.ReadFile(filepath.Join(mp, "file")); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("file after unmount and mount: %d bytes (%v), want %d", len(got), err, len(data))
+	}
+
+	if err := w.Destroy(ctx, vol); err != nil {
+		t.Fatalf("destroy of a mounted workspace: %v", err)
+	}
+	if m := mountsUnder(t, dir); len(m) > 0 {
+		t.Errorf("mounts left after destroy: %v", m)
+	}
+	if l := loopsOf(t, dir); len(l) > 0 {
+		t.Errorf("loop devices left after destroy: %v", l)
+	}
+	if _, err := os.Stat(vol); !os.IsNotExist(err) {
+		t.Errorf("volume still there after destroy: %v", err)
+	}
+}
+
+func TestBlockWorkspaceOpensFileLayout(t *testing.T) {
+	requireBlock(t)
+	ctx := context.Background()
+	exe := ohmBinary(t)
+	vol, mp := computerDir(t)
+	dir := filepath.Dir(vol)
+	// A workspace made before the block layout: files at the volume's
+	// root, mounted right at the mountpoint, its root given to the user.
+	old := OhmfsWorkspace{Exe: exe}
+	if err := old.Format(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Mount(ctx, vol, mp); err != nil {
+		t.Fatal(err)
+	}
+	if err := ownHome(mp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mp, "old"), []byte("from before"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w := NewBlockWorkspace(exe)
+	t.Cleanup(func() { w.Destroy(context.Background(), vol) })
+	// A daemon with the block layout stops it as it was mounted...
+	if err := w.Unmount(ctx, mp); err != nil {
+		t.Fatalf("unmount of an old mount: %v", err)
+	}
+	if m := mountsUnder(t, dir); len(m) > 0 {
+		t.Fatalf("mounts left: %v", m)
+	}
+	// ...and starts it in the file layout.
+	if err := w.Mount(ctx, vol, mp); err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(mp, "old")); err != nil || string(got) != "from before" {
+		t.Errorf("old file: %q (%v)", got, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(mp, &st); err != nil || st.Type != fuseSuperMagic {
+		t.Errorf("file layout mount type %#x (%v), want FUSE", st.Type, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "vol", imageName)); !os.IsNotExist(err) {
+		t.Errorf("the file layout got a device image: %v", err)
+	}
+	if u, err := w.Usage(ctx, vol); err != nil || u.Layout != "file" {
+		t.Errorf("usage %+v (%v), want the file layout", u, err)
+	}
+	if err := os.WriteFile(filepath.Join(mp, "new"), []byte("after"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Unmount(ctx, mp); err != nil {
+		t.Fatalf("unmount: %v", err)
+	}
+	if err := w.Mount(ctx, vol, mp); err != nil {
+		t.Fatalf("mount again: %v", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(mp, "new")); err != nil || string(got) != "after" {
+		t.Errorf("new file: %q (%v)", got, err)
+	}
+	// A symlink named like the image does not make it the block layout.
+	if err := os.Symlink("/etc/passwd", filepath.Join(mp, imageName)); err != nil {
+		t.Fatal(err)
+	}
+	if block, err := layoutOf(filepath.Join(dir, "vol")); err != nil || block {
+		t.Errorf("layoutOf with a planted symlink: %v, %v; want the file layout", block, err)
+	}
+	if err := w.Unmount(ctx, mp); err != nil {
+		t.Fatalf("unmount: %v", err)
+	}
+}
+
+// mountPID is the pid of the `ohm fs mount` process serving mountpoint.
+func mountPID(t *testing.T, mountpoint string) int {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) >= 5 && args[1] == "fs" && args[2] == "mount" && args[4] == mountpoint {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			return pid
+		}
+	}
+	t.Fatalf("no mount process for %s", mountpoint)
+	return 0
+}
+
+func TestBlockWorkspaceStorageProcessDies(t *testing.T) {
+	requireBlock(t)
+	ctx := context.Background()
+	w := NewBlockWorkspace(ohmBinary(t))
+	vol, mp := computerDir(t)
+	dir := filepath.Dir(vol)
+	t.Cleanup(func() { w.Destroy(context.Background(), vol) })
+	if err := w.Format(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Mount(ctx, vol, mp); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(mp, "synced"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("durable")
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	pid := mountPID(t, filepath.Join(dir, "vol"))
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	deadline := killed.Add(30 * time.Second)
+	for w.Health(ctx, vol, mp) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("health still good 30 s after the storage process died")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	noticed := time.Since(killed)
+	t.Logf("health: %v (noticed after %v)", w.Health(ctx, vol, mp), noticed.Round(time.Millisecond))
+	// What the supervisor does: detach the computer's mount, mount again.
+	began := time.Now()
+	if err := detach(mp); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Mount(ctx, vol, mp); err != nil {
+		t.Fatalf("mount after the storage process died: %v", err)
+	}
+	t.Logf("mounted again in %v", time.Since(began).Round(time.Millisecond))
+	if err := w.Health(ctx, vol, mp); err != nil {
+		t.Errorf("health after mounting again: %v", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(mp, "synced")); err != nil || string(got) != "durable" {
+		t.Errorf("fsynced file after the storage process died: %q (%v)", got, err)
+	}
+	if err := os.WriteFile(filepath.Join(mp, "after"), []byte("x"), 0o644); err != nil {
+		t.Errorf("write after mounting again: %v", err)
+	}
+	if u, err := w.Usage(ctx, vol); err != nil || !strings.Contains(u.Incident, "storage process had died") {
+		t.Errorf("usage %+v (%v), want an incident", u, err)
+	}
+	if err := w.Destroy(ctx, vol); err != nil {
+		t.Fatalf("destroy: %v", err)
+	}
+	if m := mountsUnder(t, dir); len(m) > 0 {
+		t.Errorf("mounts left: %v", m)
+	}
+}
+
+// seedTemplates copies the templates a test machine keeps built into the
+// data directory, so that a real computer does not rebuild one.
+func seedTemplates(t *testing.T, dataDir string) {
+	const cache = "/var/cache/ohm-test/templates"
+	if _, err := os.Stat(filepath.Join(cache, "minimal", "manifest.json")); err != nil {
+		return
+	}
+	os.MkdirAll(filepath.Join(dataDir, "templates"), 0o755)
+	if out, err := exec.Command("cp", "-a", filepath.Join(cache, "minimal"), filepath.Join(dataDir, "templates", "minimal")).CombinedOutput(); err != nil {
+		t.Logf("seed template: %v: %s", err, out)
+	}
+}
+
+// run runs a command in computer name and returns its output.
+func run(t *testing.T, m *Manager, name, command string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code, err := m.Exec(context.Background(), name, ExecOptions{Command: command}, nil, &out, &errb)
+	if err != nil || code != 0 {
+		t.Fatalf("%s: exit %d, %v: %s%s", command, code, err, out.String(), errb.String())
+	}
+	return out.String()
+}
+
+func TestComputerBlockLayout(t *testing.T) {
+	requireBlock(t)
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("needs runc")
+	}
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("needs /bin/busybox for the minimal template")
+	}
+	ctx := context.Background()
+	dataDir := t.TempDir()
+	seedTemplates(t, dataDir)
+	m, err := Open(ctx, Options{DataDir: dataDir, Exe: ohmBinary(t), Templates: template.NewStore(dataDir), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		recs, _ := m.List(context.Background())
+		for _, r := range recs {
+			m.Delete(context.Background(), r.Name)
+		}
+		m.Close()
+	})
+	// The first create may build the template.
+	if _, err := m.tmpl.Ensure(ctx, "minimal", nil); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	if _, err := m.Create(ctx, CreateOptions{Name: "blk", Template: "minimal", DiskSizeMB: 256}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("create: %v", time.Since(began).Round(time.Millisecond))
+	df := run(t, m, "blk", "df -h /home/ohm")
+	f := strings.Fields(strings.Split(strings.TrimSpace(df), "\n")[1])
+	if f[0] != "ohmfs" || f[1] != "1.0P" {
+		t.Errorf("df -h /home/ohm:\n%s\nwant filesystem ohmfs, size 1.0P", df)
+	}
+	run(t, m, "blk", "echo kept > /home/ohm/kept && id -u > /home/ohm/uid")
+	began = time.Now()
+	if err := m.Stop(ctx, "blk"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stop: %v", time.Since(began).Round(time.Millisecond))
+	if l := loopsOf(t, dataDir); len(l) > 0 {
+		t.Errorf("loop devices of a stopped computer: %v", l)
+	}
+	if ms := mountsUnder(t, m.dir("blk")); len(ms) > 0 {
+		t.Errorf("mounts of a stopped computer: %v", ms)
+	}
+	began = time.Now()
+	if err := m.Start(ctx, "blk"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("start: %v", time.Since(began).Round(time.Millisecond))
+	if got := run(t, m, "blk", "cat /home/ohm/kept /home/ohm/uid"); got != "kept\n1000\n" {
+		t.Errorf("after stop and start: %q", got)
+	}
+	info, err := m.Info(ctx, "blk")
+	if err != nil || info.Workspace == nil || info.Workspace.Layout != "block" {
+		t.Errorf("info: %+v (%v), want the block layout", info.Workspace, err)
+	}
+	began = time.Now()
+	if err := m.Delete(ctx, "blk"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("delete: %v", time.Since(began).Round(time.Millisecond))
+	if l := loopsOf(t, dataDir); len(l) > 0 {
+		t.Errorf("loop devices after delete: %v", l)
+	}
+	if ms := mountsUnder(t, dataDir); len(ms) > 0 {
+		t.Errorf("mounts after delete: %v", ms)
+	}
+}
+
+func TestComputerFileLayoutKeepsWorking(t *testing.T) {
+	requireBlock(t)
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("needs runc")
+	}
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("needs /bin/busybox for the minimal template")
+	}
+	ctx := context.Background()
+	dataDir := t.TempDir()
+	seedTemplates(t, dataDir)
+	exe := ohmBinary(t)
+	// A computer made by a daemon of the file layout...
+	m, err := Open(ctx, Options{DataDir: dataDir, Exe: exe, Workspace: OhmfsWorkspace{Exe: exe}, Templates: template.NewStore(dataDir), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Create(ctx, CreateOptions{Name: "old", Template: "minimal", DiskSizeMB: 256}); err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	run(t, m, "old", "echo old > /home/ohm/old")
+	if err := m.Stop(ctx, "old"); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	// ...runs under one of the block layout.
+	m, err = Open(ctx, Options{DataDir: dataDir, Exe: exe, Templates: template.NewStore(dataDir), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		m.Delete(context.Background(), "old")
+		m.Close()
+	})
+	if got := run(t, m, "old", "cat /home/ohm/old; echo new > /home/ohm/new; stat -f -c %t /home/ohm"); !strings.HasPrefix(got, "old\n") || !strings.Contains(got, "65735546") {
+		t.Errorf("old computer: %q, want its file on the file layout (fuse)", got)
+	}
+	if err := m.Stop(ctx, "old"); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, m, "old", "cat /home/ohm/old /home/ohm/new"); got != "old\nnew\n" {
+		t.Errorf("old computer after stop and start: %q", got)
+	}
+	if err := m.Delete(ctx, "old"); err != nil {
+		t.Fatal(err)
+	}
+	if ms := mountsUnder(t, dataDir); len(ms) > 0 {
+		t.Errorf("mounts after delete: %v", ms)
+	}
+}
+
+func TestComputerStorageProcessDies(t *testing.T) {
+	requireBlock(t)
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("needs runc")
+	}
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("needs /bin/busybox for the minimal template")
+	}
+	ctx := context.Background()
+	dataDir := t.TempDir()
+	seedTemplates(t, dataDir)
+	m, err := Open(ctx, Options{DataDir: dataDir, Exe: ohmBinary(t), Templates: template.NewStore(dataDir), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		m.Delete(context.Background(), "dies")
+		m.Close()
+	})
+	if _, err := m.Create(ctx, CreateOptions{Name: "dies", Template: "minimal", DiskSizeMB: 256}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, m, "dies", "echo synced > /home/ohm/synced && sync /home/ohm/synced")
+	var _ WorkspaceHealth = m.ws.(*BlockWorkspace)
+	h := m.ws.(WorkspaceHealth)
+	vol, home := m.volume("dies"), m.home("dies")
+	pid := mountPID(t, filepath.Join(m.dir("dies"), "vol"))
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	for h.Health(ctx, vol, home) == nil {
+		if time.Since(killed) > 30*time.Second {
+			t.Fatal("health still good 30 s after the storage process died")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("noticed after %v: %v", time.Since(killed).Round(time.Millisecond), h.Health(ctx, vol, home))
+	// What the supervisor does with a workspace that answers an error.
+	began := time.Now()
+	unlock := m.lock("dies")
+	err = m.remountWorkspace(ctx, "dies")
+	unlock()
+	if err != nil {
+		t.Fatalf("mount again: %v", err)
+	}
+	t.Logf("mounted again in %v", time.Since(began).Round(time.Millisecond))
+	if got := run(t, m, "dies", "cat /home/ohm/synced; echo after > /home/ohm/after; cat /home/ohm/after; df -h /home/ohm | tail -1"); !strings.HasPrefix(got, "synced\nafter\nohmfs") {
+		t.Errorf("in the computer after mounting again: %q", got)
+	}
+	info, err := m.Info(ctx, "dies")
+	if err != nil || info.Workspace == nil || !strings.Contains(info.Workspace.Incident, "died") {
+		t.Errorf("info: %+v (%v), want the incident", info.Workspace, err)
+	} else {
+		t.Logf("info: %s", info.Workspace.Incident)
+	}
+	if err := m.Stop(ctx, "dies"); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if got := run(t, m, "dies", "cat /home/ohm/synced /home/ohm/after"); got != "synced\nafter\n" {
+		t.Errorf("after stop and start: %q", got)
+	}
+}
+
+// A workspace whose storage process died is stopped (unmounted) without a
+// remount first: nothing is left mounted and the next mount has every
+// fsynced file.
+func TestBlockWorkspaceStopAfterStorageDied(t *testing.T) {
+	requireBlock(t)
+	ctx := context.Background()
+	w := NewBlockWorkspace(ohmBinary(t))
+	vol, mp := computerDir(t)
+	dir := filepath.Dir(vol)
+	t.Cleanup(func() { w.Destroy(context.Background(), vol) })
+	if err := w.Format(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Mount(ctx, vol, mp); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(mp, "synced"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("durable")
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := syscall.Kill(mountPID(t, filepath.Join(dir, "vol")), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for w.Health(ctx, vol, mp) == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	began := time.Now()
+	if err := w.Unmount(ctx, mp); err != nil {
+		t.Fatalf("unmount after the storage process died: %v", err)
+	}
+	t.Logf("unmount of a dead workspace: %v", time.Since(began).Round(time.Millisecond))
+	if m := mountsUnder(t, dir); len(m) > 0 {
+		t.Errorf("mounts left: %v", m)
+	}
+	if err := w.Mount(ctx, vol, mp); err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(mp, "synced")); err != nil || string(got) != "durable" {
+		t.Errorf("fsynced file: %q (%v)", got, err)
+	}
+	if err := w.Unmount(ctx, mp); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPathsOfMount(t *testing.T) {
+	for _, tc := range []struct {
+		mp, dir string
+		ok      bool
+	}{
+		{"/d/computers/a/mnt/ohm", "/d/computers/a", true},
+		{"/d/computers/a/mnt/ohm/", "/d/computers/a", true},
+		{"/d/computers/a/home", "", false},
+		{"/d/computers/a/mnt/x", "", false},
+	} {
+		p, ok := pathsOfMount(tc.mp)
+		if ok != tc.ok || p.dir != tc.dir {
+			t.Errorf("pathsOfMount(%q) = %q, %v; want %q, %v", tc.mp, p.dir, ok, tc.dir, tc.ok)
+		}
+	}
+	if p := pathsOfVolume("/d/computers/a/workspace"); p.dir != "/d/computers/a" || p.home() != "/d/computers/a/mnt/ohm" {
+		t.Errorf("pathsOfVolume: %+v", p)
+	}
+}
