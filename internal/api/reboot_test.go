@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"ohm/internal/computer"
+	ohmmount "ohm/internal/ohmfs/mount"
 )
 
 // managerExec runs command in computer name through m and returns its
@@ -98,8 +99,13 @@ func TestRebootLeavesComputersStopped(t *testing.T) {
 		filepath.Join(opts.DataDir, "computers", name, "vol"),
 		filepath.Join(opts.DataDir, "computers", name, "mnt", "ohm"),
 	} {
+		// The keeper first, so that it starts no new server.
+		rec, _ := ohmmount.Info(mp)
 		if pid := mountPID(t, mp); pid > 0 {
 			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if rec.Server > 0 {
+			syscall.Kill(rec.Server, syscall.SIGKILL)
 		}
 	}
 	// ...and every mount and loop device.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"ohm/client"
+	ohmmount "ohm/internal/ohmfs/mount"
 )
 
 // mountPID finds the `ohm fs mount` process serving mountpoint.
@@ -31,9 +32,11 @@ func mountPID(t *testing.T, mountpoint string) int {
 	return 0
 }
 
-// The workspace's mount process dies (kill -9) under a running computer:
-// the daemon mounts the volume again and the computer, never stopped,
-// reads its fsynced file at /home/ohm again, and writes there.
+// The workspace's storage server dies (kill -9) under a running computer:
+// its keeper starts a new server on the same FUSE connection, and the
+// computer, never stopped and never remounted, reads its fsynced file at
+// /home/ohm again and writes there; a write made right after the kill
+// is kept.
 func TestWorkspaceMountRecovery(t *testing.T) {
 	c, dataDir := startDaemon(t)
 	ctx := context.Background()
@@ -42,10 +45,19 @@ func TestWorkspaceMountRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	mp := filepath.Join(dataDir, "computers", name, "mnt", "ohm")
-	pid := mountPID(t, mp)
-	if pid == 0 {
+	keeper := mountPID(t, mp)
+	if keeper == 0 {
+		mp = filepath.Join(dataDir, "computers", name, "vol")
+		keeper = mountPID(t, mp)
+	}
+	if keeper == 0 {
 		t.Skip("the workspace is not an ohmfs mount (no `ohm fs mount` process)")
 	}
+	rec, ok := ohmmount.Info(mp)
+	if !ok || rec.Server == 0 {
+		t.Fatalf("no server in the mount record of %s: %+v", mp, rec)
+	}
+	pid := rec.Server
 	execOut(t, c, name, "echo hello | dd of=/home/ohm/file conv=fsync 2>/dev/null")
 	initStart := execOut(t, c, name, "cut -d' ' -f22 /proc/1/stat")
 
@@ -53,6 +65,7 @@ func TestWorkspaceMountRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := time.Now()
+	execOut(t, c, name, "echo right-after > /home/ohm/f1")
 	var last string
 	for {
 		var stdout, stderr bytes.Buffer
@@ -71,8 +84,15 @@ func TestWorkspaceMountRecovery(t *testing.T) {
 	if got := execOut(t, c, name, "cut -d' ' -f22 /proc/1/stat"); got != initStart {
 		t.Errorf("the computer restarted: init start time %q, was %q", got, initStart)
 	}
-	if pid2 := mountPID(t, mp); pid2 == 0 || pid2 == pid {
-		t.Errorf("mount process after recovery: %d (the killed one was %d)", pid2, pid)
+	if k := mountPID(t, mp); k != keeper {
+		t.Errorf("the workspace was remounted: mount process %d, was %d", k, keeper)
+	}
+	// The keeper writes the new server into the record once that answers.
+	for rec, _ := ohmmount.Info(mp); rec.Server == 0 || rec.Server == pid || rec.Restarts < 1; rec, _ = ohmmount.Info(mp) {
+		if time.Since(killed) > time.Minute {
+			t.Fatalf("mount record after the kill: %+v (the killed server was %d)", rec, pid)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if got := execOut(t, c, name, "echo again > /home/ohm/f2 && cat /home/ohm/f2 && ls -ld /home/ohm | cut -d' ' -f1"); got != "again\ndrwxr-xr-x\n" {
 		t.Errorf("write after recovery: %q", got)
@@ -84,7 +104,7 @@ func TestWorkspaceMountRecovery(t *testing.T) {
 	if err := c.Start(ctx, name); err != nil {
 		t.Fatal(err)
 	}
-	if got := execOut(t, c, name, "cat /home/ohm/file /home/ohm/f2"); got != "hello\nagain\n" {
+	if got := execOut(t, c, name, "cat /home/ohm/file /home/ohm/f1 /home/ohm/f2"); got != "hello\nright-after\nagain\n" {
 		t.Errorf("after stop and start: %q", got)
 	}
 }

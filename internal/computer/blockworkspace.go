@@ -371,11 +371,6 @@ func (w *BlockWorkspace) openDisk(ctx context.Context, p blockPaths) error {
 	return nil
 }
 
-// workspaceReserve is the host disk space a workspace volume's mount
-// leaves free (`ohm fs mount --reserve`, whose default the volume mounts
-// keep): ohmfs refuses writes that would use it.
-const workspaceReserve = 1 << 30
-
 // guardSpace keeps the btrfs of p below what the host filesystem holding
 // the volume can still take (disk.GuardSpace): a full host then gives
 // EDQUOT in the computer instead of I/O errors that turn the btrfs

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ohm/internal/disk"
+	ohmmount "ohm/internal/ohmfs/mount"
 	"ohm/internal/template"
 )
 
@@ -285,10 +286,17 @@ func TestBlockWorkspaceOpensFileLayout(t *testing.T) {
 	}
 }
 
-// mountPID is the pid of the `ohm fs mount` process serving mountpoint.
-func mountPID(t *testing.T, mountpoint string) int {
+// killStorage kills (-9) the whole storage of mountpoint: its `ohm fs
+// mount` process, the keeper of the FUSE connection, first, so that it
+// cannot start a new server, then the server. A server killed alone is
+// replaced on the same connection and nothing above notices (the mount
+// package's own tests cover that); these tests are about the case where
+// nothing is left to answer, which the supervisor repairs by remounting.
+func killStorage(t *testing.T, mountpoint string) {
 	t.Helper()
+	rec, ok := ohmmount.Info(mountpoint)
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	keeper := 0
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -296,12 +304,21 @@ func mountPID(t *testing.T, mountpoint string) int {
 		}
 		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 		if len(args) >= 5 && args[1] == "fs" && args[2] == "mount" && args[4] == mountpoint {
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-			return pid
+			keeper, _ = strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			break
 		}
 	}
-	t.Fatalf("no mount process for %s", mountpoint)
-	return 0
+	if keeper == 0 {
+		t.Fatalf("no mount process for %s", mountpoint)
+	}
+	if err := syscall.Kill(keeper, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill the keeper of %s: %v", mountpoint, err)
+	}
+	if ok && rec.Server > 0 {
+		if err := syscall.Kill(rec.Server, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
+			t.Fatalf("kill the server of %s: %v", mountpoint, err)
+		}
+	}
 }
 
 func TestBlockWorkspaceStorageProcessDies(t *testing.T) {
@@ -327,10 +344,7 @@ func TestBlockWorkspaceStorageProcessDies(t *testing.T) {
 	}
 	f.Close()
 
-	pid := mountPID(t, filepath.Join(dir, "vol"))
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	killStorage(t, filepath.Join(dir, "vol"))
 	killed := time.Now()
 	deadline := killed.Add(30 * time.Second)
 	for w.Health(ctx, vol, mp) == nil {
@@ -545,10 +559,7 @@ func TestComputerStorageProcessDies(t *testing.T) {
 	var _ WorkspaceHealth = m.ws.(*BlockWorkspace)
 	h := m.ws.(WorkspaceHealth)
 	vol, home := m.volume("dies"), m.home("dies")
-	pid := mountPID(t, filepath.Join(m.dir("dies"), "vol"))
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	killStorage(t, filepath.Join(m.dir("dies"), "vol"))
 	killed := time.Now()
 	for h.Health(ctx, vol, home) == nil {
 		if time.Since(killed) > 30*time.Second {
@@ -608,9 +619,7 @@ func TestBlockWorkspaceStopAfterStorageDied(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	if err := syscall.Kill(mountPID(t, filepath.Join(dir, "vol")), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	killStorage(t, filepath.Join(dir, "vol"))
 	for w.Health(ctx, vol, mp) == nil {
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -85,6 +85,9 @@ func (m *Manager) superviseWorkspace(ctx context.Context, name string) {
 	}
 	home := m.home(name)
 	err := workspaceHealth(home)
+	if h, ok := m.ws.(WorkspaceHealth); ok && err == nil {
+		err = h.Health(ctx, m.volume(name), home)
+	}
 	if err == nil {
 		return
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"ohm/internal/ohmfs/fusefs"
+	"ohm/internal/ohmfs/mount"
 )
 
 var (
@@ -201,6 +202,7 @@ func (v *Volume) Remount(t testing.TB) {
 // Foreground is an `ohm fs mount` process running in the foreground.
 type Foreground struct {
 	Cmd  *exec.Cmd
+	mp   string // its mountpoint
 	done chan struct{}
 	log  *os.File // its stdout and stderr; a file, not a pipe, so that no reader can hang on it
 }
@@ -217,6 +219,11 @@ func (f *Foreground) Output() string {
 // Kill sends SIGKILL to the mount process and waits for it to exit.
 func (f *Foreground) Kill(t testing.TB) {
 	t.Helper()
+	// The mount process is the keeper of the FUSE connection; the server
+	// answering it is a process of its own, which the keeper would
+	// replace. A crash takes both: the keeper first, then the server.
+	rec, _ := mount.Info(f.mp)
+	defer KillServer(t, rec.Server)
 	if err := f.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		select {
 		case <-f.done:
@@ -230,6 +237,35 @@ func (f *Foreground) Kill(t testing.TB) {
 	case <-f.done:
 	case <-time.After(30 * time.Second):
 		t.Fatalf("the mount process (pid %d) did not exit 30 s after SIGKILL", f.Cmd.Process.Pid)
+	}
+}
+
+// KillServer kills (-9) a mount's server process (mount.Record.Server;
+// nothing when pid is 0) and waits until it is gone, as a crash of the
+// host would take it with its keeper.
+func KillServer(t testing.TB, pid int) {
+	t.Helper()
+	if pid <= 0 {
+		return
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return // already gone
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		// Gone, or a zombie waiting for its reaper: either way it
+		// serves nothing any more.
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		if _, rest, ok := strings.Cut(string(b), ") "); ok && strings.HasPrefix(rest, "Z") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mount's server (pid %d) did not exit 30 s after SIGKILL", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -247,7 +283,7 @@ func (v *Volume) MountForeground(t testing.TB) *Foreground {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start ohm fs mount: %v", err)
 	}
-	f := &Foreground{Cmd: cmd, done: make(chan struct{}), log: log}
+	f := &Foreground{Cmd: cmd, mp: v.Dir, done: make(chan struct{}), log: log}
 	go func() { cmd.Wait(); close(f.done) }()
 	t.Cleanup(func() {
 		select {
