@@ -18,6 +18,15 @@ const blockReserve = 4096
 
 // DB is an open metadata database. Its methods are safe for concurrent use;
 // they are serialized internally.
+//
+// Every method takes a context, as callers across the module expect, but
+// most of them do not watch it: a call is a few in-process SQLite
+// statements on memory-resident pages (microseconds, never a network
+// round trip), and interrupting a write halfway would roll back the whole
+// uncommitted tail of the group commit (docs/contracts.md), losing other
+// callers' operations. Only calls that walk the whole database (Check)
+// stop early when ctx is done. The parameter stays so that a backend that
+// can block (a remote database) fits the same signatures.
 type DB struct {
 	mu       sync.Mutex
 	c        *conn
