@@ -20,29 +20,21 @@ func clampIdx(i uint64) int64 {
 func (db *DB) Chunks(ctx context.Context, ino Ino, from, to uint64) ([]Chunk, error) {
 	var out []Chunk
 	err := db.read(func() error {
-		r, err := db.c.query("SELECT idx, len, block_id, inline, used FROM chunks WHERE ino = ? AND idx >= ? AND idx < ? ORDER BY idx",
-			ino, clampIdx(from), clampIdx(to))
-		if err != nil {
-			return err
-		}
-		defer r.close()
-		for {
-			ok, err := r.next()
-			if err != nil || !ok {
-				return err
-			}
-			c := Chunk{
-				Index:   uint64(r.int(0)),
-				Len:     uint32(r.int(1)),
-				BlockID: uint64(r.int(2)),
-				Inline:  r.blob(3),
-				Used:    uint32(r.int(4)),
-			}
-			if len(c.Inline) == 0 {
-				c.Inline = nil
-			}
-			out = append(out, c)
-		}
+		return db.c.each("SELECT idx, len, block_id, inline, used FROM chunks WHERE ino = ? AND idx >= ? AND idx < ? ORDER BY idx",
+			[]any{ino, clampIdx(from), clampIdx(to)}, func(r *rows) error {
+				c := Chunk{
+					Index:   uint64(r.int(0)),
+					Len:     uint32(r.int(1)),
+					BlockID: uint64(r.int(2)),
+					Inline:  r.blob(3),
+					Used:    uint32(r.int(4)),
+				}
+				if len(c.Inline) == 0 {
+					c.Inline = nil
+				}
+				out = append(out, c)
+				return nil
+			})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("chunks of %d: %w", ino, err)
@@ -67,28 +59,19 @@ func (db *DB) dropChunks(ino Ino, from, to uint64, now int64) (uint64, error) {
 	// SELECT then DELETE: DELETE ... RETURNING buffers its rows in an
 	// ephemeral table, which costs more than a second statement, and most
 	// purged files have no chunks at all.
-	r, err := db.c.query("SELECT used, block_id FROM chunks WHERE ino = ? AND idx >= ? AND idx < ?", ino, clampIdx(from), clampIdx(to))
-	if err != nil {
-		return 0, fmt.Errorf("drop chunks of %d: %w", ino, err)
-	}
 	var dropped uint64
 	var blocks []uint64
 	n := 0
-	for ; ; n++ {
-		ok, err := r.next()
-		if err != nil {
-			r.close()
-			return 0, fmt.Errorf("drop chunks of %d: %w", ino, err)
-		}
-		if !ok {
-			break
-		}
-		dropped += uint64(r.int(0))
-		if b := uint64(r.int(1)); b != 0 {
-			blocks = append(blocks, b)
-		}
-	}
-	if err := r.close(); err != nil {
+	err := db.c.each("SELECT used, block_id FROM chunks WHERE ino = ? AND idx >= ? AND idx < ?",
+		[]any{ino, clampIdx(from), clampIdx(to)}, func(r *rows) error {
+			n++
+			dropped += uint64(r.int(0))
+			if b := uint64(r.int(1)); b != 0 {
+				blocks = append(blocks, b)
+			}
+			return nil
+		})
+	if err != nil {
 		return 0, fmt.Errorf("drop chunks of %d: %w", ino, err)
 	}
 	if n == 0 {

@@ -219,20 +219,8 @@ func (db *DB) open() error {
 }
 
 func loadCounters(c *conn) (ctr counters, blockReserved uint64, err error) {
-	r, err := c.query("SELECT name, value FROM counters")
-	if err != nil {
-		return ctr, 0, fmt.Errorf("load counters: %w", err)
-	}
-	defer r.close()
 	seen := 0
-	for {
-		ok, err := r.next()
-		if err != nil {
-			return ctr, 0, fmt.Errorf("load counters: %w", err)
-		}
-		if !ok {
-			break
-		}
+	err = c.each("SELECT name, value FROM counters", nil, func(r *rows) error {
 		name := r.text(0)
 		v := uint64(r.int(1))
 		switch name {
@@ -257,9 +245,13 @@ func loadCounters(c *conn) (ctr counters, blockReserved uint64, err error) {
 		case ctrWALCheckpoint:
 			ctr.walCheckpoint = v
 		default:
-			continue
+			return nil
 		}
 		seen++
+		return nil
+	})
+	if err != nil {
+		return ctr, 0, fmt.Errorf("load counters: %w", err)
 	}
 	if seen != 10 {
 		return ctr, 0, fmt.Errorf("load counters: %d of 10 counters present", seen)
@@ -276,10 +268,7 @@ func (db *DB) Close(ctx context.Context) error {
 	}
 	var err error
 	if !db.readOnly && db.broken == nil {
-		err = db.flushCounters()
-		if err == nil {
-			err = db.c.execScript("COMMIT")
-		}
+		err = db.commitTxLocked()
 		if err == nil {
 			// Another connection (the replica's) may keep the WAL from
 			// being checkpointed at close: make the last commit durable.
@@ -334,15 +323,31 @@ func (db *DB) commitLocked() error {
 // fsynced) and begins the next one. WAL frames are appended in order and
 // chained by checksums, so a crash keeps a prefix of the commits.
 func (db *DB) commitNoSyncLocked() error {
-	if err := db.flushCounters(); err != nil {
-		db.broken = fmt.Errorf("meta: commit failed, uncommitted changes lost: %w", err)
-		return db.broken
+	if err := db.commitTxLocked(); err != nil {
+		return err
 	}
-	if err := db.c.execScript("COMMIT"); err != nil {
+	return db.beginTxLocked()
+}
+
+// commitTxLocked writes the in-memory counters and commits the write
+// transaction, leaving none open. A failure loses the uncommitted tail, so
+// it breaks the DB: every later call fails with it.
+func (db *DB) commitTxLocked() error {
+	err := db.flushCounters()
+	if err == nil {
+		err = db.c.execScript("COMMIT")
+	}
+	if err != nil {
 		db.broken = fmt.Errorf("meta: commit failed, uncommitted changes lost: %w", err)
 		return db.broken
 	}
 	db.committed = db.ctr
+	return nil
+}
+
+// beginTxLocked begins the next long-lived write transaction; without one
+// no call can write, so a failure breaks the DB.
+func (db *DB) beginTxLocked() error {
 	if err := db.c.execScript("BEGIN IMMEDIATE"); err != nil {
 		db.broken = fmt.Errorf("meta: begin transaction: %w", err)
 		return db.broken

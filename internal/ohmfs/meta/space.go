@@ -12,18 +12,10 @@ import (
 func (db *DB) Orphans(ctx context.Context) ([]Ino, error) {
 	var out []Ino
 	err := db.read(func() error {
-		r, err := db.c.query("SELECT ino FROM inodes WHERE nlink = 0")
-		if err != nil {
-			return err
-		}
-		defer r.close()
-		for {
-			ok, err := r.next()
-			if err != nil || !ok {
-				return err
-			}
+		return db.c.each("SELECT ino FROM inodes WHERE nlink = 0", nil, func(r *rows) error {
 			out = append(out, Ino(r.int(0)))
-		}
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list orphans: %w", err)
@@ -87,18 +79,10 @@ func (db *DB) Usage(ctx context.Context) (Usage, error) {
 func (db *DB) FreedBlocks(ctx context.Context, cutoff time.Time) ([]FreedBlock, error) {
 	var out []FreedBlock
 	err := db.read(func() error {
-		r, err := db.c.query("SELECT id, freed_at_ns FROM freed_blocks WHERE freed_at_ns <= ? ORDER BY id", cutoff.UnixNano())
-		if err != nil {
-			return err
-		}
-		defer r.close()
-		for {
-			ok, err := r.next()
-			if err != nil || !ok {
-				return err
-			}
+		return db.c.each("SELECT id, freed_at_ns FROM freed_blocks WHERE freed_at_ns <= ? ORDER BY id", []any{cutoff.UnixNano()}, func(r *rows) error {
 			out = append(out, FreedBlock{ID: uint64(r.int(0)), FreedAt: time.Unix(0, r.int(1))})
-		}
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list freed blocks: %w", err)
@@ -141,18 +125,10 @@ func (db *DB) ForgetFreed(ctx context.Context, ids []uint64) error {
 func (db *DB) ReferencedBlocks(ctx context.Context, fn func(id uint64) error) error {
 	var ids []uint64
 	err := db.read(func() error {
-		r, err := db.c.query("SELECT block_id FROM chunks WHERE block_id != 0 UNION ALL SELECT id FROM packs")
-		if err != nil {
-			return err
-		}
-		defer r.close()
-		for {
-			ok, err := r.next()
-			if err != nil || !ok {
-				return err
-			}
+		return db.c.each("SELECT block_id FROM chunks WHERE block_id != 0 UNION ALL SELECT id FROM packs", nil, func(r *rows) error {
 			ids = append(ids, uint64(r.int(0)))
-		}
+			return nil
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("list referenced blocks: %w", err)

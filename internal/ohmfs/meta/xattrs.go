@@ -103,21 +103,14 @@ func (db *DB) ListXattr(ctx context.Context, ino Ino) ([]string, error) {
 		if _, err := db.getAttr(ino); err != nil {
 			return err
 		}
-		r, err := db.c.query("SELECT name FROM xattrs WHERE ino = ? ORDER BY name", ino)
+		err := db.c.each("SELECT name FROM xattrs WHERE ino = ? ORDER BY name", []any{ino}, func(r *rows) error {
+			names = append(names, r.text(0))
+			return nil
+		})
 		if err != nil {
 			return fmt.Errorf("list xattrs of %d: %w", ino, err)
 		}
-		defer r.close()
-		for {
-			ok, err := r.next()
-			if err != nil {
-				return fmt.Errorf("list xattrs of %d: %w", ino, err)
-			}
-			if !ok {
-				return nil
-			}
-			names = append(names, r.text(0))
-		}
+		return nil
 	})
 	return names, err
 }
