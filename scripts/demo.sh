@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The acceptance script of issue 3, run as written (as root, nothing started
+# The acceptance script (the one tests/acceptance runs), as written (as root, nothing started
 # by hand), then the storage proof: a 100 GiB file in /home/ohm of a computer
 # whose root disk is 10 GiB. Each command is printed before it runs.
 set -euo pipefail

@@ -71,9 +71,16 @@ func NewServer(m *computer.Manager, log *slog.Logger) *Server {
 // MCPPath is where the daemon serves its MCP tools over HTTP.
 const MCPPath = "/mcp"
 
-// MountMCP serves h (the MCP tools, see package mcpserver) at MCPPath. It
-// is not a route of the REST API, so openapi.json does not list it.
-func (s *Server) MountMCP(h http.Handler) { s.mux.Handle(MCPPath, h) }
+// MountMCP serves h (the MCP tools, see package mcpserver) at MCPPath, for
+// the three methods of MCP's streamable HTTP transport. openapi.json
+// documents them, marked as operations the SDKs leave to MCP clients.
+func (s *Server) MountMCP(h http.Handler) {
+	for _, method := range []string{"POST", "GET", "DELETE"} {
+		pattern := method + " " + MCPPath
+		s.routes = append(s.routes, pattern)
+		s.mux.Handle(pattern, h)
+	}
+}
 
 func (s *Server) handle(pattern string, h http.HandlerFunc) {
 	s.routes = append(s.routes, pattern)

@@ -34,6 +34,7 @@ func newTestServer(t *testing.T) (*Server, string) {
 
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	s, _ := newTestServer(t)
+	s.MountMCP(http.NotFoundHandler()) // as Serve always does
 	var doc struct {
 		OpenAPI string                    `json:"openapi"`
 		Paths   map[string]map[string]any `json:"paths"`

@@ -1,6 +1,6 @@
 //go:build linux
 
-// Package acceptance runs the acceptance script of issue 3 end to end with
+// Package acceptance runs the acceptance script end to end with
 // the built ohm binary, as root, in a data directory of its own: create a
 // computer from the coding-agent template, check its two disks, write to
 // the workspace, stop and start it, read it back, get an exit code through,
@@ -185,7 +185,7 @@ func dfLine(t *testing.T, out, mountpoint string) (fs, size, used string) {
 	return
 }
 
-// TestAcceptanceScript is the script of issue 3, as written.
+// TestAcceptanceScript is the acceptance script, as scripts/demo.sh runs it.
 func TestAcceptanceScript(t *testing.T) {
 	setup(t)
 	name := create(t, "--template", "coding-agent", "--disk-size-mb", "10240")
@@ -262,7 +262,7 @@ with open(path, "rb") as f:
 print("wrote and checked %d GiB" % gib)
 EOF`
 
-// storageProof is the storage proof of issue 3 at a given size: a file of
+// storageProof is the storage proof at a given size: a file of
 // gib GiB in /home/ohm of a computer whose root disk is diskMB, which the
 // root disk could never hold.
 func storageProof(t *testing.T, gib, diskMB int) {
@@ -312,7 +312,7 @@ func TestStorageProof(t *testing.T) {
 	storageProof(t, gib, disk)
 }
 
-// TestBadInput checks the CLI's bad input of issue 3: each a clear one-line
+// TestBadInput checks the CLI's bad input: each a clear one-line
 // error and a non-zero exit, nothing left half-created.
 func TestBadInput(t *testing.T) {
 	setup(t)

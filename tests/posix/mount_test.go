@@ -70,7 +70,7 @@ func TestMountProperties(t *testing.T) {
 	}
 }
 
-// TestMountErrors checks the bad input of issue 2: each a one-line error
+// TestMountErrors checks `ohm fs mount`'s bad input: each a one-line error
 // and a non-zero exit, nothing corrupted.
 func TestMountErrors(t *testing.T) {
 	ohmtest.RequireFUSE(t)

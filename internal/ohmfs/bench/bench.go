@@ -63,7 +63,7 @@ func (o Options) runs(part string) bool {
 
 // Target is the largest time ratio to ext4 a step may take.
 type Target struct {
-	Text     string  // as the targets state it
+	Text     string  // as docs/contracts.md states it
 	MaxRatio float64 // time / ext4's time
 }
 

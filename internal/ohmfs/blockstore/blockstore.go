@@ -60,16 +60,24 @@ type Options struct {
 	Compression string
 }
 
-// Store reads and writes blocks. It is safe for concurrent use.
+// Store reads and writes blocks. It is safe for concurrent use. Close
+// stops its background loads.
 type Store struct {
 	objs     objstore.Store
 	compress bool
 	prefetch chan struct{} // semaphore of background loads
 
+	// Background loads (Prefetch) run under bg, which Close cancels, and
+	// are counted in bgWork, which Close waits for: none outlives Close.
+	bg       context.Context
+	bgCancel context.CancelFunc
+	bgWork   sync.WaitGroup
+
 	compressors sync.Pool // *lz4.Compressor, which is not safe for concurrent use
 	bufs        sync.Pool // *[]byte for encoded blocks
 
 	mu       sync.Mutex
+	closed   bool // by Close: no new background loads
 	cache    lru
 	inflight map[uint64]*fetch
 
@@ -82,6 +90,7 @@ type fetch struct {
 	data    []byte
 	err     error
 	noCache bool // the block was deleted while it loaded
+	waiters int  // Gets that joined the load (under Store.mu)
 }
 
 // New returns a Store over objs.
@@ -90,8 +99,11 @@ func New(objs objstore.Store, opts Options) *Store {
 	if capacity == 0 {
 		capacity = DefaultCacheBytes
 	}
+	bg, cancel := context.WithCancel(context.Background())
 	s := &Store{
 		objs:     objs,
+		bg:       bg,
+		bgCancel: cancel,
 		compress: opts.Compression != "none",
 		prefetch: make(chan struct{}, prefetchWorkers),
 		cache:    newLRU(capacity),
@@ -232,6 +244,7 @@ func (s *Store) Get(ctx context.Context, id uint64) ([]byte, error) {
 			return data, nil
 		}
 		if f, ok := s.inflight[id]; ok {
+			f.waiters++
 			s.mu.Unlock()
 			select {
 			case <-f.done:
@@ -285,13 +298,17 @@ func (s *Store) Verify(ctx context.Context, id uint64) error {
 
 // Prefetch starts loading block id into the cache in the background (for
 // readahead); it returns at once. It reports false if every background
-// worker is busy and the request was dropped (the caller may ask again
-// later), true if the block is cached, loading or now queued.
+// worker is busy or the Store is closed and the request was dropped (the
+// caller may ask again later), true if the block is cached, loading or now
+// queued.
 func (s *Store) Prefetch(id uint64) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
 	_, cached := s.cache.items[id]
 	_, loading := s.inflight[id]
-	s.mu.Unlock()
 	if cached || loading {
 		return true
 	}
@@ -300,11 +317,27 @@ func (s *Store) Prefetch(id uint64) bool {
 	default:
 		return false
 	}
+	// Added under mu, so that Close, which sets closed under mu, waits
+	// for every load started before it.
+	s.bgWork.Add(1)
 	go func() {
+		defer s.bgWork.Done()
 		defer func() { <-s.prefetch }()
-		s.Get(context.Background(), id) //nolint:errcheck // a failed prefetch only costs a later Get its own attempt
+		s.Get(s.bg, id) //nolint:errcheck // a failed prefetch only costs a later Get its own attempt
 	}()
 	return true
+}
+
+// Close cancels the background loads Prefetch started and waits for them
+// to return, so that none touches the object store afterwards (an S3
+// volume's lease may be released next). Get, Put and Delete keep working;
+// Prefetch drops every request. Close may be called more than once.
+func (s *Store) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.bgCancel()
+	s.bgWork.Wait()
 }
 
 // Delete removes block id from the store and the cache.

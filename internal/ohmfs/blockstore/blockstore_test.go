@@ -23,7 +23,22 @@ func newTestStore(t testing.TB, opts Options) (*Store, *objstore.FileStore) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(objs, opts), objs
+	s := New(objs, opts)
+	t.Cleanup(s.Close)
+	return s, objs
+}
+
+// waitFor polls cond until it holds, failing the test after a generous
+// deadline (a hang guard, not a timing assertion).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func randomBytes(n int) []byte {
@@ -279,17 +294,13 @@ func TestSharedFetch(t *testing.T) {
 			}
 		}()
 	}
-	// Let the loads pile up behind the first before releasing it.
-	for {
+	// Let the other seven join the first's load before releasing it.
+	waitFor(t, "seven Gets to join the first one's load", func() bool {
 		s.mu.Lock()
-		_, loading := s.inflight[5]
-		s.mu.Unlock()
-		if loading {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(20 * time.Millisecond)
+		defer s.mu.Unlock()
+		f, loading := s.inflight[5]
+		return loading && f.waiters == 7
+	})
 	close(slow.gate)
 	wg.Wait()
 	if n := slow.gets.Load(); n != 1 {
@@ -303,10 +314,10 @@ func TestPrefetch(t *testing.T) {
 	if err := objs.Put(ctx, Key(9), mustEncode(t, text(4096))); err != nil {
 		t.Fatal(err)
 	}
-	s.Prefetch(9)
-	for s.Stats().CacheBytes == 0 {
-		time.Sleep(time.Millisecond)
+	if !s.Prefetch(9) {
+		t.Fatal("Prefetch dropped the only request")
 	}
+	waitFor(t, "the prefetch to fill the cache", func() bool { return s.Stats().CacheBytes > 0 })
 	if _, err := s.Get(ctx, 9); err != nil {
 		t.Fatal(err)
 	}
@@ -384,6 +395,58 @@ func mustEncode(t testing.TB, data []byte) []byte {
 		t.Fatal(err)
 	}
 	return obj
+}
+
+// TestCloseStopsPrefetch checks that Close cancels a background load that
+// is stuck in the object store and returns only after it has, and that
+// Prefetch starts nothing afterwards.
+func TestCloseStopsPrefetch(t *testing.T) {
+	_, objs := newTestStore(t, Options{})
+	stuck := &stuckStore{Store: objs, started: make(chan struct{}, 1)}
+	s := New(stuck, Options{})
+	if !s.Prefetch(3) {
+		t.Fatal("Prefetch dropped the only request")
+	}
+	<-stuck.started
+	closed := make(chan struct{})
+	go func() {
+		s.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close did not return: it does not cancel the background load")
+	}
+	if n := stuck.returned.Load(); n != 1 {
+		t.Fatalf("Close returned with %d of 1 background loads finished", n)
+	}
+	if s.Prefetch(4) {
+		t.Fatal("Prefetch after Close accepted a request")
+	}
+	if n := stuck.gets.Load(); n != 1 {
+		t.Fatalf("the object store saw %d Gets, want only the one from before Close", n)
+	}
+	s.Close() // twice is fine
+}
+
+// stuckStore holds every Get until its context ends, counting those that
+// start and return.
+type stuckStore struct {
+	objstore.Store
+	started        chan struct{}
+	gets, returned atomic.Int64
+}
+
+func (s *stuckStore) Get(ctx context.Context, key string, off, length int64) ([]byte, error) {
+	s.gets.Add(1)
+	select {
+	case s.started <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	s.returned.Add(1)
+	return nil, ctx.Err()
 }
 
 // slowStore holds every Get until gate is closed, counting them.

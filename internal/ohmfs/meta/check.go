@@ -41,26 +41,15 @@ func (db *DB) check(ctx context.Context) ([]Problem, error) {
 		probs = append(probs, Problem{Ino: ino, Detail: fmt.Sprintf(format, args...)})
 	}
 	each := func(query string, fn func(row []any) error, dest ...any) error {
-		r, err := db.c.query(query)
-		if err != nil {
-			return err
-		}
-		defer r.close()
-		for {
-			ok, err := r.next()
-			if err != nil || !ok {
-				return err
-			}
+		return db.c.each(query, nil, func(r *rows) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			if err := r.scan(dest...); err != nil {
 				return err
 			}
-			if err := fn(dest); err != nil {
-				return err
-			}
-		}
+			return fn(dest)
+		})
 	}
 
 	inodes := make(map[Ino]*checkInode)

@@ -18,6 +18,15 @@ const blockReserve = 4096
 
 // DB is an open metadata database. Its methods are safe for concurrent use;
 // they are serialized internally.
+//
+// Every method takes a context, as callers across the module expect, but
+// most of them do not watch it: a call is a few in-process SQLite
+// statements on memory-resident pages (microseconds, never a network
+// round trip), and interrupting a write halfway would roll back the whole
+// uncommitted tail of the group commit (docs/contracts.md), losing other
+// callers' operations. Only calls that walk the whole database (Check)
+// stop early when ctx is done. The parameter stays so that a backend that
+// can block (a remote database) fits the same signatures.
 type DB struct {
 	mu       sync.Mutex
 	c        *conn
@@ -210,20 +219,8 @@ func (db *DB) open() error {
 }
 
 func loadCounters(c *conn) (ctr counters, blockReserved uint64, err error) {
-	r, err := c.query("SELECT name, value FROM counters")
-	if err != nil {
-		return ctr, 0, fmt.Errorf("load counters: %w", err)
-	}
-	defer r.close()
 	seen := 0
-	for {
-		ok, err := r.next()
-		if err != nil {
-			return ctr, 0, fmt.Errorf("load counters: %w", err)
-		}
-		if !ok {
-			break
-		}
+	err = c.each("SELECT name, value FROM counters", nil, func(r *rows) error {
 		name := r.text(0)
 		v := uint64(r.int(1))
 		switch name {
@@ -248,9 +245,13 @@ func loadCounters(c *conn) (ctr counters, blockReserved uint64, err error) {
 		case ctrWALCheckpoint:
 			ctr.walCheckpoint = v
 		default:
-			continue
+			return nil
 		}
 		seen++
+		return nil
+	})
+	if err != nil {
+		return ctr, 0, fmt.Errorf("load counters: %w", err)
 	}
 	if seen != 10 {
 		return ctr, 0, fmt.Errorf("load counters: %d of 10 counters present", seen)
@@ -267,10 +268,7 @@ func (db *DB) Close(ctx context.Context) error {
 	}
 	var err error
 	if !db.readOnly && db.broken == nil {
-		err = db.flushCounters()
-		if err == nil {
-			err = db.c.execScript("COMMIT")
-		}
+		err = db.commitTxLocked()
 		if err == nil {
 			// Another connection (the replica's) may keep the WAL from
 			// being checkpointed at close: make the last commit durable.
@@ -325,15 +323,31 @@ func (db *DB) commitLocked() error {
 // fsynced) and begins the next one. WAL frames are appended in order and
 // chained by checksums, so a crash keeps a prefix of the commits.
 func (db *DB) commitNoSyncLocked() error {
-	if err := db.flushCounters(); err != nil {
-		db.broken = fmt.Errorf("meta: commit failed, uncommitted changes lost: %w", err)
-		return db.broken
+	if err := db.commitTxLocked(); err != nil {
+		return err
 	}
-	if err := db.c.execScript("COMMIT"); err != nil {
+	return db.beginTxLocked()
+}
+
+// commitTxLocked writes the in-memory counters and commits the write
+// transaction, leaving none open. A failure loses the uncommitted tail, so
+// it breaks the DB: every later call fails with it.
+func (db *DB) commitTxLocked() error {
+	err := db.flushCounters()
+	if err == nil {
+		err = db.c.execScript("COMMIT")
+	}
+	if err != nil {
 		db.broken = fmt.Errorf("meta: commit failed, uncommitted changes lost: %w", err)
 		return db.broken
 	}
 	db.committed = db.ctr
+	return nil
+}
+
+// beginTxLocked begins the next long-lived write transaction; without one
+// no call can write, so a failure breaks the DB.
+func (db *DB) beginTxLocked() error {
 	if err := db.c.execScript("BEGIN IMMEDIATE"); err != nil {
 		db.broken = fmt.Errorf("meta: begin transaction: %w", err)
 		return db.broken

@@ -196,23 +196,16 @@ func (db *DB) extents(ino Ino, from, to uint64) ([]Extent, error) {
 	if from > MaxExtentPages-1 {
 		lo = from - (MaxExtentPages - 1)
 	}
-	r, err := db.c.query("SELECT page, n, block, bpage FROM extents WHERE ino = ? AND page >= ? AND page < ? ORDER BY page",
-		ino, clampIdx(lo), clampIdx(to))
-	if err != nil {
-		return nil, err
-	}
-	defer r.close()
 	var out []Extent
-	for {
-		ok, err := r.next()
-		if err != nil || !ok {
-			return out, err
-		}
-		e := Extent{Page: uint64(r.int(0)), N: uint32(r.int(1)), Block: uint64(r.int(2)), BlockPage: uint32(r.int(3))}
-		if e.End() > from {
-			out = append(out, e)
-		}
-	}
+	err := db.c.each("SELECT page, n, block, bpage FROM extents WHERE ino = ? AND page >= ? AND page < ? ORDER BY page",
+		[]any{ino, clampIdx(lo), clampIdx(to)}, func(r *rows) error {
+			e := Extent{Page: uint64(r.int(0)), N: uint32(r.int(1)), Block: uint64(r.int(2)), BlockPage: uint32(r.int(3))}
+			if e.End() > from {
+				out = append(out, e)
+			}
+			return nil
+		})
+	return out, err
 }
 
 // AddPacks records newly stored packs, with nothing referencing them yet:
@@ -398,23 +391,14 @@ func (db *DB) UpdateImage(ctx context.Context, u ImageUpdate) (Attr, error) {
 
 // dropAllExtents unmaps every page of ino (for Purge).
 func (db *DB) dropAllExtents(ino Ino, now int64) error {
-	r, err := db.c.query("SELECT block, sum(n) FROM extents WHERE ino = ? GROUP BY block", ino)
+	touched := make(map[uint64]int64)
+	err := db.c.each("SELECT block, sum(n) FROM extents WHERE ino = ? GROUP BY block", []any{ino}, func(r *rows) error {
+		touched[uint64(r.int(0))] -= r.int(1)
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("extents of %d: %w", ino, err)
 	}
-	touched := make(map[uint64]int64)
-	for {
-		ok, err := r.next()
-		if err != nil {
-			r.close()
-			return fmt.Errorf("extents of %d: %w", ino, err)
-		}
-		if !ok {
-			break
-		}
-		touched[uint64(r.int(0))] -= r.int(1)
-	}
-	r.close()
 	if len(touched) == 0 {
 		return nil
 	}

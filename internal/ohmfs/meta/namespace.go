@@ -661,19 +661,7 @@ func (db *DB) ReadDir(ctx context.Context, ino Ino, offset uint64, plus bool, fn
 					return err
 				}
 			}
-			r, err := db.c.query(q, ino, offset, readDirBatch)
-			if err != nil {
-				return fmt.Errorf("read directory %d: %w", ino, err)
-			}
-			defer r.close()
-			for {
-				ok, err := r.next()
-				if err != nil {
-					return fmt.Errorf("read directory %d: %w", ino, err)
-				}
-				if !ok {
-					return nil
-				}
+			err := db.c.each(q, []any{ino, offset, readDirBatch}, func(r *rows) error {
 				var e DirEntry
 				e.Name = r.text(0)
 				e.Cookie = uint64(r.int(1))
@@ -683,7 +671,12 @@ func (db *DB) ReadDir(ctx context.Context, ino Ino, offset uint64, plus bool, fn
 					e.Attr = &a
 				}
 				batch = append(batch, e)
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("read directory %d: %w", ino, err)
 			}
+			return nil
 		})
 		if err != nil {
 			return err

@@ -1,9 +1,6 @@
 package meta
 
-import (
-	"context"
-	"fmt"
-)
+import "context"
 
 // Quiesce commits the write transaction (as Commit does), runs fn while
 // this DB holds no transaction at all, then begins the next one. Calls made
@@ -22,19 +19,12 @@ func (db *DB) Quiesce(ctx context.Context, fn func() error) error {
 	if db.readOnly {
 		return fn()
 	}
-	if err := db.flushCounters(); err != nil {
-		db.broken = fmt.Errorf("meta: commit failed, uncommitted changes lost: %w", err)
-		return db.broken
+	if err := db.commitTxLocked(); err != nil {
+		return err
 	}
-	if err := db.c.execScript("COMMIT"); err != nil {
-		db.broken = fmt.Errorf("meta: commit failed, uncommitted changes lost: %w", err)
-		return db.broken
-	}
-	db.committed = db.ctr
 	ferr := fn()
-	if err := db.c.execScript("BEGIN IMMEDIATE"); err != nil {
-		db.broken = fmt.Errorf("meta: begin transaction: %w", err)
-		return db.broken
+	if err := db.beginTxLocked(); err != nil {
+		return err
 	}
 	return ferr
 }

@@ -322,6 +322,26 @@ func (r *rows) scan(dest ...any) error {
 	return nil
 }
 
+// each runs query and calls fn on every row in order, stopping at the
+// first error. fn reads the row through r's accessors; r is valid only
+// during the call.
+func (c *conn) each(query string, args []any, fn func(r *rows) error) error {
+	r, err := c.query(query, args...)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	for {
+		ok, err := r.next()
+		if err != nil || !ok {
+			return err
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+}
+
 // queryRow runs query and copies its first row into dest. It reports
 // whether there was a row.
 func (c *conn) queryRow(query string, args []any, dest ...any) (bool, error) {

@@ -106,7 +106,7 @@ func (s *FileStore) put(p string, data []byte) error {
 		return err
 	}
 	ok = true
-	return syncDir(dir)
+	return SyncDir(dir)
 }
 
 // mkdirAllSync creates dir and its missing parents, fsyncing each parent
@@ -127,10 +127,13 @@ func mkdirAllSync(dir string) error {
 		}
 		return err
 	}
-	return syncDir(parent)
+	return SyncDir(parent)
 }
 
-func syncDir(dir string) error {
+// SyncDir fsyncs directory dir, making the entries created or removed in
+// it durable (as a file store does after each Put). The volume and the
+// write-ahead log of device images need the same for their own files.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

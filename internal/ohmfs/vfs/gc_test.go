@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"log"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,16 +50,26 @@ func (s *syncBuffer) String() string {
 }
 
 // TestGCLoopReportsErrors checks that a failing background collection is
-// not silent: it is logged, counted and kept as the last error, and the
-// freed block stays listed so that a later collection deletes it.
+// not silent: it is logged, passed to OnError, counted and kept as the
+// last error, and the freed block stays listed so that a later collection deletes it.
 func TestGCLoopReportsErrors(t *testing.T) {
 	ctx := context.Background()
 	v := openVolume(t, t.TempDir(), true)
 	objs := &failingDeletes{Store: v.objs}
 	objs.failing.Store(true)
 	var logs syncBuffer
+	hooked := make(chan error, 1)
+	onError := func(op string, err error) {
+		if op != "gc" {
+			return
+		}
+		select {
+		case hooked <- err:
+		default:
+		}
+	}
 	fs, err := New(ctx, v.meta, blockstore.New(objs, blockstore.Options{}), 1<<50,
-		Config{GCGrace: -1, GCInterval: 10 * time.Millisecond, Logger: log.New(&logs, "", 0)})
+		Config{GCGrace: -1, GCInterval: 10 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil)), OnError: onError})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +94,14 @@ func TestGCLoopReportsErrors(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), errInjected.Error()) {
 		t.Errorf("log %q does not name the failure", logs.String())
+	}
+	select {
+	case err := <-hooked:
+		if !errors.Is(err, errInjected) {
+			t.Errorf("OnError got %v, want the injected failure", err)
+		}
+	default:
+		t.Error("OnError was not called for the failed collection")
 	}
 	if !freedIDs(t, v)[id] {
 		t.Fatalf("block %d left the freed list although its delete failed", id)

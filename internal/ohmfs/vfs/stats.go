@@ -46,10 +46,14 @@ func (fs *FS) Stats() Stats {
 	}
 }
 
-// report records a failure of background work named op: it is counted,
-// kept as the last error and logged (once a minute while it repeats).
+// report records a failure of background work named op: it goes to
+// OnError, is kept as the last error and logged (once a minute while it
+// repeats), and counted last, so that whoever sees the count sees the rest.
 func (fs *FS) report(op string, err error) {
-	fs.stats.bgErrors.Add(1)
+	defer fs.stats.bgErrors.Add(1)
+	if fs.cfg.OnError != nil {
+		fs.cfg.OnError(op, err)
+	}
 	msg := "ohmfs: " + op + ": " + err.Error()
 	r := &fs.reported
 	r.mu.Lock()
@@ -58,5 +62,5 @@ func (fs *FS) report(op string, err error) {
 		return
 	}
 	r.last, r.loggedAt = msg, time.Now()
-	fs.cfg.Logger.Print(msg)
+	fs.cfg.Logger.Error("ohmfs background work failed", "op", op, "err", err)
 }

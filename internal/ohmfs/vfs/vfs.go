@@ -19,7 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,8 +65,14 @@ type Config struct {
 	FsyncToStore bool
 	// Logger receives the errors of background work that no caller waits
 	// for (the commit loop, garbage collection, deletes of blocks nothing
-	// references). Default log.Default().
-	Logger *log.Logger
+	// references), once a minute while the same error repeats. Default
+	// slog.Default(): a mount's log is its stderr, and a failure nobody
+	// sees is the one thing background work must not do.
+	Logger *slog.Logger
+	// OnError, if set, is called with every such failure (op names the
+	// work, as in the log), unthrottled, for metrics and tests. It runs on
+	// the failing goroutine and must not block.
+	OnError func(op string, err error)
 }
 
 func (c Config) withDefaults() Config {
@@ -97,7 +103,7 @@ func (c Config) withDefaults() Config {
 		c.Reserve = DefaultReserve
 	}
 	if c.Logger == nil {
-		c.Logger = log.Default()
+		c.Logger = slog.Default()
 	}
 	if c.MaxDirty < 4*meta.ChunkSize {
 		c.MaxDirty = 4 * meta.ChunkSize

@@ -84,9 +84,27 @@ func write(t testing.TB, fs *FS, ino meta.Ino, fh Handle, off int64, data []byte
 
 func readAll(t testing.TB, fs *FS, ino meta.Ino, fh Handle) []byte {
 	t.Helper()
-	a, err := fs.GetAttr(context.Background(), ino)
+	out, err := readFile(fs, ino, fh)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+// createFile and readFile are create and readAll for goroutines, which
+// must not fail the test themselves: they return what went wrong.
+func createFile(fs *FS, name string) (meta.Ino, Handle, error) {
+	a, fh, err := fs.Create(context.Background(), root, meta.RootIno, name, 0o644, syscall.O_RDWR)
+	if err != nil {
+		return 0, 0, fmt.Errorf("create %s: %w", name, err)
+	}
+	return a.Ino, fh, nil
+}
+
+func readFile(fs *FS, ino meta.Ino, fh Handle) ([]byte, error) {
+	a, err := fs.GetAttr(context.Background(), ino)
+	if err != nil {
+		return nil, err
 	}
 	buf := make([]byte, a.Size+100)
 	var out []byte
@@ -96,7 +114,7 @@ func readAll(t testing.TB, fs *FS, ino meta.Ino, fh Handle) []byte {
 		piece := buf[:min(len(buf), 1<<20+7)]
 		n, err := fs.Read(context.Background(), ino, fh, off, piece)
 		if err != nil {
-			t.Fatalf("read at %d: %v", off, err)
+			return nil, fmt.Errorf("read at %d: %w", off, err)
 		}
 		if n == 0 {
 			break
@@ -105,9 +123,9 @@ func readAll(t testing.TB, fs *FS, ino meta.Ino, fh Handle) []byte {
 		off += int64(n)
 	}
 	if uint64(len(out)) != a.Size {
-		t.Fatalf("read %d bytes, size %d", len(out), a.Size)
+		return nil, fmt.Errorf("read %d bytes, size %d", len(out), a.Size)
 	}
-	return out
+	return out, nil
 }
 
 func randBytes(n int, seed uint64) []byte {
@@ -676,7 +694,10 @@ func TestConcurrentStress(t *testing.T) {
 		go func() {
 			errs <- func() error {
 				r := rand.New(rand.NewPCG(uint64(g), 3))
-				ino, fh := create(t, fs, fmt.Sprintf("f%d", g))
+				ino, fh, err := createFile(fs, fmt.Sprintf("f%d", g))
+				if err != nil {
+					return err
+				}
 				var want []byte
 				for i := range iters {
 					switch op := r.IntN(10); {
@@ -720,7 +741,10 @@ func TestConcurrentStress(t *testing.T) {
 						}
 					}
 					if r.IntN(8) == 0 {
-						got := readAll(t, fs, ino, fh)
+						got, err := readFile(fs, ino, fh)
+						if err != nil {
+							return fmt.Errorf("file %d op %d: %w", g, i, err)
+						}
 						if !bytes.Equal(got, want) {
 							return fmt.Errorf("file %d op %d: content differs", g, i)
 						}
@@ -729,17 +753,24 @@ func TestConcurrentStress(t *testing.T) {
 				if err := fs.Fsync(ctx, ino, fh, false); err != nil {
 					return err
 				}
-				if got := readAll(t, fs, ino, fh); !bytes.Equal(got, want) {
+				got, err := readFile(fs, ino, fh)
+				if err != nil {
+					return fmt.Errorf("file %d: %w", g, err)
+				}
+				if !bytes.Equal(got, want) {
 					return fmt.Errorf("file %d: final content differs", g)
 				}
 				return fs.Release(ctx, ino, fh)
 			}()
 		}()
 	}
-	for range 4 {
+	for range 4 { // all of them, so that none runs on past the test
 		if err := <-errs; err != nil {
-			t.Fatal(err)
+			t.Error(err)
 		}
+	}
+	if t.Failed() {
+		return
 	}
 	if err := fs.Sync(ctx); err != nil {
 		t.Fatal(err)

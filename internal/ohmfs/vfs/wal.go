@@ -20,6 +20,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"ohm/internal/ohmfs/objstore"
 )
 
 // The write-ahead log of device images (docs/durability.md).
@@ -405,7 +407,7 @@ func (w *wal) newSegment(start uint64) error {
 	}
 	fi, err := f.Stat()
 	if err == nil {
-		err = syncDir(w.dir)
+		err = objstore.SyncDir(w.dir)
 	}
 	if err != nil {
 		f.Close()
@@ -652,17 +654,5 @@ func writeSynced(path string, data []byte) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return objstore.SyncDir(filepath.Dir(path))
 }

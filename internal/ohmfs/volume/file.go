@@ -56,7 +56,7 @@ func (b *fileBackend) format(ctx context.Context, create func(string) error) (un
 		if err := os.MkdirAll(b.dir, 0o755); err != nil {
 			return nil, err
 		}
-		if err := syncDir(filepath.Dir(b.dir)); err != nil {
+		if err := objstore.SyncDir(filepath.Dir(b.dir)); err != nil {
 			return nil, err
 		}
 		created = true
@@ -124,15 +124,3 @@ func (localClaim) lost() bool                            { return false }
 func (localClaim) lostCh() <-chan struct{}               { return nil }
 func (localClaim) abandon()                              {}
 func (localClaim) release(context.Context)               {}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}

@@ -342,11 +342,15 @@ func ensureMeta(ctx context.Context, b backend, path string) error {
 	return nil
 }
 
-// Close commits the metadata, closes it, ships the last changes to the
-// replica and releases the lock (and lease).
+// Close stops the block store's background loads, commits the metadata,
+// closes it, ships the last changes to the replica and releases the lock
+// (and lease): nothing of this volume touches its store after Close.
 func (v *Volume) Close(ctx context.Context) error {
 	if v.lock == nil {
 		return nil
+	}
+	if v.Blocks != nil {
+		v.Blocks.Close()
 	}
 	err := v.Meta.Close(ctx)
 	if v.Replica != nil {

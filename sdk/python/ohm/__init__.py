@@ -32,6 +32,7 @@ from .models import (
     DiskUsage,
     Event,
     FileInfo,
+    FileList,
     Limits,
     ProcessInfo,
     WorkspaceUsage,
@@ -42,7 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Ohm", "AsyncOhm", "Computers", "Computer", "AsyncComputer", "Files", "Process", "AsyncProcess",
     "Shell", "AsyncShell", "CommandStream", "AsyncCommandStream", "CommandResult", "Event",
-    "ComputerInfo", "ProcessInfo", "FileInfo", "DiskUsage", "WorkspaceUsage", "Limits",
+    "ComputerInfo", "ProcessInfo", "FileInfo", "FileList", "DiskUsage", "WorkspaceUsage", "Limits",
     "DEFAULT_DISK_SIZE_MB",
     "OhmError", "BadRequest", "Unauthorized", "NotFound", "Conflict", "AlreadyExists", "WrongState",
     "TooLarge", "ComputerUnreachable", "InternalError", "DaemonUnreachable", "CommandFailed",

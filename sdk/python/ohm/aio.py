@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from ._transport import Canceller, set_canceller
 from .client import Command, CommandStream, Computer, Ohm, Process, Shell, DEFAULT_DISK_SIZE_MB
-from .models import CommandResult, Event, FileInfo
+from .models import CommandResult, Event, FileInfo, FileList
 
 _STOP = object()
 
@@ -339,7 +339,7 @@ class AsyncFiles:
     async def stat(self, path: str, **kw) -> FileInfo:
         return await self._ohm._call(self.sync.stat, path, **kw)
 
-    async def list(self, path: str, **kw) -> List[FileInfo]:
+    async def list(self, path: str, **kw) -> FileList:
         return await self._ohm._call(self.sync.list, path, **kw)
 
     async def exists(self, path: str, **kw) -> bool:

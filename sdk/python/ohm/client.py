@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optio
 from . import _websocket as wsock
 from ._transport import Response, Transport, decode_error, event_data, split_command
 from .errors import OhmError, error_for
-from .models import CommandResult, ComputerInfo, DiskUsage, Event, FileInfo, Limits, ProcessInfo, WorkspaceUsage
+from .models import CommandResult, ComputerInfo, DiskUsage, Event, FileInfo, FileList, Limits, ProcessInfo, WorkspaceUsage
 
 Command = Union[str, Sequence[str]]
 
@@ -735,11 +735,12 @@ class Files:
         """Describes path (a symlink itself, not its target)."""
         return FileInfo.from_wire(self._t().request("GET", self._url("/stat"), query={"path": path, "user": user}).json())
 
-    def list(self, path: str, *, user: Optional[str] = None, limit: Optional[int] = None) -> List[FileInfo]:
+    def list(self, path: str, *, user: Optional[str] = None, limit: Optional[int] = None) -> FileList:
         """The entries of the directory path, sorted by name (at most
-        ``limit``, default 10000)."""
+        ``limit``, default 10000); ``.truncated`` of the result says the
+        directory has more."""
         out = self._t().request("GET", self._url("/list"), query={"path": path, "user": user, "limit": limit}).json()
-        return [FileInfo.from_wire(e) for e in out["entries"]]
+        return FileList((FileInfo.from_wire(e) for e in out["entries"]), truncated=bool(out.get("truncated", False)))
 
     def exists(self, path: str, *, user: Optional[str] = None) -> bool:
         from .errors import NotFound

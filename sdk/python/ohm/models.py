@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 _TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$")
 
@@ -111,6 +111,16 @@ class FileInfo:
             mtime=parse_time(d.get("mtime")),
             link_target=d.get("link_target", ""),
         )
+
+
+class FileList(List[FileInfo]):
+    """A directory listing: a list of FileInfo sorted by name, and
+    ``truncated``, true when the directory has more entries than the
+    listing's limit returned."""
+
+    def __init__(self, entries: Iterable[FileInfo] = (), truncated: bool = False):
+        super().__init__(entries)
+        self.truncated = truncated
 
 
 @dataclass

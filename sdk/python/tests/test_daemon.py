@@ -154,9 +154,14 @@ class _Scenario:
         self.assertEqual((st.type, st.size, st.name), ("file", 2, "a.txt"))
         self.assertTrue(f.exists("/home/ohm/a.txt"))
         self.assertFalse(f.exists("/home/ohm/nope"))
-        names = [e.name for e in f.list("/home/ohm")]
+        listing = f.list("/home/ohm")
+        names = [e.name for e in listing]
         self.assertIn("a.txt", names)
         self.assertEqual(names, sorted(names))
+        self.assertFalse(listing.truncated)
+        one = f.list("/home/ohm", limit=1)
+        self.assertEqual(len(one), 1)
+        self.assertTrue(one.truncated, "a listing cut at its limit must say so")
 
     def test_dirs(self):
         src = os.path.join(self.tmp, "repo")

@@ -16,6 +16,7 @@ import {
   ComputerInfo,
   DiskUsage,
   FileInfo,
+  FileList,
   Limits,
   OutputEvent,
   ProcessInfo,
@@ -780,10 +781,13 @@ export class Files {
     return fileFromWire(await this.t.json("GET", this.url + "/stat", { query: { path: p, user: opts.user } }));
   }
 
-  /** The entries of the directory `path`, sorted by name (at most `limit`, default 10000). */
-  async list(p: string, opts: { user?: string; limit?: number } = {}): Promise<FileInfo[]> {
-    const out = await this.t.json<{ entries: unknown[] }>("GET", this.url + "/list", { query: { path: p, user: opts.user, limit: opts.limit } });
-    return out.entries.map(fileFromWire);
+  /**
+   * The entries of the directory `path`, sorted by name (at most `limit`,
+   * default 10000); `truncated` on the result says the directory has more.
+   */
+  async list(p: string, opts: { user?: string; limit?: number } = {}): Promise<FileList> {
+    const out = await this.t.json<{ entries: unknown[]; truncated?: boolean }>("GET", this.url + "/list", { query: { path: p, user: opts.user, limit: opts.limit } });
+    return Object.assign(out.entries.map(fileFromWire), { truncated: out.truncated === true });
   }
 
   async exists(p: string, opts: { user?: string } = {}): Promise<boolean> {

@@ -55,6 +55,9 @@ export interface FileInfo {
   linkTarget?: string;
 }
 
+/** A directory listing: its entries sorted by name, and whether the directory has more than the listing's limit returned. */
+export type FileList = FileInfo[] & { truncated: boolean };
+
 /** A background process as the daemon reports it. */
 export interface ProcessInfo {
   id: string;

@@ -113,9 +113,14 @@ function scenario(title: string, prefix: string, opts: OhmOptions | undefined, e
       assert.deepEqual([st.type, st.size, st.name], ["file", 2, "a.txt"]);
       assert.equal(await f.exists("/home/ohm/a.txt"), true);
       assert.equal(await f.exists("/home/ohm/nope"), false);
-      const names = (await f.list("/home/ohm")).map((e) => e.name);
+      const listing = await f.list("/home/ohm");
+      const names = listing.map((e) => e.name);
       assert.ok(names.includes("a.txt"));
       assert.deepEqual(names, [...names].sort());
+      assert.equal(listing.truncated, false);
+      const one = await f.list("/home/ohm", { limit: 1 });
+      assert.equal(one.length, 1);
+      assert.equal(one.truncated, true, "a listing cut at its limit must say so");
     });
 
     it("moves directories", async () => {
