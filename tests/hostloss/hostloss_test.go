@@ -28,7 +28,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/sys/unix"
 
-	"ohm/internal/ohmfs/mount"
 	"ohm/internal/s3test"
 	"ohm/tests/internal/ohmtest"
 )
@@ -399,12 +398,11 @@ func TestHostLoss(t *testing.T) {
 	}
 	v.waitCaughtUp(t)
 
-	rec, _ := mount.Info(v.mp)
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	<-p.done
-	ohmtest.KillServer(t, rec.Server)
+	ohmtest.KillServer(t, v.mp)
 	ohmtest.ForceUnmount(v.mp)
 	if err := os.RemoveAll(v.cache); err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ohm/internal/ohmfs/mount"
 	"ohm/internal/ohmfs/vfs"
 	"ohm/tests/internal/ohmtest"
 )
@@ -81,12 +80,11 @@ func (w *imageWriter) check(t *testing.T, mp, when string) {
 // metadata cache and the images' write-ahead log with it).
 func (v *s3Volume) hostLoss(t *testing.T, p *mountProc) {
 	t.Helper()
-	rec, _ := mount.Info(v.mp)
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	<-p.done
-	ohmtest.KillServer(t, rec.Server)
+	ohmtest.KillServer(t, v.mp)
 	ohmtest.ForceUnmount(v.mp)
 	if err := os.RemoveAll(v.cache); err != nil {
 		t.Fatal(err)
@@ -120,12 +118,11 @@ func TestImageFsyncLocal(t *testing.T) {
 	p := v.mount(t)
 	w := newImageWriter(t, v.mp)
 	w.burst(t, 100)
-	rec, _ := mount.Info(v.mp)
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	<-p.done
-	ohmtest.KillServer(t, rec.Server)
+	ohmtest.KillServer(t, v.mp)
 	ohmtest.ForceUnmount(v.mp)
 	w.f.Close()
 

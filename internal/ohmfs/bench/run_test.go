@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -34,7 +33,9 @@ func TestRunLayouts(t *testing.T) {
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Skip("needs python3 for the SQLite step")
 	}
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	// The go command that runs this test is on PATH (make test puts
+	// /usr/local/go/bin there); the toolchain's default place otherwise.
+	goBin := "/usr/local/go/bin/go"
 	if p, err := exec.LookPath("go"); err == nil {
 		goBin = p
 	}

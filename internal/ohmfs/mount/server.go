@@ -51,11 +51,21 @@ func runServer(spec string) int {
 	defer stop()
 	signal.Ignore(syscall.SIGHUP)
 	if err := serve(ctx, job, ready); err != nil {
-		fmt.Fprintf(os.Stderr, "ohm: %v\n", err)
+		// An error before the server answered went to the keeper, which
+		// reports it: printing it here too would say it twice.
+		if !errors.As(err, new(keeperReported)) {
+			fmt.Fprintf(os.Stderr, "ohm: %v\n", err)
+		}
 		return 1
 	}
 	return 0
 }
+
+// keeperReported is an error the server sent to its keeper over the ready
+// pipe, for the keeper to report.
+type keeperReported struct{ error }
+
+func (e keeperReported) Unwrap() error { return e.error }
 
 // serve answers the connection on descriptor 3 until the mount is gone or
 // ctx ends, reporting on ready (and closing it) once it answers.
@@ -64,6 +74,7 @@ func serve(ctx context.Context, job serverJob, ready *os.File) (err error) {
 		if ready != nil {
 			if err != nil {
 				fmt.Fprintf(ready, "%s%v\n", readyError, err)
+				err = keeperReported{err}
 			}
 			ready.Close()
 		}

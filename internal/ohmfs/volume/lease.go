@@ -10,10 +10,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -67,8 +67,21 @@ func (r leaseRecord) deadHere() bool {
 	if r.Boot == "" || r.Boot != boot || r.PIDNS == "" || r.PIDNS != pidns || r.Holder.PID <= 0 {
 		return false
 	}
-	err := syscall.Kill(r.Holder.PID, 0)
-	return errors.Is(err, syscall.ESRCH)
+	return !processRuns(r.Holder.PID)
+}
+
+// processRuns reports whether pid is a process that has not exited. A
+// zombie has: a mount's server killed after its keeper is reparented, and
+// until its new parent reaps it, kill(pid, 0) still finds it, though it
+// holds nothing and writes nothing any more.
+func processRuns(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...; comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
 }
 
 // lease is a held lease on an S3 volume: the claim of the S3 backend.

@@ -66,6 +66,8 @@ class WorkspaceUsage:
     files: int = 0
     capacity_bytes: int = 0
     replica_lag_seconds: Optional[float] = None
+    layout: str = ""  # "block" (a kernel filesystem on an ohmfs image) or "file"
+    incident: str = ""  # what went wrong with its storage and was repaired, if anything
 
     @classmethod
     def from_wire(cls, d: Optional[Mapping[str, Any]]) -> Optional["WorkspaceUsage"]:
@@ -77,6 +79,8 @@ class WorkspaceUsage:
             files=d.get("files", 0),
             capacity_bytes=d.get("capacity_bytes", 0),
             replica_lag_seconds=d.get("replica_lag_seconds"),
+            layout=d.get("layout", ""),
+            incident=d.get("incident", ""),
         )
 
 
@@ -219,6 +223,8 @@ class ComputerInfo:
     env: Dict[str, str] = field(default_factory=dict)
     network: bool = False
     created_at: Optional[_dt.datetime] = None
+    stop_reason: str = ""  # why it last stopped when that was not asked for (its init died)
+    stopped_at: Optional[_dt.datetime] = None
     disk: Optional[DiskUsage] = None
     workspace: Optional[WorkspaceUsage] = None
     limits: Optional[Limits] = None
@@ -236,6 +242,8 @@ class ComputerInfo:
             env=dict(d.get("env") or {}),
             network=d.get("network", False),
             created_at=parse_time(d.get("created_at")),
+            stop_reason=d.get("stop_reason", ""),
+            stopped_at=parse_time(d.get("stopped_at")),
             disk=DiskUsage.from_wire(d.get("disk")),
             workspace=WorkspaceUsage.from_wire(d.get("workspace")),
             limits=Limits.from_wire(d.get("limits")),

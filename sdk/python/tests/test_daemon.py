@@ -72,6 +72,8 @@ class _Scenario:
         self.assertIsNotNone(got.disk)
         self.assertIsNotNone(got.limits)
         self.assertGreater(got.disk.size_bytes, 0)
+        self.assertEqual(got.workspace.layout, "block")
+        self.assertEqual(got.stop_reason, "")
 
     def test_run(self):
         r = self.c.run("echo out; echo err >&2; echo $GREETING; exit 3")

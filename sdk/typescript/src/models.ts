@@ -21,6 +21,10 @@ export interface WorkspaceUsage {
   capacityBytes: number;
   /** Age of the oldest metadata change the replica lacks (undefined without a replica). */
   replicaLagSeconds?: number;
+  /** "block" (a kernel filesystem on an ohmfs image) or "file". */
+  layout?: string;
+  /** What went wrong with its storage and was repaired, if anything. */
+  incident?: string;
 }
 
 /** A computer as the daemon reports it. */
@@ -36,6 +40,9 @@ export interface ComputerInfo {
   env: Record<string, string>;
   network: boolean;
   createdAt?: Date;
+  /** Why it last stopped when that was not asked for (its init died). */
+  stopReason?: string;
+  stoppedAt?: Date;
   /** From get/refresh. */
   disk?: DiskUsage;
   workspace?: WorkspaceUsage;
@@ -110,6 +117,8 @@ export function computerFromWire(d: any): ComputerInfo {
     env: d.env ?? {},
     network: d.network ?? false,
     createdAt: time(d.created_at),
+    stopReason: d.stop_reason || undefined,
+    stoppedAt: time(d.stopped_at),
     disk: d.disk && { sizeBytes: d.disk.size_bytes ?? 0, usedBytes: d.disk.used_bytes ?? 0 },
     workspace: d.workspace && {
       usedBytes: d.workspace.used_bytes ?? 0,
@@ -117,6 +126,8 @@ export function computerFromWire(d: any): ComputerInfo {
       files: d.workspace.files ?? 0,
       capacityBytes: d.workspace.capacity_bytes ?? 0,
       replicaLagSeconds: d.workspace.replica_lag_seconds,
+      layout: d.workspace.layout || undefined,
+      incident: d.workspace.incident || undefined,
     },
     limits: d.limits && { cpus: d.limits.cpus ?? 0, memoryBytes: d.limits.memory_bytes ?? 0, pids: d.limits.pids ?? 0 },
   };

@@ -58,6 +58,8 @@ function scenario(title: string, prefix: string, opts: OhmOptions | undefined, e
       assert.equal(got.diskSizeMb, 256);
       assert.ok(got.disk && got.disk.sizeBytes > 0);
       assert.ok(got.limits);
+      assert.equal(got.workspace?.layout, "block");
+      assert.equal(got.stopReason, undefined);
     });
 
     it("runs commands", async () => {

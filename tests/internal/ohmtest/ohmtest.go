@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,7 +22,6 @@ import (
 	"time"
 
 	"ohm/internal/ohmfs/fusefs"
-	"ohm/internal/ohmfs/mount"
 )
 
 var (
@@ -222,8 +222,7 @@ func (f *Foreground) Kill(t testing.TB) {
 	// The mount process is the keeper of the FUSE connection; the server
 	// answering it is a process of its own, which the keeper would
 	// replace. A crash takes both: the keeper first, then the server.
-	rec, _ := mount.Info(f.mp)
-	defer KillServer(t, rec.Server)
+	defer KillServer(t, f.mp)
 	if err := f.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		select {
 		case <-f.done:
@@ -240,33 +239,46 @@ func (f *Foreground) Kill(t testing.TB) {
 	}
 }
 
-// KillServer kills (-9) a mount's server process (mount.Record.Server;
-// nothing when pid is 0) and waits until it is gone, as a crash of the
-// host would take it with its keeper.
-func KillServer(t testing.TB, pid int) {
+// KillServer kills (-9) the server process of the mount at mountpoint
+// (`ohmfs-server MOUNTPOINT`, started by the mount's keeper) and waits
+// until it is gone, as a crash of the host would take it with its keeper.
+// It finds the server by its command line, not by the mount's record: a
+// foreground mount is up before its keeper has written the record.
+func KillServer(t testing.TB, mountpoint string) {
 	t.Helper()
-	if pid <= 0 {
-		return
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		return // already gone
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		// Gone, or a zombie waiting for its reaper: either way it
-		// serves nothing any more.
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
 		if err != nil {
-			return
+			continue
 		}
-		if _, rest, ok := strings.Cut(string(b), ") "); ok && strings.HasPrefix(rest, "Z") {
-			return
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) < 2 || args[0] != "ohmfs-server" || args[1] != mountpoint {
+			continue
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the mount's server (pid %d) did not exit 30 s after SIGKILL", pid)
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if syscall.Kill(pid, syscall.SIGKILL) != nil {
+			continue // already gone
 		}
-		time.Sleep(10 * time.Millisecond)
+		deadline := time.Now().Add(30 * time.Second)
+		for processRuns(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the server of %s (pid %d) did not exit 30 s after SIGKILL", mountpoint, pid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
+}
+
+// processRuns reports whether pid is a process that has not exited (a
+// zombie waiting for its reaper has).
+func processRuns(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
 }
 
 // MountForeground starts `ohm fs mount` in the foreground (so that the
