@@ -391,6 +391,22 @@ func guardSpace(d *disk.Disk, p blockPaths) error {
 	return nil
 }
 
+// Release lets every disk w holds go without unmounting it (disk.Release),
+// for a daemon that closes while its computers keep running: the next
+// BlockWorkspace, in a new daemon or this process, takes them over.
+func (w *BlockWorkspace) Release() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var errs []error
+	for dir, d := range w.disks {
+		if err := d.Release(); err != nil {
+			errs = append(errs, fmt.Errorf("release the workspace disk of %s: %w", dir, err))
+		}
+		delete(w.disks, dir)
+	}
+	return errors.Join(errs...)
+}
+
 func (w *BlockWorkspace) disk(p blockPaths) *disk.Disk {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -154,7 +154,13 @@ func (m *Manager) Close() error {
 		l.inst.Release()
 	}
 	m.mu.Unlock()
-	return m.reg.close()
+	// The workspaces stay mounted for the computers that keep running; a
+	// layout that holds them open lets them go for the next manager.
+	var err error
+	if r, ok := m.ws.(interface{ Release() error }); ok {
+		err = r.Release()
+	}
+	return errors.Join(err, m.reg.close())
 }
 
 // nameLock serializes the operations on one computer. The manager keeps

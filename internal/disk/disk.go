@@ -622,3 +622,23 @@ func (d *Disk) Close(ctx context.Context) error {
 	errs = append(errs, d.img.Close())
 	return errors.Join(errs...)
 }
+
+// Release lets the disk go without unmounting it: the space guard stops
+// and the image's lock is dropped, so that another Disk (a daemon that
+// replaces this one, or a new manager in this process) can Open and take
+// it over as a disk an earlier process left mounted. The filesystem stays
+// mounted and in use; d is unusable afterwards.
+func (d *Disk) Release() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	if d.guard != nil {
+		d.guard.stop()
+		d.guard = nil
+	}
+	err := d.thawLocked()
+	d.closed = true
+	return errors.Join(err, d.img.Close())
+}

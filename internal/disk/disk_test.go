@@ -91,6 +91,20 @@ func TestLifecycle(t *testing.T) {
 			if _, err := Open(ctx, cfg); !errors.Is(err, ErrInUse) {
 				t.Errorf("second Open: %v, want ErrInUse", err)
 			}
+			// Released (a daemon that closes while its computer runs),
+			// the disk stays mounted and a new Open takes it over.
+			if err := d.Release(); err != nil {
+				t.Fatalf("release: %v", err)
+			}
+			if m, _ := mountedAt(cfg.Mountpoint); m == nil {
+				t.Errorf("not mounted after Release")
+			}
+			if d, err = Open(ctx, cfg); err != nil {
+				t.Fatalf("Open after Release: %v", err)
+			}
+			if got, err := os.ReadFile(filepath.Join(cfg.Mountpoint, "f")); err != nil || !bytes.Equal(got, data) {
+				t.Errorf("after the takeover: %d bytes, %v", len(got), err)
+			}
 			if err := d.Close(ctx); err != nil {
 				t.Fatalf("close: %v", err)
 			}
