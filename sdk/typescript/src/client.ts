@@ -188,6 +188,8 @@ export class Computer implements ComputerInfo {
   env!: Record<string, string>;
   network!: boolean;
   createdAt?: Date;
+  stopReason?: string;
+  stoppedAt?: Date;
   disk?: DiskUsage;
   workspace?: WorkspaceUsage;
   limits?: Limits;
