@@ -79,14 +79,14 @@ func TestServe(t *testing.T) {
 
 	var c net.Conn
 	var err error
-	for range 100 {
+	for deadline := time.Now().Add(10 * time.Second); ; {
 		if c, err = net.Dial("unix", socket); err == nil {
 			break
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent never listened: %v", err)
+		}
 		time.Sleep(10 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
 	}
 	c.Close()
 
@@ -146,15 +146,37 @@ func TestServe(t *testing.T) {
 		})
 	}
 
-	// Shutdown ends the commands still running.
+	// Shutdown ends the commands still running: once the command has said
+	// it runs, the agent is stopped, and the command exits by SIGTERM.
 	c, err = net.Dial("unix", socket)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	payload, _ := json.Marshal(Request{Argv: []string{"sleep", "30"}, User: "root"})
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	payload, _ := json.Marshal(Request{Argv: []string{"sh", "-c", "echo started; exec sleep 30"}, User: "root"})
 	WriteFrame(c, FrameStart, payload)
-	time.Sleep(50 * time.Millisecond)
+	WriteFrame(c, FrameStdinEOF, nil)
+	next := func() (byte, []byte) {
+		t.Helper()
+		typ, p, err := ReadFrame(c)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		if typ == FrameError {
+			t.Fatalf("agent error: %s", p)
+		}
+		return typ, p
+	}
+	var out bytes.Buffer
+	for out.String() != "started\n" {
+		switch typ, p := next(); typ {
+		case FrameStdout:
+			out.Write(p)
+		case FrameExit:
+			t.Fatalf("the command exited before shutdown (stdout %q)", out.String())
+		}
+	}
 	cancel()
 	select {
 	case err := <-done:
@@ -163,5 +185,13 @@ func TestServe(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("agent did not shut down")
+	}
+	for {
+		if typ, p := next(); typ == FrameExit {
+			if code := int(int32(binary.BigEndian.Uint32(p))); code != 128+15 {
+				t.Errorf("the running command exited %d at shutdown, want %d (SIGTERM)", code, 128+15)
+			}
+			break
+		}
 	}
 }

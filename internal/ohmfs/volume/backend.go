@@ -59,9 +59,15 @@ type claim interface {
 	release(ctx context.Context)
 }
 
-// resolve returns the backend of the volume URL url. cacheDir is where an
-// S3 volume keeps its local metadata ("" for the default).
-func resolve(ctx context.Context, url, cacheDir string) (backend, error) {
+// backendOptions are what a backend is resolved with; the zero value gives
+// the defaults.
+type backendOptions struct {
+	cacheDir string      // where an S3 volume keeps its local metadata ("" for the default)
+	lease    LeaseTiming // an S3 volume's lease timing (zero for the defaults)
+}
+
+// resolve returns the backend of the volume URL url.
+func resolve(ctx context.Context, url string, o backendOptions) (backend, error) {
 	scheme, rest, err := objstore.SplitURL(url)
 	if err != nil {
 		return nil, err // it names url
@@ -70,7 +76,7 @@ func resolve(ctx context.Context, url, cacheDir string) (backend, error) {
 	case objstore.SchemeFile:
 		return newFileBackend(rest)
 	case objstore.SchemeS3:
-		return newS3Backend(ctx, url, cacheDir)
+		return newS3Backend(ctx, url, o)
 	default:
 		return nil, fmt.Errorf("volume %s: no backend for scheme %q", url, scheme)
 	}

@@ -26,15 +26,34 @@ import (
 // leaseKey is the object that fences an S3 volume's single writer.
 const leaseKey = "lease"
 
-// Lease timing: a holder renews every leaseRenew and stops writing once
-// leaseTTL minus leaseMargin has passed since its last successful renewal
-// began, so it has stopped before anyone may take the lease over (after
-// leaseTTL, as the object says).
-var (
-	leaseTTL    = 30 * time.Second
-	leaseRenew  = 10 * time.Second
-	leaseMargin = 5 * time.Second
-)
+// LeaseTiming tunes the lease that fences an S3 volume's single writer. A
+// holder renews every Renew and stops writing once TTL minus Margin has
+// passed since its last successful renewal began, so it has stopped before
+// anyone may take the lease over (after TTL, as the lease object says).
+// Zero fields take the defaults (30s, 10s, 5s); tests shorten them.
+type LeaseTiming struct {
+	TTL    time.Duration // how long a renewal keeps the lease; default 30s
+	Renew  time.Duration // how often the holder renews; default 10s
+	Margin time.Duration // how long before TTL the holder stops writing; default 5s
+}
+
+// withDefaults fills the zero fields of t and checks that a holder renews
+// before it must stop writing, and stops before the lease expires.
+func (t LeaseTiming) withDefaults() (LeaseTiming, error) {
+	if t.TTL == 0 {
+		t.TTL = 30 * time.Second
+	}
+	if t.Renew == 0 {
+		t.Renew = 10 * time.Second
+	}
+	if t.Margin == 0 {
+		t.Margin = 5 * time.Second
+	}
+	if t.TTL < 0 || t.Renew < 0 || t.Margin < 0 || t.Margin >= t.TTL || t.Renew >= t.TTL-t.Margin {
+		return t, fmt.Errorf("lease timing TTL %v, renew %v, margin %v: want 0 < margin < TTL and 0 < renew < TTL-margin", t.TTL, t.Renew, t.Margin)
+	}
+	return t, nil
+}
 
 // leaseRecord is the content of the lease object.
 type leaseRecord struct {
@@ -89,6 +108,7 @@ type lease struct {
 	s      *objstore.S3Store
 	key    string
 	url    string
+	timing LeaseTiming // with defaults filled
 	rec    leaseRecord
 	etag   string
 	cond   bool // the server honours If-Match / If-None-Match
@@ -104,14 +124,18 @@ var errLeaseConflict = errors.New("lease changed hands")
 
 // acquireLease takes the lease of the S3 volume at url for h, or fails with
 // a *BusyError if another holder's lease has not expired.
-func acquireLease(ctx context.Context, url string, s *objstore.S3Store, h Holder) (*lease, error) {
+func acquireLease(ctx context.Context, url string, s *objstore.S3Store, h Holder, timing LeaseTiming) (*lease, error) {
+	timing, err := timing.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("lease of volume %s: %w", url, err)
+	}
 	var raw [12]byte
 	rand.Read(raw[:])
 	host, _ := os.Hostname()
 	h.PID = os.Getpid()
 	h.Since = time.Now().UTC().Truncate(time.Second)
 	l := &lease{
-		s: s, key: s.Prefix() + leaseKey, url: url, cond: true,
+		s: s, key: s.Prefix() + leaseKey, url: url, cond: true, timing: timing,
 		rec:    leaseRecord{ID: hex.EncodeToString(raw[:]), Host: host, Holder: h},
 		goneCh: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -161,7 +185,7 @@ func (l *lease) read(ctx context.Context) (leaseRecord, string, error) {
 // gets a plain write followed by a read-back check.
 func (l *lease) write(ctx context.Context, etag string) error {
 	start := time.Now()
-	l.rec.Expires = start.Add(leaseTTL).UTC()
+	l.rec.Expires = start.Add(l.timing.TTL).UTC()
 	b, _ := json.Marshal(l.rec)
 	in := &s3.PutObjectInput{Bucket: aws.String(l.s.Bucket()), Key: aws.String(l.key), Body: bytes.NewReader(b)}
 	if l.cond {
@@ -181,7 +205,7 @@ func (l *lease) write(ctx context.Context, etag string) error {
 				// condition: the lease may well be ours as written.
 				if cur, tag, rerr := l.read(ctx); rerr == nil && cur.ID == l.rec.ID && cur.Expires.Equal(l.rec.Expires) {
 					l.etag = tag
-					l.valid.Store(start.Add(leaseTTL - leaseMargin).UnixNano())
+					l.valid.Store(start.Add(l.timing.TTL - l.timing.Margin).UnixNano())
 					return nil
 				}
 				return errLeaseConflict
@@ -205,13 +229,13 @@ func (l *lease) write(ctx context.Context, etag string) error {
 		newTag = tag
 	}
 	l.etag = newTag
-	l.valid.Store(start.Add(leaseTTL - leaseMargin).UnixNano())
+	l.valid.Store(start.Add(l.timing.TTL - l.timing.Margin).UnixNano())
 	return nil
 }
 
 func (l *lease) loop() {
 	defer close(l.done)
-	t := time.NewTicker(leaseRenew)
+	t := time.NewTicker(l.timing.Renew)
 	defer t.Stop()
 	for {
 		select {
@@ -222,7 +246,7 @@ func (l *lease) loop() {
 		if l.gone.Load() {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), leaseRenew)
+		ctx, cancel := context.WithTimeout(context.Background(), l.timing.Renew)
 		err := l.write(ctx, l.etag)
 		cancel()
 		if errors.Is(err, errLeaseConflict) || time.Now().UnixNano() > l.valid.Load() {

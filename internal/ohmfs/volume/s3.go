@@ -20,14 +20,15 @@ type s3Backend struct {
 	url      string
 	s        *objstore.S3Store
 	cacheDir string // the local directory, if given; else DefaultCacheRoot/<uuid>
+	lease    LeaseTiming
 }
 
-func newS3Backend(ctx context.Context, url, cacheDir string) (*s3Backend, error) {
+func newS3Backend(ctx context.Context, url string, o backendOptions) (*s3Backend, error) {
 	s, err := objstore.NewS3(ctx, url, objstore.S3Options{})
 	if err != nil {
 		return nil, err // it names url
 	}
-	return &s3Backend{url: url, s: s, cacheDir: cacheDir}, nil
+	return &s3Backend{url: url, s: s, cacheDir: o.cacheDir, lease: o.lease}, nil
 }
 
 func (b *s3Backend) objects() objstore.Store { return b.s }
@@ -80,7 +81,7 @@ func (b *s3Backend) stale(ctx context.Context, path string) (bool, error) {
 }
 
 func (b *s3Backend) claim(ctx context.Context, h Holder) (claim, error) {
-	return acquireLease(ctx, b.url, b.s, h)
+	return acquireLease(ctx, b.url, b.s, h, b.lease)
 }
 
 // remoteHolder reads the lease: a holder whose lease has not expired.

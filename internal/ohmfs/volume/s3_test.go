@@ -24,11 +24,9 @@ import (
 
 func TestMain(m *testing.M) { s3test.Main(m) }
 
-func shortLease(t *testing.T) {
-	ttl, renew, margin := leaseTTL, leaseRenew, leaseMargin
-	leaseTTL, leaseRenew, leaseMargin = 3*time.Second, 500*time.Millisecond, time.Second
-	t.Cleanup(func() { leaseTTL, leaseRenew, leaseMargin = ttl, renew, margin })
-}
+// shortLease is a lease timing that lets a test wait out a lost host's
+// lease in seconds.
+var shortLease = LeaseTiming{TTL: 3 * time.Second, Renew: 500 * time.Millisecond, Margin: time.Second}
 
 // abandon simulates the death of the host holding v: nothing is closed or
 // flushed, the lease is left to expire, and the host ships nothing more.
@@ -46,13 +44,12 @@ func abandon(v *Volume) {
 // clean.
 func TestS3HostLoss(t *testing.T) {
 	srv := s3test.Shared(t)
-	shortLease(t)
 	ctx := context.Background()
 	url := "s3://" + srv.NewBucket(t) + "/ws/demo"
 	if err := Format(ctx, url, FormatOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	v, err := Open(ctx, url, OpenOptions{CacheDir: filepath.Join(t.TempDir(), "host1")})
+	v, err := Open(ctx, url, OpenOptions{CacheDir: filepath.Join(t.TempDir(), "host1"), Lease: shortLease})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +118,7 @@ func TestS3HostLoss(t *testing.T) {
 	host2 := filepath.Join(t.TempDir(), "host2")
 	var v2 *Volume
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		v2, err = Open(ctx, url, OpenOptions{CacheDir: host2})
+		v2, err = Open(ctx, url, OpenOptions{CacheDir: host2, Lease: shortLease})
 		if err == nil {
 			break
 		}

@@ -100,7 +100,7 @@ type FormatOptions struct {
 // Format creates a new, empty volume at url. It refuses a location that
 // already holds a volume or any other files.
 func Format(ctx context.Context, url string, opts FormatOptions) error {
-	b, err := resolve(ctx, url, "")
+	b, err := resolve(ctx, url, backendOptions{})
 	if err != nil {
 		return err
 	}
@@ -215,6 +215,9 @@ type OpenOptions struct {
 	// DefaultCacheRoot/<uuid>. A missing database there is restored from
 	// the replica.
 	CacheDir string
+	// Lease tunes an S3 volume's lease (zero fields for the defaults);
+	// ignored for a file volume.
+	Lease LeaseTiming
 }
 
 // Volume is an open volume, held with the single-writer lock until Close.
@@ -242,7 +245,7 @@ type Volume struct {
 // the holder's pid and mountpoint) if another process has it open, and with
 // ErrNotVolume if url holds no volume.
 func Open(ctx context.Context, url string, opts OpenOptions) (*Volume, error) {
-	b, err := resolve(ctx, url, opts.CacheDir)
+	b, err := resolve(ctx, url, backendOptions{cacheDir: opts.CacheDir, lease: opts.Lease})
 	if err != nil {
 		return nil, err
 	}
@@ -398,7 +401,7 @@ func Inspect(ctx context.Context, url string) (Status, error) {
 // other fields are ignored). An S3 volume whose local metadata is missing is
 // read from a scratch restore of its replica.
 func InspectWith(ctx context.Context, url string, opts OpenOptions) (Status, error) {
-	b, err := resolve(ctx, url, opts.CacheDir)
+	b, err := resolve(ctx, url, backendOptions{cacheDir: opts.CacheDir})
 	if err != nil {
 		return Status{}, err
 	}
@@ -488,7 +491,7 @@ func Fsck(ctx context.Context, url string) ([]meta.Problem, error) {
 
 // FsckVolume is Fsck with options and a fuller report.
 func FsckVolume(ctx context.Context, url string, opts FsckOptions) (*FsckReport, error) {
-	b, err := resolve(ctx, url, opts.CacheDir)
+	b, err := resolve(ctx, url, backendOptions{cacheDir: opts.CacheDir})
 	if err != nil {
 		return nil, err
 	}
@@ -584,7 +587,7 @@ type GCOptions struct {
 // the default.
 func GCWith(ctx context.Context, url string, opts GCOptions) (GCResult, error) {
 	grace := opts.Grace
-	b, err := resolve(ctx, url, opts.CacheDir)
+	b, err := resolve(ctx, url, backendOptions{cacheDir: opts.CacheDir})
 	if err != nil {
 		return GCResult{}, err
 	}
@@ -615,7 +618,7 @@ func (v *Volume) gc(ctx context.Context, grace time.Duration) (GCResult, error) 
 // volume is open, and with ErrNotVolume (removing nothing) if url holds no
 // volume.
 func Destroy(ctx context.Context, url string) error {
-	b, err := resolve(ctx, url, "")
+	b, err := resolve(ctx, url, backendOptions{})
 	if err != nil {
 		return err
 	}
