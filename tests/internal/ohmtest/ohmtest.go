@@ -253,7 +253,9 @@ func KillServer(t testing.TB, mountpoint string) {
 			continue
 		}
 		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) < 2 || args[0] != "ohmfs-server" || args[1] != mountpoint {
+		// The server, and the writeback helper it starts: a crash takes
+		// every process of the mount.
+		if len(args) < 2 || (args[0] != "ohmfs-server" && args[0] != "ohmfs-writeback") || args[1] != mountpoint {
 			continue
 		}
 		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
