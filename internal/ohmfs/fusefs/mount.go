@@ -95,25 +95,9 @@ const maxWrite = 1 << 20
 // (*Mounted).Close; ctx bounds the setup only. Mounting needs
 // CAP_SYS_ADMIN.
 func Mount(ctx context.Context, vol *volume.Volume, mountpoint string, opts Options) (*Mounted, error) {
-	mp := filepath.Clean(mountpoint)
-	dir, err := openMountpoint(mp)
+	fd, dev, mp, err := attach(mountpoint, opts)
 	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
-	}
-	defer dir.Close()
-	if fstype, ok, err := mountedOn(dir); err != nil {
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
-	} else if ok {
-		return nil, fmt.Errorf("mount %s: %w (%s already mounted there)", mountpoint, ErrBusy, fstype)
-	}
-	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
-	}
-	dev, err := mountFUSE(fd, dir, opts)
-	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+		return nil, err
 	}
 	m, err := serve(ctx, vol, mp, dev, fd, nil, opts)
 	if err != nil {

@@ -42,27 +42,38 @@ type Conn struct {
 // in the connection for the first server (Resume with no init). Undo with
 // Detach of the mountpoint.
 func Attach(mountpoint string, opts Options) (*Conn, error) {
-	mp := filepath.Clean(mountpoint)
+	fd, dev, mp, err := attach(mountpoint, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{File: os.NewFile(uintptr(fd), "/dev/fuse"), Dev: dev, Mountpoint: mp}, nil
+}
+
+// attach mounts a new FUSE connection at mountpoint, through a descriptor
+// of the mountpoint (mountpoint.go), and returns its /dev/fuse descriptor,
+// its device and the cleaned mountpoint. Nothing serves it yet.
+func attach(mountpoint string, opts Options) (fd int, dev uint64, mp string, err error) {
+	mp = filepath.Clean(mountpoint)
 	dir, err := openMountpoint(mp)
 	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+		return -1, 0, "", fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	defer dir.Close()
 	if fstype, ok, err := mountedOn(dir); err != nil {
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+		return -1, 0, "", fmt.Errorf("mount %s: %w", mountpoint, err)
 	} else if ok {
-		return nil, fmt.Errorf("mount %s: %w (%s already mounted there)", mountpoint, ErrBusy, fstype)
+		return -1, 0, "", fmt.Errorf("mount %s: %w (%s already mounted there)", mountpoint, ErrBusy, fstype)
 	}
-	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	fd, err = unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+		return -1, 0, "", fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	dev, err := mountFUSE(fd, dir, opts)
+	dev, err = mountFUSE(fd, dir, opts)
 	if err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+		return -1, 0, "", fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	return &Conn{File: os.NewFile(uintptr(fd), "/dev/fuse"), Dev: dev, Mountpoint: mp}, nil
+	return fd, dev, mp, nil
 }
 
 // Resume serves vol on the FUSE connection whose /dev/fuse descriptor is
