@@ -3,9 +3,8 @@ package api
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,23 +12,19 @@ import (
 
 	"ohm/client"
 	ohmmount "ohm/internal/ohmfs/mount"
+	"ohm/internal/proc"
 )
 
 // mountPID finds the `ohm fs mount` process serving mountpoint.
 func mountPID(t *testing.T, mountpoint string) int {
 	t.Helper()
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		if bytes.Contains(b, []byte("\x00fs\x00mount\x00")) && bytes.Contains(b, []byte("\x00"+mountpoint+"\x00")) {
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-			return pid
-		}
+	pids := proc.Find(func(argv []string) bool {
+		return len(argv) >= 5 && argv[1] == "fs" && argv[2] == "mount" && slices.Contains(argv[3:], mountpoint)
+	})
+	if len(pids) == 0 {
+		return 0
 	}
-	return 0
+	return pids[0]
 }
 
 // The workspace's storage server dies (kill -9) under a running computer:

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +17,7 @@ import (
 
 	"ohm/internal/disk"
 	ohmmount "ohm/internal/ohmfs/mount"
+	"ohm/internal/proc"
 	"ohm/internal/template"
 )
 
@@ -295,23 +295,13 @@ func TestBlockWorkspaceOpensFileLayout(t *testing.T) {
 func killStorage(t *testing.T, mountpoint string) {
 	t.Helper()
 	rec, ok := ohmmount.Info(mountpoint)
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	keeper := 0
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) >= 5 && args[1] == "fs" && args[2] == "mount" && args[4] == mountpoint {
-			keeper, _ = strconv.Atoi(filepath.Base(filepath.Dir(p)))
-			break
-		}
-	}
-	if keeper == 0 {
+	keepers := proc.Find(func(argv []string) bool {
+		return len(argv) >= 5 && argv[1] == "fs" && argv[2] == "mount" && argv[4] == mountpoint
+	})
+	if len(keepers) == 0 {
 		t.Fatalf("no mount process for %s", mountpoint)
 	}
-	if err := syscall.Kill(keeper, syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(keepers[0], syscall.SIGKILL); err != nil {
 		t.Fatalf("kill the keeper of %s: %v", mountpoint, err)
 	}
 	if ok && rec.Server > 0 {

@@ -15,6 +15,7 @@ import (
 
 	"ohm/internal/ohmfs/fusefs"
 	"ohm/internal/ohmfs/volume"
+	"ohm/internal/proc"
 )
 
 // serveEnv makes the test binary a serving process: Serve of the Config
@@ -121,7 +122,7 @@ func TestServeUnmount(t *testing.T) {
 	if err := Unmount(context.Background(), c.Mountpoint, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if processAlive(cmd.Process.Pid) {
+	if proc.Running(cmd.Process.Pid) {
 		t.Fatal("Unmount returned while the serving process was still running")
 	}
 	if err := cmd.Wait(); err != nil {

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
+
+	"ohm/internal/proc"
 )
 
 // RunDir holds one small JSON file per live mount, naming the process
@@ -62,26 +62,8 @@ func readRecord(mountpoint string) (Record, bool) {
 	return rec, true
 }
 
-// processAlive reports whether pid is a live process (not a zombie).
-func processAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// pid (comm) state ...; comm may hold spaces and parentheses.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) {
-		return false
-	}
-	return s[i+2] != 'Z' && s[i+2] != 'X'
-}
-
 // alive reports whether the keeper or the server of the record runs.
-func (rec Record) alive() bool { return processAlive(rec.PID) || processAlive(rec.Server) }
+func (rec Record) alive() bool { return proc.Running(rec.PID) || proc.Running(rec.Server) }
 
 // Info returns the record of the live mount at mountpoint (absolute):
 // its keeper and server processes, and how many servers were started

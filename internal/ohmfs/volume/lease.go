@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +20,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"ohm/internal/ohmfs/objstore"
+	"ohm/internal/proc"
 )
 
 // leaseKey is the object that fences an S3 volume's single writer.
@@ -86,21 +86,7 @@ func (r leaseRecord) deadHere() bool {
 	if r.Boot == "" || r.Boot != boot || r.PIDNS == "" || r.PIDNS != pidns || r.Holder.PID <= 0 {
 		return false
 	}
-	return !processRuns(r.Holder.PID)
-}
-
-// processRuns reports whether pid is a process that has not exited. A
-// zombie has: a mount's server killed after its keeper is reparented, and
-// until its new parent reaps it, kill(pid, 0) still finds it, though it
-// holds nothing and writes nothing any more.
-func processRuns(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// pid (comm) state ...; comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+	return !proc.Running(r.Holder.PID)
 }
 
 // lease is a held lease on an S3 volume: the claim of the S3 backend.

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"ohm/internal/ohmfs/fusefs"
+	"ohm/internal/proc"
 )
 
 var (
@@ -246,41 +246,23 @@ func (f *Foreground) Kill(t testing.TB) {
 // foreground mount is up before its keeper has written the record.
 func KillServer(t testing.TB, mountpoint string) {
 	t.Helper()
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		// The server, and the writeback helper it starts: a crash takes
-		// every process of the mount.
-		if len(args) < 2 || (args[0] != "ohmfs-server" && args[0] != "ohmfs-writeback") || args[1] != mountpoint {
-			continue
-		}
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+	// The server, and the writeback helper it starts: a crash takes
+	// every process of the mount.
+	pids := proc.Find(func(argv []string) bool {
+		return len(argv) >= 2 && (argv[0] == "ohmfs-server" || argv[0] == "ohmfs-writeback") && argv[1] == mountpoint
+	})
+	for _, pid := range pids {
 		if syscall.Kill(pid, syscall.SIGKILL) != nil {
 			continue // already gone
 		}
 		deadline := time.Now().Add(30 * time.Second)
-		for processRuns(pid) {
+		for proc.Running(pid) {
 			if time.Now().After(deadline) {
 				t.Fatalf("the server of %s (pid %d) did not exit 30 s after SIGKILL", mountpoint, pid)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-}
-
-// processRuns reports whether pid is a process that has not exited (a
-// zombie waiting for its reaper has).
-func processRuns(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
 }
 
 // MountForeground starts `ohm fs mount` in the foreground (so that the
