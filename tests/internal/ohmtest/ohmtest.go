@@ -247,20 +247,24 @@ func (f *Foreground) Kill(t testing.TB) {
 func KillServer(t testing.TB, mountpoint string) {
 	t.Helper()
 	// The server, and the writeback helper it starts: a crash takes
-	// every process of the mount.
-	pids := proc.Find(func(argv []string) bool {
+	// every process of the mount. A server killed while it starts its
+	// helper may leave one the first look missed, so look again until
+	// none is left.
+	match := func(argv []string) bool {
 		return len(argv) >= 2 && (argv[0] == "ohmfs-server" || argv[0] == "ohmfs-writeback") && argv[1] == mountpoint
-	})
-	for _, pid := range pids {
-		if syscall.Kill(pid, syscall.SIGKILL) != nil {
-			continue // already gone
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for pids := proc.Find(match); len(pids) > 0; pids = proc.Find(match) {
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL) // an error: already gone
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for proc.Running(pid) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the server of %s (pid %d) did not exit 30 s after SIGKILL", mountpoint, pid)
+		for _, pid := range pids {
+			for proc.Running(pid) {
+				if time.Now().After(deadline) {
+					t.Fatalf("a process of the mount at %s (pid %d) did not exit 30 s after SIGKILL", mountpoint, pid)
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
-			time.Sleep(10 * time.Millisecond)
 		}
 	}
 }
