@@ -3,11 +3,11 @@ package computer
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
+
+	"ohm/internal/filecopy"
 )
 
 // copySkel copies the template's skeleton home directory (its /etc/skel:
@@ -47,7 +47,7 @@ func copySkel(skel, home string) error {
 				return err
 			}
 		case d.Type().IsRegular():
-			if err := copyNew(p, dst, info.Mode().Perm()); err != nil {
+			if err := filecopy.New(p, dst, info.Mode().Perm()); err != nil && !errors.Is(err, os.ErrExist) {
 				return err
 			}
 		default:
@@ -58,25 +58,4 @@ func copySkel(skel, home string) error {
 		}
 		return nil
 	})
-}
-
-// copyNew copies src to dst unless dst exists.
-func copyNew(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
-	if errors.Is(err, os.ErrExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"ohm/internal/agent"
+	"ohm/internal/filecopy"
 )
 
 // TestMain makes the test binary double as the agent: the tests bind it
@@ -96,11 +97,7 @@ func buildRootfs(t *testing.T) string {
 
 func copyFile(t *testing.T, src, dst string, perm os.FileMode) {
 	t.Helper()
-	data, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, data, perm); err != nil {
+	if err := filecopy.New(src, dst, perm); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -3,11 +3,12 @@ package template
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"ohm/internal/filecopy"
 
 	"golang.org/x/sys/unix"
 )
@@ -50,7 +51,7 @@ func buildMinimal(ctx context.Context, _ *Store, root string, p *progressWriter)
 			return err
 		}
 	}
-	if err := copyFile(busyboxPath, filepath.Join(root, "bin", "busybox"), 0o755); err != nil {
+	if err := filecopy.New(busyboxPath, filepath.Join(root, "bin", "busybox"), 0o755); err != nil {
 		return fmt.Errorf("copy busybox: %w", err)
 	}
 	n := 0
@@ -89,21 +90,4 @@ func buildMinimal(ctx context.Context, _ *Store, root string, p *progressWriter)
 		}
 	}
 	return nil
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

@@ -13,7 +13,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"ohm/internal/filecopy"
 	"ohm/tests/internal/ohmtest"
 )
 
@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 			defer os.RemoveAll(dir)
 			os.Chmod(dir, 0o755)
 			selfCopy = filepath.Join(dir, "posix.test")
-			if err := copyFile(selfCopy, mustExecutable(), 0o755); err != nil {
+			if err := filecopy.New(mustExecutable(), selfCopy, 0o755); err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
 			}
@@ -72,23 +72,6 @@ func mustExecutable() string {
 		panic(err)
 	}
 	return p
-}
-
-func copyFile(dst, src string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // identity is who a table runs as.
