@@ -102,6 +102,19 @@ func copyFile(t *testing.T, src, dst string, perm os.FileMode) {
 	}
 }
 
+// eventually polls cond until it holds or timeout passes, and says which.
+// Tests wait on what they can observe with it, never on a fixed sleep.
+func eventually(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
 // newSpec returns the spec of a fresh computer with its disk created.
 func newSpec(t *testing.T, name string, diskMB int) Spec {
 	t.Helper()
@@ -280,16 +293,14 @@ func TestSandbox(t *testing.T) {
 		// discard hands the freed blocks back: the image becomes sparse
 		// again (the kernel discards a moment after the commit).
 		var alloc int64
-		for range 100 {
+		eventually(30*time.Second, func() bool {
 			var st syscall.Stat_t
 			if err := syscall.Stat(spec.paths().image, &st); err != nil {
 				t.Fatal(err)
 			}
-			if alloc = st.Blocks * 512; alloc < 16<<20 {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			alloc = st.Blocks * 512
+			return alloc < 16<<20
+		})
 		if alloc >= 16<<20 {
 			t.Errorf("image still allocates %d MiB after the file was removed", alloc>>20)
 		}
@@ -325,9 +336,15 @@ func TestSandbox(t *testing.T) {
 			t.Errorf("exit code %d, want %d", r.code, 128+9)
 		}
 		// The whole process group is gone, not just the shell.
-		time.Sleep(100 * time.Millisecond)
-		if r := sh(t, s, "", "ps -o comm= | grep -c sleep"); strings.TrimSpace(r.stdout) != "0" {
-			t.Errorf("sleep processes left: %q", r.stdout)
+		// The kill is sent before the exit code answers; the processes
+		// may take a moment to be gone.
+		var left string
+		eventually(30*time.Second, func() bool {
+			left = strings.TrimSpace(sh(t, s, "", "ps -o comm= | grep -c sleep").stdout)
+			return left == "0"
+		})
+		if left != "0" {
+			t.Errorf("sleep processes left: %q", left)
 		}
 	})
 
