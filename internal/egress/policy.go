@@ -121,7 +121,7 @@ func normalizeHost(h string) (string, error) {
 		return "", bad("an address, not a name (allow it with --allow-cidr)")
 	}
 	rest, wild := strings.CutPrefix(n, "*.")
-	if rest == "" {
+	if rest == "" || n == "*" {
 		return "", bad("a wildcard needs a domain after \"*.\"")
 	}
 	if len(rest) > 253 {
