@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -88,6 +89,42 @@ func (n *testNet) serveHTTP(t *testing.T, addr, body string) {
 	t.Cleanup(func() { srv.Close() })
 }
 
+// serveLines accepts TCP connections on addr:9090 inside the test
+// namespace and sends each line it reads to the channel it returns.
+func (n *testNet) serveLines(t *testing.T, addr string) <-chan string {
+	t.Helper()
+	fd, err := unix.Open("/run/netns/"+n.name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var ln net.Listener
+	if err := inNetns(fd, func() (err error) {
+		ln, err = net.Listen("tcp4", addr+":9090")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	lines := make(chan string, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					lines <- sc.Text()
+				}
+			}()
+		}
+	}()
+	return lines
+}
+
 // testDNS is a resolver on the host's loopback that knows names.
 func testDNS(t *testing.T, names map[string]string) string {
 	t.Helper()
@@ -146,6 +183,7 @@ func TestEgress(t *testing.T) {
 	allowedIP, otherIP := tn.ips[0], tn.ips[1]
 	tn.serveHTTP(t, allowedIP, "allowed")
 	tn.serveHTTP(t, otherIP, "other")
+	lines := tn.serveLines(t, otherIP)
 	resolver := testDNS(t, map[string]string{
 		"allowed.test":      allowedIP,
 		"a.wild.test":       allowedIP,
@@ -323,6 +361,89 @@ func TestEgress(t *testing.T) {
 		if r, _ := get("allowed.test"); r.code != 0 || r.stdout != "allowed" {
 			t.Errorf("GET allowed.test back on the list: %+v", r)
 		}
+	})
+	t.Run("open connections follow a change", func(t *testing.T) {
+		allowOther, _ := egress.ParsePolicy(nil, []string{otherIP + "/32"})
+		if err := s.SetEgress(allowOther); err != nil {
+			t.Fatal(err)
+		}
+		// One connection, fed line by line: each line waits for a file
+		// the test makes after changing the policy.
+		script := fmt.Sprintf(`rm -f /tmp/go1 /tmp/go2; mkfifo /tmp/lines
+			nc %s 9090 </tmp/lines & exec 3>/tmp/lines
+			echo one >&3
+			while [ ! -e /tmp/go1 ]; do sleep 0.05; done; echo two >&3
+			while [ ! -e /tmp/go2 ]; do sleep 0.05; done; echo three >&3
+			wait`, otherIP)
+		done := make(chan result, 1)
+		go func() {
+			var out, errb strings.Builder
+			code, _ := s.Exec(context.Background(), ExecRequest{Argv: []string{"sh", "-c", script}, Timeout: 30 * time.Second}, nil, &out, &errb)
+			done <- result{out.String(), errb.String(), code}
+		}()
+		next := func(want string) {
+			t.Helper()
+			select {
+			case got := <-lines:
+				if got != want {
+					t.Errorf("server read %q, want %q", got, want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("server never read %q", want)
+			}
+		}
+		next("one")
+		// Still allowed (a host added): the connection goes on.
+		still, _ := egress.ParsePolicy([]string{"allowed.test"}, []string{otherIP + "/32"})
+		if err := s.SetEgress(still); err != nil {
+			t.Fatal(err)
+		}
+		sh(t, s, "ohm", "touch /tmp/go1")
+		next("two")
+		// No longer allowed: its next packet is refused (reset).
+		gone, _ := egress.ParsePolicy([]string{"allowed.test"}, nil)
+		if err := s.SetEgress(gone); err != nil {
+			t.Fatal(err)
+		}
+		sh(t, s, "ohm", "touch /tmp/go2")
+		// nc ends only when the connection does (its input stays open);
+		// otherwise the command's timeout kills the script.
+		var r result
+		select {
+		case r = <-done:
+			if r.code >= 128 {
+				t.Errorf("the connection was not cut: %+v", r)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the connection was not cut")
+		}
+		select {
+		case got := <-lines:
+			t.Errorf("server read %q after the connection's address left the list (script %+v)", got, r)
+		default:
+		}
+	})
+	t.Run("rules outlive the daemon's proxy; attach brings DNS back", func(t *testing.T) {
+		pol, _ := egress.ParsePolicy([]string{"allowed.test"}, nil)
+		if err := s.SetEgress(pol); err != nil {
+			t.Fatal(err)
+		}
+		s.Release() // the daemon goes away
+		r, d := get(otherIP)
+		mustRefuse(t, "GET "+otherIP+" with no daemon", r, d)
+		if got := resolves("allowed.test"); got != "" {
+			t.Errorf("resolved %s with no proxy", got)
+		}
+		s2, err := Attach(context.Background(), s.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s = s2
+		if r, _ := get("allowed.test"); r.code != 0 || r.stdout != "allowed" {
+			t.Errorf("GET allowed.test after attach: %+v", r)
+		}
+		r, d = get(otherIP)
+		mustRefuse(t, "GET "+otherIP+" after attach", r, d)
 	})
 	t.Run("no list: anywhere but the host", func(t *testing.T) {
 		if err := s.SetEgress(egress.Policy{}); err != nil {
