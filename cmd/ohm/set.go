@@ -11,10 +11,16 @@ import (
 	"ohm/client"
 )
 
-// addAllowFlags adds the egress allow-list flags (create and set).
+// addAllowFlags adds the egress allow-list flags of create.
 func addAllowFlags(f *pflag.FlagSet, hosts, cidrs *[]string) {
 	f.StringArrayVar(hosts, "allow-host", nil, "limit the network to this host name: exact (pypi.org) or *.example.org for the names under it (repeatable; implies --network)")
 	f.StringArrayVar(cidrs, "allow-cidr", nil, "limit the network to this address range, e.g. 198.51.100.0/24 (repeatable; implies --network)")
+}
+
+// addSetAllowFlags adds the egress allow-list flags of set.
+func addSetAllowFlags(f *pflag.FlagSet, hosts, cidrs *[]string) {
+	f.StringArrayVar(hosts, "allow-host", nil, "replace the allowed host names: exact (pypi.org) or *.example.org (repeatable; '' clears the list)")
+	f.StringArrayVar(cidrs, "allow-cidr", nil, "replace the allowed address ranges, e.g. 198.51.100.0/24 (repeatable; '' clears the list)")
 }
 
 func newComputerSetCmd(connect connectFunc) *cobra.Command {
@@ -57,7 +63,7 @@ reaches anywhere but the host.`,
 		},
 	}
 	f := cmd.Flags()
-	addAllowFlags(f, &hosts, &cidrs)
+	addSetAllowFlags(f, &hosts, &cidrs)
 	f.BoolVar(&asJSON, "json", false, "print the computer as JSON")
 	return cmd
 }
