@@ -3,6 +3,7 @@ package egress
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"slices"
 	"sync"
@@ -57,9 +58,13 @@ type Firewall struct {
 	mu      sync.Mutex
 	policy  Policy
 	host    []netip.Addr // the host's own addresses, always refused
-	gen     uint32       // conntrack mark of connections allowed under policy
 	learned map[netip.Addr]*learnedAddr
 }
+
+// adoptedName stands for the names of addresses learned by an earlier
+// process (Adopt), which the kernel's sets do not keep: they stay allowed
+// under the policy they were learned under only.
+const adoptedName = ""
 
 // learnedAddr is an address a DNS answer for allowed names let through.
 type learnedAddr struct {
@@ -86,15 +91,50 @@ func (f *Firewall) AllowsName(name string) bool {
 	return f.policy.AllowsName(name)
 }
 
+// Adopt takes over the table an earlier process (the daemon before a
+// restart) installed for p: the addresses it had learned from DNS stay
+// allowed, for what is left of their time, as long as the policy stays p.
+// Call it before the first Apply; a namespace without the table adopts
+// nothing.
+func (f *Firewall) Adopt(p Policy) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.conn()
+	if err != nil {
+		return err
+	}
+	t := table()
+	if _, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet); err != nil {
+		return nil // none to adopt
+	}
+	now := time.Now()
+	for _, v6 := range []bool{false, true} {
+		elems, err := c.GetSetElements(dnsSet(t, v6))
+		if err != nil {
+			continue // an older table without the set
+		}
+		for _, e := range elems {
+			a, ok := netip.AddrFromSlice(e.Key)
+			if !ok || e.Expires <= 0 {
+				continue
+			}
+			f.learned[a.Unmap()] = &learnedAddr{names: map[string]bool{adoptedName: true}, until: now.Add(e.Expires)}
+		}
+	}
+	f.policy = p
+	return nil
+}
+
 // Apply replaces the namespace's table with one enforcing p, refusing
 // host (the host's own addresses) whatever p says, in one transaction:
-// there is no moment without rules. Connections opened under the previous
+// there is no moment without rules. Connections opened under another
 // policy are checked again against p at their next packet; addresses
 // learned from DNS stay allowed if a name they answered is still allowed.
 func (f *Firewall) Apply(p Policy, host []netip.Addr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := time.Now()
+	same := generation(p) == generation(f.policy)
 	kept := map[netip.Addr]*learnedAddr{}
 	for a, l := range f.learned {
 		if l.until.Before(now) {
@@ -102,7 +142,7 @@ func (f *Firewall) Apply(p Policy, host []netip.Addr) error {
 		}
 		names := map[string]bool{}
 		for n := range l.names {
-			if p.AllowsName(n) {
+			if n == adoptedName && same || n != adoptedName && p.AllowsName(n) {
 				names[n] = true
 			}
 		}
@@ -110,12 +150,28 @@ func (f *Firewall) Apply(p Policy, host []netip.Addr) error {
 			kept[a] = &learnedAddr{names: names, until: l.until}
 		}
 	}
-	gen := f.gen + 1
-	if err := f.install(p, host, gen, kept, now); err != nil {
+	if err := f.install(p, host, generation(p), kept, now); err != nil {
 		return fmt.Errorf("egress rules: %w", err)
 	}
-	f.policy, f.host, f.gen, f.learned = p, slices.Clone(host), gen, kept
+	f.policy, f.host, f.learned = p, slices.Clone(host), kept
 	return nil
+}
+
+// generation is the conntrack mark of connections allowed under p: a hash
+// of p, so that the same policy installed again (a daemon restart, a
+// change that changes nothing) keeps its open connections without
+// checking them again, and any other policy checks them. Never 0, the
+// mark of connections no rule marked.
+func generation(p Policy) uint32 {
+	h := fnv.New32a()
+	for _, l := range [][]string{p.Hosts, p.CIDRs} {
+		for _, e := range l {
+			h.Write([]byte(e))
+			h.Write([]byte{0})
+		}
+		h.Write([]byte{1})
+	}
+	return max(h.Sum32(), 1)
 }
 
 // SetHost replaces the host's own addresses (they change: DHCP, a new

@@ -46,8 +46,10 @@ type egressState struct {
 }
 
 // startEgress installs spec's policy in the network namespace of the
-// computer whose init is pid and starts its DNS proxy.
-func startEgress(spec Spec, pid int) (*egressState, error) {
+// computer whose init is pid and starts its DNS proxy. With adopt (an
+// attach) the table an earlier daemon installed is taken over: what it
+// learned from DNS stays allowed.
+func startEgress(spec Spec, pid int, adopt bool) (*egressState, error) {
 	nsfd, err := openNetns(pid)
 	if err != nil {
 		return nil, fmt.Errorf("egress: %w", err)
@@ -63,6 +65,12 @@ func startEgress(spec Spec, pid int) (*egressState, error) {
 	if err != nil {
 		unix.Close(nsfd)
 		return nil, fmt.Errorf("egress: %w", err)
+	}
+	if adopt {
+		if err := e.fw.Adopt(spec.Egress); err != nil {
+			unix.Close(nsfd)
+			return nil, fmt.Errorf("egress: %w", err)
+		}
 	}
 	if err := e.fw.Apply(spec.Egress, host); err != nil {
 		unix.Close(nsfd)

@@ -431,6 +431,9 @@ func TestEgress(t *testing.T) {
 		if err := s.SetEgress(pol); err != nil {
 			t.Fatal(err)
 		}
+		if got := resolves("allowed.test"); got != allowedIP {
+			t.Fatalf("allowed.test resolves to %q", got)
+		}
 		s.Release() // the daemon goes away
 		r, d := get(otherIP)
 		mustRefuse(t, "GET "+otherIP+" with no daemon", r, d)
@@ -442,6 +445,10 @@ func TestEgress(t *testing.T) {
 			t.Fatal(err)
 		}
 		s = s2
+		// Learned before the restart, still allowed without a lookup.
+		if r, _ := get(allowedIP); r.code != 0 || r.stdout != "allowed" {
+			t.Errorf("GET %s (learned before the restart) after attach: %+v", allowedIP, r)
+		}
 		if r, _ := get("allowed.test"); r.code != 0 || r.stdout != "allowed" {
 			t.Errorf("GET allowed.test after attach: %+v", r)
 		}

@@ -182,7 +182,7 @@ func (s *Sandbox) start(ctx context.Context) error {
 		if err := startNetwork(p, st.Pid); err != nil {
 			return err
 		}
-		eg, err := startEgress(s.spec, st.Pid)
+		eg, err := startEgress(s.spec, st.Pid, false)
 		if err != nil {
 			return err
 		}
@@ -214,7 +214,7 @@ func Attach(ctx context.Context, spec Spec) (*Sandbox, error) {
 	}
 	s := &Sandbox{spec: spec, p: p}
 	if spec.Network {
-		eg, err := startEgress(spec, st.Pid)
+		eg, err := startEgress(spec, st.Pid, true)
 		if err != nil {
 			return nil, fmt.Errorf("attach %s: %w", spec.Name, err)
 		}
