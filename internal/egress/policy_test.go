@@ -170,6 +170,20 @@ func TestProxy(t *testing.T) {
 			if _, ok := asked.Load("evil.test"); ok {
 				t.Error("a refused name reached the upstream")
 			}
+			if network == "tcp" {
+				// Two queries on one connection, as glibc asks A and AAAA.
+				conn, err := c.Dial(addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				for i := 0; i < 2; i++ {
+					q.SetQuestion("www.allowed.test.", dns.TypeA)
+					if r, _, err := c.ExchangeWithConn(q, conn); err != nil || r.Rcode != dns.RcodeSuccess {
+						t.Errorf("query %d on one connection: %v %v", i, r, err)
+					}
+				}
+			}
 		})
 	}
 }

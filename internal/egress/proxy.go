@@ -96,8 +96,9 @@ func (p *Proxy) Close() error {
 }
 
 // ServeDNS answers one query.
+// A TCP connection stays open for the client's next query (glibc sends A
+// and AAAA on one).
 func (p *Proxy) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
-	defer w.Close()
 	reply := func(code int) {
 		m := new(dns.Msg)
 		m.SetRcode(r, code)
