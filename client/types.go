@@ -81,6 +81,11 @@ type Computer struct {
 	// it died inside and the daemon stopped it. It stays after a restart.
 	StopReason string    `json:"stop_reason,omitempty"`
 	StoppedAt  time.Time `json:"stopped_at,omitzero"` // when it last stopped
+	// AllowHosts and AllowCIDRs are the egress allow list: with either
+	// set, the computer reaches only these host names ("pypi.org",
+	// "*.example.org") and address ranges; the host itself never.
+	AllowHosts []string `json:"allow_hosts,omitempty"`
+	AllowCIDRs []string `json:"allow_cidrs,omitempty"`
 }
 
 // Limits are the resource limits in force for a computer: read back from
@@ -127,6 +132,11 @@ type CreateRequest struct {
 	// Network gives the computer outbound access beyond its loopback
 	// (through slirp4netns; the host's own loopback stays out of reach).
 	Network bool `json:"network,omitempty"`
+	// AllowHosts and AllowCIDRs limit the network to these host names
+	// (exact, or "*.example.org" for the names under it) and address
+	// ranges; either implies Network.
+	AllowHosts []string `json:"allow_hosts,omitempty"`
+	AllowCIDRs []string `json:"allow_cidrs,omitempty"`
 }
 
 // ExecRequest is the body of POST /v1/computers/{name}/exec (and the first

@@ -43,7 +43,7 @@ type daemon struct {
 	api *Server
 }
 
-func startDaemonServer(t *testing.T) daemon {
+func startDaemonServer(t *testing.T, options ...func(*computer.Options)) daemon {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (sandboxes, loop devices, mounts)")
@@ -62,6 +62,9 @@ func startDaemonServer(t *testing.T) daemon {
 		// TODO(d2): drop once `ohm fs format` has landed everywhere.
 		t.Logf("ohm fs format not available: workspace is a plain directory")
 		opts.Workspace = computer.DirWorkspace{}
+	}
+	for _, o := range options {
+		o(&opts)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m, err := computer.Open(ctx, opts)

@@ -32,6 +32,8 @@ func wireRecord(r computer.Record) client.Computer {
 		CreatedAt:  r.CreatedAt,
 		StopReason: r.StopReason,
 		StoppedAt:  r.StoppedAt,
+		AllowHosts: r.AllowHosts,
+		AllowCIDRs: r.AllowCIDRs,
 	}
 }
 

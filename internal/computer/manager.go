@@ -56,6 +56,9 @@ type Options struct {
 	Workspace Workspace // default: NewBlockWorkspace(Exe)
 	Templates Templates // default: template.NewStore(DataDir)
 	Logf      func(format string, args ...any)
+	// Resolvers are the DNS servers ("host:port") computers' DNS proxies
+	// forward allowed names to; empty means the host's.
+	Resolvers []string
 
 	sandboxes sandboxes // default: internal/sandbox; tests inject failures
 }
@@ -70,6 +73,8 @@ type Manager struct {
 	tmpl    Templates
 	rt      sandboxes
 	logf    func(format string, args ...any)
+	// resolvers: Options.Resolvers
+	resolvers []string
 
 	mu      sync.Mutex           // guards the fields below and name choice
 	locks   map[string]*nameLock // per computer, while in use
@@ -100,15 +105,16 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	m := &Manager{
-		dataDir: opts.DataDir,
-		exe:     opts.Exe,
-		ws:      opts.Workspace,
-		tmpl:    opts.Templates,
-		rt:      opts.sandboxes,
-		logf:    opts.Logf,
-		locks:   map[string]*nameLock{},
-		running: map[string]*live{},
-		closing: make(chan struct{}),
+		dataDir:   opts.DataDir,
+		exe:       opts.Exe,
+		ws:        opts.Workspace,
+		tmpl:      opts.Templates,
+		rt:        opts.sandboxes,
+		logf:      opts.Logf,
+		resolvers: opts.Resolvers,
+		locks:     map[string]*nameLock{},
+		running:   map[string]*live{},
+		closing:   make(chan struct{}),
 	}
 	if m.exe == "" {
 		exe, err := os.Executable()
@@ -327,6 +333,8 @@ func (m *Manager) spec(rec Record, templateRoot string) sandbox.Spec {
 		PIDs:         rec.PIDs,
 		Env:          env,
 		Network:      rec.Network,
+		Egress:       egressOf(rec),
+		Resolvers:    m.resolvers,
 		AgentBinary:  m.exe,
 	}
 }
@@ -371,7 +379,11 @@ type CreateOptions struct {
 	CPUs       float64
 	MemoryMB   int
 	Env        map[string]string
-	Network    bool      // outbound access beyond loopback (slirp4netns)
+	Network    bool // outbound access beyond loopback (slirp4netns)
+	// AllowHosts and AllowCIDRs limit that access (internal/egress); with
+	// either set the computer gets a network even without Network.
+	AllowHosts []string
+	AllowCIDRs []string
 	Progress   io.Writer // template build progress, when create has to build it
 }
 
@@ -461,6 +473,9 @@ func (m *Manager) validate(ctx context.Context, opts *CreateOptions) error {
 	if err := checkLimits(opts); err != nil {
 		return err
 	}
+	if err := checkEgress(opts); err != nil {
+		return err
+	}
 	for k, v := range opts.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
 			return invalidf("invalid environment variable %q", k)
@@ -529,6 +544,8 @@ func (m *Manager) Create(ctx context.Context, opts CreateOptions) (Computer, err
 		PIDs:       DefaultPIDs,
 		Env:        opts.Env,
 		Network:    opts.Network,
+		AllowHosts: opts.AllowHosts,
+		AllowCIDRs: opts.AllowCIDRs,
 		CreatedAt:  time.Now().UTC().Truncate(time.Millisecond),
 	}
 	// Reserve the name and the disk space: the row in state creating

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"ohm/internal/egress"
 )
 
 // State is where a computer is in its lifecycle. A deleted computer has no
@@ -42,6 +44,11 @@ type Record struct {
 	StopReason string `json:"stop_reason,omitempty"`
 	// StoppedAt is when it last stopped.
 	StoppedAt time.Time `json:"stopped_at,omitzero"`
+	// AllowHosts and AllowCIDRs are the computer's egress allow list
+	// (internal/egress): with either set, a networked computer reaches
+	// only these names and ranges. Stored together in the egress column.
+	AllowHosts []string `json:"allow_hosts,omitempty"`
+	AllowCIDRs []string `json:"allow_cidrs,omitempty"`
 }
 
 // Reasons a computer stopped, besides its init's end (which the sandbox
@@ -74,6 +81,8 @@ var migrations = []string{
 	`ALTER TABLE computers ADD COLUMN network INTEGER NOT NULL DEFAULT 0;`,
 	`ALTER TABLE computers ADD COLUMN stop_reason TEXT NOT NULL DEFAULT '';`,
 	`ALTER TABLE computers ADD COLUMN stopped_at TEXT NOT NULL DEFAULT '';`,
+	// egress: the allow list, {"allow_hosts": [...], "allow_cidrs": [...]}.
+	`ALTER TABLE computers ADD COLUMN egress TEXT NOT NULL DEFAULT '{}';`,
 }
 
 // migrate brings the registry's schema up to date, one transaction per
@@ -128,11 +137,15 @@ func (r *registry) insert(ctx context.Context, rec Record) error {
 	if err != nil {
 		return err
 	}
+	eg, err := json.Marshal(egressOf(rec))
+	if err != nil {
+		return err
+	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	_, err = r.db.ExecContext(ctx, `INSERT INTO computers
-		(name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		rec.Name, rec.State, rec.Template, rec.DiskSizeMB, rec.CPUs, rec.MemoryMB, rec.PIDs, string(env), rec.Network,
+		(name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, egress, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		rec.Name, rec.State, rec.Template, rec.DiskSizeMB, rec.CPUs, rec.MemoryMB, rec.PIDs, string(env), rec.Network, string(eg),
 		rec.CreatedAt.UTC().Format(time.RFC3339Nano), now)
 	if err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed") {
 		return &Error{Code: CodeExists, Msg: fmt.Sprintf("computer %q already exists", rec.Name)}
@@ -169,6 +182,23 @@ func (r *registry) setStopped(ctx context.Context, name, reason string) error {
 	return nil
 }
 
+// setEgress records name's allow list.
+func (r *registry) setEgress(ctx context.Context, name string, pol egress.Policy) error {
+	eg, err := json.Marshal(pol)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	res, err := r.db.ExecContext(ctx, `UPDATE computers SET egress = ?, updated_at = ? WHERE name = ?`, string(eg), now, name)
+	if err != nil {
+		return fmt.Errorf("set egress policy of %s: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound(name)
+	}
+	return nil
+}
+
 func (r *registry) remove(ctx context.Context, name string) error {
 	if _, err := r.db.ExecContext(ctx, `DELETE FROM computers WHERE name = ?`, name); err != nil {
 		return fmt.Errorf("remove computer %s: %w", name, err)
@@ -176,17 +206,22 @@ func (r *registry) remove(ctx context.Context, name string) error {
 	return nil
 }
 
-const columns = `name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, created_at, stop_reason, stopped_at`
+const columns = `name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, created_at, stop_reason, stopped_at, egress`
 
 func scanRecord(row interface{ Scan(...any) error }) (Record, error) {
 	var rec Record
-	var env, created, stopped string
-	if err := row.Scan(&rec.Name, &rec.State, &rec.Template, &rec.DiskSizeMB, &rec.CPUs, &rec.MemoryMB, &rec.PIDs, &env, &rec.Network, &created, &rec.StopReason, &stopped); err != nil {
+	var env, created, stopped, eg string
+	if err := row.Scan(&rec.Name, &rec.State, &rec.Template, &rec.DiskSizeMB, &rec.CPUs, &rec.MemoryMB, &rec.PIDs, &env, &rec.Network, &created, &rec.StopReason, &stopped, &eg); err != nil {
 		return Record{}, err
 	}
 	if err := json.Unmarshal([]byte(env), &rec.Env); err != nil {
 		return Record{}, fmt.Errorf("computer %s: bad env in registry: %w", rec.Name, err)
 	}
+	var pol egress.Policy
+	if err := json.Unmarshal([]byte(eg), &pol); err != nil {
+		return Record{}, fmt.Errorf("computer %s: bad egress policy in registry: %w", rec.Name, err)
+	}
+	rec.AllowHosts, rec.AllowCIDRs = pol.Hosts, pol.CIDRs
 	rec.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
 	if stopped != "" {
 		rec.StoppedAt, _ = time.Parse(time.RFC3339Nano, stopped)

@@ -46,7 +46,7 @@ type watched struct {
 
 func (s watched) Ended() <-chan struct{} { return s.w.Done() }
 func (s watched) EndReason() string      { return s.w.Reason() }
-func (s watched) Release()               { s.w.Close() }
+func (s watched) Release()               { s.w.Close(); s.Sandbox.Release() }
 
 func watch(ctx context.Context, sb *sandbox.Sandbox) (instance, error) {
 	w, err := sb.WatchInit(ctx)

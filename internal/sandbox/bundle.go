@@ -27,17 +27,24 @@ const (
 )
 
 // defaultCaps is the capability set of root in a computer: the container
-// runtime default (Docker's) without CAP_MKNOD. It is enough for package
-// managers as root and holds nothing that reaches past the computer (no
-// SYS_ADMIN, NET_ADMIN, SYS_MODULE, SYS_PTRACE, SYS_RAWIO, SYS_TIME,
-// SYS_RESOURCE, DAC_READ_SEARCH). MKNOD goes too: the device cgroup runc
-// sets up lets any node be created (only opening is refused), and nothing
-// a computer does needs device nodes of its own.
+// runtime default (Docker's) without CAP_MKNOD and CAP_NET_RAW. It is
+// enough for package managers as root and holds nothing that reaches past
+// the computer (no SYS_ADMIN, NET_ADMIN, SYS_MODULE, SYS_PTRACE,
+// SYS_RAWIO, SYS_TIME, SYS_RESOURCE, DAC_READ_SEARCH). MKNOD goes too: the
+// device cgroup runc sets up lets any node be created (only opening is
+// refused), and nothing a computer does needs device nodes of its own.
+// NET_RAW goes because a packet socket on the tap device would send
+// frames past the egress rules (docs/egress.md); ping works without it
+// through ICMP datagram sockets (netSysctls).
 var defaultCaps = []string{
 	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER",
-	"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
 	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 }
+
+// netSysctls are set in the computer's own network namespace: every group
+// may open ICMP echo (datagram) sockets, so ping needs no CAP_NET_RAW.
+var netSysctls = map[string]string{"net.ipv4.ping_group_range": "0 2147483647"}
 
 // maskedPaths and readonlyPaths are runc's defaults (`runc spec`), plus
 // powercap, whose energy counters leak what other tenants compute, and
@@ -155,6 +162,7 @@ func ociSpec(spec Spec, p paths, agentPath string) *specs.Spec {
 				CPU:     &specs.LinuxCPU{Quota: &quota, Period: &period},
 				Pids:    &specs.LinuxPids{Limit: lim.PIDs},
 			},
+			Sysctl:        netSysctls,
 			Seccomp:       seccompProfile(),
 			MaskedPaths:   maskedPaths,
 			ReadonlyPaths: readonlyPaths,

@@ -82,7 +82,7 @@ func TestIsolation(t *testing.T) {
 				}
 			}
 		}
-		for _, c := range []string{"CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_PTRACE", "CAP_NET_ADMIN", "CAP_MKNOD", "CAP_SYS_RAWIO", "CAP_DAC_READ_SEARCH"} {
+		for _, c := range []string{"CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_PTRACE", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_MKNOD", "CAP_SYS_RAWIO", "CAP_DAC_READ_SEARCH"} {
 			if want&(1<<capNumbers[c]) != 0 {
 				t.Errorf("%s granted", c)
 			}

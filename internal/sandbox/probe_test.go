@@ -47,6 +47,9 @@ func probe(args []string) int {
 		fmt.Println(os.Getuid(), os.Geteuid())
 		return 0
 	}
+	if len(args) == 1 && args[0] == "egress" {
+		return probeEgress()
+	}
 	if len(args) == 1 && args[0] == "hardening" {
 		return probeHardening()
 	}

@@ -37,6 +37,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"ohm/internal/egress"
 )
 
 // Spec describes a computer to start.
@@ -61,6 +63,14 @@ type Spec struct {
 	// without it the computer has a loopback interface only. Either way
 	// the host's own loopback services are out of reach.
 	Network bool
+	// Egress limits where a networked computer's traffic may go (the
+	// zero Policy: anywhere but the host); SetEgress changes it while
+	// the computer runs.
+	Egress egress.Policy
+	// Resolvers are the DNS servers ("host:port") the computer's DNS
+	// proxy forwards allowed names to; empty means the host's
+	// (/etc/resolv.conf).
+	Resolvers []string
 
 	// AgentBinary is the ohm binary run as the computer's init (`ohm
 	// agent`); empty means os.Executable. It must run without the host's
@@ -109,6 +119,7 @@ type paths struct {
 type Sandbox struct {
 	spec Spec
 	p    paths
+	eg   *egressState // with Spec.Network: its firewall and DNS proxy
 }
 
 // Start mounts the root disk and overlay and starts the computer's init.
@@ -171,6 +182,11 @@ func (s *Sandbox) start(ctx context.Context) error {
 		if err := startNetwork(p, st.Pid); err != nil {
 			return err
 		}
+		eg, err := startEgress(s.spec, st.Pid, false)
+		if err != nil {
+			return err
+		}
+		s.eg = eg
 	}
 	if err := waitAgent(ctx, p.socket, st.Pid, 10*time.Second); err != nil {
 		if tail := logTail(p); tail != "" {
@@ -196,7 +212,15 @@ func Attach(ctx context.Context, spec Spec) (*Sandbox, error) {
 	if err := ping(ctx, p.socket); err != nil {
 		return nil, fmt.Errorf("attach %s: agent does not answer: %w", spec.Name, err)
 	}
-	return &Sandbox{spec: spec, p: p}, nil
+	s := &Sandbox{spec: spec, p: p}
+	if spec.Network {
+		eg, err := startEgress(spec, st.Pid, true)
+		if err != nil {
+			return nil, fmt.Errorf("attach %s: %w", spec.Name, err)
+		}
+		s.eg = eg
+	}
+	return s, nil
 }
 
 // ExecRequest is a command to run in a computer.
@@ -252,6 +276,9 @@ func (s *Sandbox) teardown(ctx context.Context, grace time.Duration) error {
 				return fmt.Errorf("runc delete: %v: %s", err, out)
 			}
 		}
+	}
+	if s.eg != nil {
+		s.eg.close()
 	}
 	stopNetwork(p)
 	return unmountAll(p)

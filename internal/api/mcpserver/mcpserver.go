@@ -41,6 +41,7 @@ func New(c *client.Client, version string) *mcp.Server {
 	mcp.AddTool(s, &mcp.Tool{Name: "stop", Description: "Stop a computer; its workspace is kept."}, t.stop)
 	mcp.AddTool(s, &mcp.Tool{Name: "start", Description: "Start a stopped computer."}, t.start)
 	mcp.AddTool(s, &mcp.Tool{Name: "delete", Description: "Delete a computer with its disk and workspace."}, t.delete)
+	addEgressTools(s, t)
 	return s
 }
 
@@ -62,6 +63,10 @@ type CreateInput struct {
 	DiskSizeMB int     `json:"disk_size_mb,omitempty" jsonschema:"root disk size in MB (default 10240)"`
 	CPUs       float64 `json:"cpus,omitempty" jsonschema:"CPU limit (default 2)"`
 	MemoryMB   int     `json:"memory_mb,omitempty" jsonschema:"memory limit in MB (default 2048)"`
+	// Egress: see set_egress.
+	Network    bool     `json:"network,omitempty" jsonschema:"outbound network access (the host stays out of reach)"`
+	AllowHosts []string `json:"allow_hosts,omitempty" jsonschema:"limit the network to these host names: exact (pypi.org) or *.example.org; implies network"`
+	AllowCIDRs []string `json:"allow_cidrs,omitempty" jsonschema:"limit the network to these address ranges (198.51.100.0/24); implies network"`
 }
 
 // ComputerOutput is a computer as the tools return it.
@@ -79,7 +84,8 @@ func (t tools) create(ctx context.Context, _ *mcp.CallToolRequest, in CreateInpu
 	if in.DiskSizeMB == 0 {
 		in.DiskSizeMB = 10240
 	}
-	c, err := t.c.Create(ctx, client.CreateRequest{Name: in.Name, Template: in.Template, DiskSizeMB: in.DiskSizeMB, CPUs: in.CPUs, MemoryMB: in.MemoryMB}, nil)
+	c, err := t.c.Create(ctx, client.CreateRequest{Name: in.Name, Template: in.Template, DiskSizeMB: in.DiskSizeMB, CPUs: in.CPUs, MemoryMB: in.MemoryMB,
+		Network: in.Network, AllowHosts: in.AllowHosts, AllowCIDRs: in.AllowCIDRs}, nil)
 	if err != nil {
 		return nil, ComputerOutput{}, err
 	}

@@ -133,6 +133,11 @@ class AsyncComputer:
         await self._ohm._call(self.sync.stop)
         return self
 
+    async def update(self, **kwargs) -> "AsyncComputer":
+        """As :meth:`ohm.Computer.update`."""
+        await self._ohm._call(self.sync.update, **kwargs)
+        return self
+
     async def delete(self) -> None:
         await self._ohm._call(self.sync.delete)
 

@@ -111,6 +111,8 @@ class Computers:
         memory_mb: Optional[int] = None,
         env: Optional[Mapping[str, str]] = None,
         network: bool = False,
+        allow_hosts: Optional[Sequence[str]] = None,
+        allow_cidrs: Optional[Sequence[str]] = None,
         on_progress: Optional[Callable[[str], None]] = None,
     ) -> "Computer":
         """Creates a computer and returns it running. Without a name the
@@ -125,6 +127,11 @@ class Computers:
             body["env"] = dict(env)
         if network:
             body["network"] = True
+        # An allow list limits the network to what it names (and implies it).
+        if allow_hosts:
+            body["allow_hosts"] = list(allow_hosts)
+        if allow_cidrs:
+            body["allow_cidrs"] = list(allow_cidrs)
         r = self._ohm._t.request("POST", "/v1/computers", json_body=body, headers={"Accept": "application/x-ndjson"})
         info = None
         with r:
@@ -210,6 +217,21 @@ class Computer:
     def stop(self) -> "Computer":
         """Stops the computer; its workspace is flushed and kept."""
         self._set(ComputerInfo.from_wire(self._ohm._t.request("POST", self._path + "/stop").json()))
+        return self
+
+    def update(self, *, allow_hosts: Optional[Sequence[str]] = None, allow_cidrs: Optional[Sequence[str]] = None) -> "Computer":
+        """Changes the computer, running or not; what is left out stays.
+        ``allow_hosts`` (exact names or ``*.example.org``) and
+        ``allow_cidrs`` each replace the computer's egress allow list (an
+        empty list clears it); a running computer follows at once. A
+        malformed entry raises :class:`ohm.BadRequest` and changes
+        nothing."""
+        body: Dict[str, Any] = {}
+        if allow_hosts is not None:
+            body["allow_hosts"] = list(allow_hosts)
+        if allow_cidrs is not None:
+            body["allow_cidrs"] = list(allow_cidrs)
+        self._set(ComputerInfo.from_wire(self._ohm._t.request("PATCH", self._path, json_body=body).json()))
         return self
 
     def delete(self) -> None:

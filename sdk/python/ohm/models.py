@@ -228,6 +228,9 @@ class ComputerInfo:
     disk: Optional[DiskUsage] = None
     workspace: Optional[WorkspaceUsage] = None
     limits: Optional[Limits] = None
+    # The egress allow list: with either set, the computer reaches only these.
+    allow_hosts: List[str] = field(default_factory=list)
+    allow_cidrs: List[str] = field(default_factory=list)
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> "ComputerInfo":
@@ -247,4 +250,6 @@ class ComputerInfo:
             disk=DiskUsage.from_wire(d.get("disk")),
             workspace=WorkspaceUsage.from_wire(d.get("workspace")),
             limits=Limits.from_wire(d.get("limits")),
+            allow_hosts=list(d.get("allow_hosts") or []),
+            allow_cidrs=list(d.get("allow_cidrs") or []),
         )

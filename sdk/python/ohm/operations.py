@@ -16,6 +16,7 @@ OPERATIONS = {
     "listComputers": "Computers.list",
     "getComputer": "Computers.get",
     "deleteComputer": "Computers.delete",
+    "updateComputer": "Computer.update",
     "startComputer": "Computer.start",
     "stopComputer": "Computer.stop",
     "exec": "Computer.run_stream",

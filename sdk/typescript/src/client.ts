@@ -122,6 +122,10 @@ export interface CreateOptions {
   env?: Record<string, string>;
   /** Outbound network access (the host's loopback stays out of reach). */
   network?: boolean;
+  /** Limit the network to these host names: exact ("pypi.org") or "*.example.org" (implies network). */
+  allowHosts?: string[];
+  /** Limit the network to these address ranges ("198.51.100.0/24"; implies network). */
+  allowCidrs?: string[];
   /** Each line of template build output, while the template has to be built first. */
   onProgress?: (line: string) => void;
 }
@@ -139,6 +143,8 @@ export class Computers {
     if (opts.memoryMb) body.memory_mb = opts.memoryMb;
     if (opts.env && Object.keys(opts.env).length) body.env = opts.env;
     if (opts.network) body.network = true;
+    if (opts.allowHosts?.length) body.allow_hosts = opts.allowHosts;
+    if (opts.allowCidrs?.length) body.allow_cidrs = opts.allowCidrs;
     const res = await this.ohm.t.request("POST", "/v1/computers", { json: body, headers: NDJSON });
     try {
       for await (const ev of ndjson(res)) {
@@ -193,6 +199,8 @@ export class Computer implements ComputerInfo {
   disk?: DiskUsage;
   workspace?: WorkspaceUsage;
   limits?: Limits;
+  allowHosts?: string[];
+  allowCidrs?: string[];
   readonly files: Files;
 
   /** @internal */
@@ -228,6 +236,20 @@ export class Computer implements ComputerInfo {
   /** Stops the computer; its workspace is flushed and kept. */
   async stop(): Promise<this> {
     this.set(computerFromWire(await this.ohm.t.json("POST", this.path + "/stop")));
+    return this;
+  }
+
+  /**
+   * Changes the computer, running or not; what is left out stays.
+   * `allowHosts` (exact names or "*.example.org") and `allowCidrs` each
+   * replace its egress allow list (an empty list clears it); a running
+   * computer follows at once. A malformed entry rejects and changes nothing.
+   */
+  async update(change: { allowHosts?: string[]; allowCidrs?: string[] }): Promise<this> {
+    const body: Record<string, unknown> = {};
+    if (change.allowHosts) body.allow_hosts = change.allowHosts;
+    if (change.allowCidrs) body.allow_cidrs = change.allowCidrs;
+    this.set(computerFromWire(await this.ohm.t.json("PATCH", this.path, { json: body })));
     return this;
   }
 

@@ -47,6 +47,9 @@ export interface ComputerInfo {
   disk?: DiskUsage;
   workspace?: WorkspaceUsage;
   limits?: Limits;
+  /** The egress allow list: with either set, the computer reaches only these. */
+  allowHosts?: string[];
+  allowCidrs?: string[];
 }
 
 /** A path in a computer (a symlink itself, not its target). */
@@ -119,6 +122,8 @@ export function computerFromWire(d: any): ComputerInfo {
     createdAt: time(d.created_at),
     stopReason: d.stop_reason || undefined,
     stoppedAt: time(d.stopped_at),
+    allowHosts: d.allow_hosts ?? undefined,
+    allowCidrs: d.allow_cidrs ?? undefined,
     disk: d.disk && { sizeBytes: d.disk.size_bytes ?? 0, usedBytes: d.disk.used_bytes ?? 0 },
     workspace: d.workspace && {
       usedBytes: d.workspace.used_bytes ?? 0,

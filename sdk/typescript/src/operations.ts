@@ -16,6 +16,7 @@ export const OPERATIONS: Record<string, string> = {
   listComputers: "Computers.list",
   getComputer: "Computers.get",
   deleteComputer: "Computers.delete",
+  updateComputer: "Computer.update",
   startComputer: "Computer.start",
   stopComputer: "Computer.stop",
   exec: "Computer.runStream",
