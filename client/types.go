@@ -81,6 +81,16 @@ type Computer struct {
 	// it died inside and the daemon stopped it. It stays after a restart.
 	StopReason string    `json:"stop_reason,omitempty"`
 	StoppedAt  time.Time `json:"stopped_at,omitzero"` // when it last stopped
+	// IdleTimeoutSeconds is how long the computer may go without exec,
+	// shell, file or port traffic before it stops itself (0: never). A
+	// running command counts as traffic, however quiet.
+	IdleTimeoutSeconds float64 `json:"idle_timeout_seconds"`
+	// IdleStopAt is when it will stop itself if nothing uses it
+	// meanwhile; from Get, and only while it runs idle with a timeout.
+	IdleStopAt time.Time `json:"idle_stop_at,omitzero"`
+	// ActiveSessions counts the exec and shell sessions, file transfers
+	// and proxied requests keeping it busy now (from Get).
+	ActiveSessions int `json:"active_sessions,omitempty"`
 }
 
 // Limits are the resource limits in force for a computer: read back from
@@ -127,6 +137,19 @@ type CreateRequest struct {
 	// Network gives the computer outbound access beyond its loopback
 	// (through slirp4netns; the host's own loopback stays out of reach).
 	Network bool `json:"network,omitempty"`
+	// IdleTimeoutSeconds is how long it may go unused before it stops
+	// itself; nil takes the server's default (30 minutes), 0 never stops
+	// it.
+	IdleTimeoutSeconds *float64 `json:"idle_timeout_seconds,omitempty"`
+}
+
+// SetRequest is the body of PATCH /v1/computers/{name}: the settings to
+// change, on a running or stopped computer. A field left out (nil) stays
+// as it is; all are checked before any changes.
+type SetRequest struct {
+	// IdleTimeoutSeconds is the new idle timeout (0: never stop for
+	// idleness); a running computer's countdown starts again from now.
+	IdleTimeoutSeconds *float64 `json:"idle_timeout_seconds,omitempty"`
 }
 
 // ExecRequest is the body of POST /v1/computers/{name}/exec (and the first

@@ -53,6 +53,7 @@ func newComputerCmd() *cobra.Command {
 		newComputerSimpleCmd(connect, "stop", "Stop a running computer (its workspace is flushed)", (*client.Client).Stop),
 		newComputerSimpleCmd(connect, "delete", "Delete a computer: root disk, workspace and metadata", (*client.Client).Delete),
 		newComputerCpCmd(connect),
+		newComputerSetCmd(connect),
 	)
 	return cmd
 }
@@ -127,6 +128,8 @@ func newComputerCreateCmd(connect connectFunc) *cobra.Command {
 	f.StringArrayVar(&env, "env", nil, "KEY=VALUE set in every command's environment (repeatable)")
 	f.BoolVar(&req.Network, "network", false, "give the computer outbound network access (the host's loopback stays out of reach)")
 	f.BoolVar(&asJSON, "json", false, "print the computer as JSON")
+	idle := idleTimeoutFlag(f, idleTimeoutHelp+idleDefaultHelp)
+	cmd.PreRun = func(*cobra.Command, []string) { req.IdleTimeoutSeconds = idle() }
 	return cmd
 }
 
@@ -239,6 +242,7 @@ func writeInfo(w io.Writer, comp *client.Computer) error {
 	fmt.Fprintf(tw, "memory: %s\n", units.FormatSize(uint64(lim.MemoryBytes)))
 	fmt.Fprintf(tw, "pids: %d\n", lim.PIDs)
 	fmt.Fprintf(tw, "network: %s\n", network)
+	writeIdle(tw, comp)
 	if comp.Disk != nil {
 		fmt.Fprintf(tw, "root disk: %s used of %s\n", units.FormatSize(comp.Disk.UsedBytes), units.FormatSize(comp.Disk.SizeBytes))
 	} else {

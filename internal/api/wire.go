@@ -32,6 +32,8 @@ func wireRecord(r computer.Record) client.Computer {
 		CreatedAt:  r.CreatedAt,
 		StopReason: r.StopReason,
 		StoppedAt:  r.StoppedAt,
+
+		IdleTimeoutSeconds: r.IdleTimeoutSeconds,
 	}
 }
 
@@ -51,6 +53,7 @@ func wireComputer(c computer.Computer) client.Computer {
 	if l := c.Limits; l != nil {
 		out.Limits = &client.Limits{CPUs: l.CPUs, MemoryBytes: l.MemoryBytes, PIDs: l.PIDs}
 	}
+	out.IdleStopAt, out.ActiveSessions = c.IdleStopAt, c.ActiveSessions
 	return out
 }
 

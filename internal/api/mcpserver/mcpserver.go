@@ -1,6 +1,6 @@
 // Package mcpserver exposes Ohm computers to AI agents as Model Context
 // Protocol tools (create, list, run, read_file, write_file, stop, start,
-// delete), each a call to the Ohm daemon through package ohm/client. `ohm
+// delete, set), each a call to the Ohm daemon through package ohm/client. `ohm
 // mcp` serves it over stdio; `ohm serve` serves it at /mcp over MCP's
 // streamable HTTP transport (HTTPHandler), behind the same bearer token as
 // the rest of the API on TCP.
@@ -41,6 +41,7 @@ func New(c *client.Client, version string) *mcp.Server {
 	mcp.AddTool(s, &mcp.Tool{Name: "stop", Description: "Stop a computer; its workspace is kept."}, t.stop)
 	mcp.AddTool(s, &mcp.Tool{Name: "start", Description: "Start a stopped computer."}, t.start)
 	mcp.AddTool(s, &mcp.Tool{Name: "delete", Description: "Delete a computer with its disk and workspace."}, t.delete)
+	mcp.AddTool(s, &mcp.Tool{Name: "set", Description: "Change settings of a computer, running or stopped: idle_timeout_seconds, how long it may go unused (no command, shell or file traffic) before it stops itself; the next run starts it again. 0 never stops it."}, t.set)
 	return s
 }
 
@@ -62,6 +63,9 @@ type CreateInput struct {
 	DiskSizeMB int     `json:"disk_size_mb,omitempty" jsonschema:"root disk size in MB (default 10240)"`
 	CPUs       float64 `json:"cpus,omitempty" jsonschema:"CPU limit (default 2)"`
 	MemoryMB   int     `json:"memory_mb,omitempty" jsonschema:"memory limit in MB (default 2048)"`
+	// IdleTimeoutSeconds is a pointer so that 0 (never) differs from left
+	// out (the server's default).
+	IdleTimeoutSeconds *float64 `json:"idle_timeout_seconds,omitempty" jsonschema:"stop the computer after this many seconds unused (default 1800; 0: never); the next run starts it again"`
 }
 
 // ComputerOutput is a computer as the tools return it.
@@ -79,7 +83,7 @@ func (t tools) create(ctx context.Context, _ *mcp.CallToolRequest, in CreateInpu
 	if in.DiskSizeMB == 0 {
 		in.DiskSizeMB = 10240
 	}
-	c, err := t.c.Create(ctx, client.CreateRequest{Name: in.Name, Template: in.Template, DiskSizeMB: in.DiskSizeMB, CPUs: in.CPUs, MemoryMB: in.MemoryMB}, nil)
+	c, err := t.c.Create(ctx, client.CreateRequest{Name: in.Name, Template: in.Template, DiskSizeMB: in.DiskSizeMB, CPUs: in.CPUs, MemoryMB: in.MemoryMB, IdleTimeoutSeconds: in.IdleTimeoutSeconds}, nil)
 	if err != nil {
 		return nil, ComputerOutput{}, err
 	}
@@ -242,4 +246,25 @@ func (t tools) start(ctx context.Context, _ *mcp.CallToolRequest, in NameInput) 
 
 func (t tools) delete(ctx context.Context, _ *mcp.CallToolRequest, in NameInput) (*mcp.CallToolResult, ComputerOutput, error) {
 	return t.transition(ctx, in.Name, t.c.Delete, "deleted")
+}
+
+// SetInput are the arguments of set; a setting left out stays as it is.
+type SetInput struct {
+	Name               string   `json:"name" jsonschema:"the computer"`
+	IdleTimeoutSeconds *float64 `json:"idle_timeout_seconds,omitempty" jsonschema:"stop the computer after this many seconds unused (0: never; otherwise 60 to 2592000)"`
+}
+
+// SetOutput is the answer of set: the computer's settings after it.
+type SetOutput struct {
+	Name               string  `json:"name"`
+	State              string  `json:"state"`
+	IdleTimeoutSeconds float64 `json:"idle_timeout_seconds"`
+}
+
+func (t tools) set(ctx context.Context, _ *mcp.CallToolRequest, in SetInput) (*mcp.CallToolResult, SetOutput, error) {
+	c, err := t.c.Set(ctx, in.Name, client.SetRequest{IdleTimeoutSeconds: in.IdleTimeoutSeconds})
+	if err != nil {
+		return nil, SetOutput{}, err
+	}
+	return nil, SetOutput{Name: c.Name, State: c.State, IdleTimeoutSeconds: c.IdleTimeoutSeconds}, nil
 }
