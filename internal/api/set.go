@@ -3,6 +3,7 @@ package api
 import (
 	"math"
 	"net/http"
+	"strconv"
 	"time"
 
 	"ohm/client"
@@ -44,11 +45,13 @@ func idleTimeout(seconds *float64) (*time.Duration, error) {
 		return nil, nil
 	}
 	v := *seconds
+	num := strconv.FormatFloat(v, 'f', -1, 64)
 	if math.IsNaN(v) || math.IsInf(v, 0) || v > computer.MaxIdleTimeout.Seconds() {
-		return nil, invalid("invalid idle_timeout_seconds %v: must be 0 (never stop) or at most %v", v, computer.MaxIdleTimeout.Seconds())
+		return nil, invalid("invalid idle_timeout_seconds %s: must be 0 (never stop) or at most %.0f (%s)",
+			num, computer.MaxIdleTimeout.Seconds(), computer.FormatDuration(computer.MaxIdleTimeout))
 	}
 	if v < 0 {
-		return nil, invalid("invalid idle_timeout_seconds %v: must not be negative (0 never stops)", v)
+		return nil, invalid("invalid idle_timeout_seconds %s: must not be negative (0 never stops)", num)
 	}
 	d := time.Duration(math.Round(v*1000)) * time.Millisecond
 	return &d, nil
