@@ -216,7 +216,6 @@ func TestIdleStopRealComputer(t *testing.T) {
 	}
 }
 
-
 // A daemon restart keeps the idle timeout and starts the countdown again:
 // the computer, left running by the old daemon, stops itself under the
 // new one, a timeout after it started.
