@@ -133,6 +133,10 @@ class AsyncComputer:
         await self._ohm._call(self.sync.stop)
         return self
 
+    async def set(self, *, idle_timeout: Optional[float] = None) -> "AsyncComputer":
+        await self._ohm._call(self.sync.set, idle_timeout=idle_timeout)
+        return self
+
     async def delete(self) -> None:
         await self._ohm._call(self.sync.delete)
 

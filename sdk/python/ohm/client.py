@@ -111,12 +111,15 @@ class Computers:
         memory_mb: Optional[int] = None,
         env: Optional[Mapping[str, str]] = None,
         network: bool = False,
+        idle_timeout: Optional[float] = None,
         on_progress: Optional[Callable[[str], None]] = None,
     ) -> "Computer":
         """Creates a computer and returns it running. Without a name the
         daemon picks a free one; the template defaults to coding-agent.
-        ``on_progress`` gets each line of template build output while the
-        daemon has to build the template first."""
+        ``idle_timeout`` (seconds) stops it after that long unused (the
+        daemon's default, 1800, when None; 0 never). ``on_progress`` gets
+        each line of template build output while the daemon has to build
+        the template first."""
         body: Dict[str, Any] = {"disk_size_mb": disk_size_mb}
         for k, v in (("name", name), ("template", template), ("cpus", cpus), ("memory_mb", memory_mb)):
             if v:
@@ -125,6 +128,8 @@ class Computers:
             body["env"] = dict(env)
         if network:
             body["network"] = True
+        if idle_timeout is not None:
+            body["idle_timeout_seconds"] = idle_timeout
         r = self._ohm._t.request("POST", "/v1/computers", json_body=body, headers={"Accept": "application/x-ndjson"})
         info = None
         with r:
@@ -210,6 +215,18 @@ class Computer:
     def stop(self) -> "Computer":
         """Stops the computer; its workspace is flushed and kept."""
         self._set(ComputerInfo.from_wire(self._ohm._t.request("POST", self._path + "/stop").json()))
+        return self
+
+    def set(self, *, idle_timeout: Optional[float] = None) -> "Computer":
+        """Changes settings of the computer, running or stopped; a setting
+        left out (None) stays as it is. ``idle_timeout`` (seconds): how
+        long it may go unused (no command, shell, file or port traffic)
+        before it stops itself, 0 never; the next run starts it again.
+        Bad input raises :class:`ohm.BadRequest` and changes nothing."""
+        body: Dict[str, Any] = {}
+        if idle_timeout is not None:
+            body["idle_timeout_seconds"] = idle_timeout
+        self._set(ComputerInfo.from_wire(self._ohm._t.request("PATCH", self._path, json_body=body).json()))
         return self
 
     def delete(self) -> None:

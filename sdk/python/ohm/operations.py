@@ -18,6 +18,7 @@ OPERATIONS = {
     "deleteComputer": "Computers.delete",
     "startComputer": "Computer.start",
     "stopComputer": "Computer.stop",
+    "setComputer": "Computer.set",
     "exec": "Computer.run_stream",
     "execInteractive": "Computer.shell",
     "listProcesses": "Computer.processes",

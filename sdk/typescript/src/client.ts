@@ -100,7 +100,7 @@ export class Ohm {
 
   /** A handle on computer `name` without asking the daemon (see `computers.get`). */
   computer(name: string): Computer {
-    return new Computer(this, { name, state: "unknown", template: "", diskSizeMb: 0, cpus: 0, memoryMb: 0, pids: 0, env: {}, network: false });
+    return new Computer(this, { name, state: "unknown", template: "", diskSizeMb: 0, cpus: 0, memoryMb: 0, pids: 0, env: {}, network: false, idleTimeoutSeconds: 0, activeSessions: 0 });
   }
 
   /** Closes idle connections (so a program can exit at once). */
@@ -122,8 +122,23 @@ export interface CreateOptions {
   env?: Record<string, string>;
   /** Outbound network access (the host's loopback stays out of reach). */
   network?: boolean;
+  /**
+   * Seconds it may go unused (no command, shell, file or port traffic)
+   * before it stops itself; the daemon's default (1800) when left out, 0 never.
+   */
+  idleTimeoutSeconds?: number;
   /** Each line of template build output, while the template has to be built first. */
   onProgress?: (line: string) => void;
+}
+
+/** What `Computer.set` changes. */
+export interface SetOptions {
+  /**
+   * Seconds it may go unused (no command, shell, file or port traffic)
+   * before it stops itself; 0 never. A running computer's countdown starts
+   * again from now.
+   */
+  idleTimeoutSeconds?: number;
 }
 
 /** The computers of a daemon: `ohm.computers`. */
@@ -139,6 +154,7 @@ export class Computers {
     if (opts.memoryMb) body.memory_mb = opts.memoryMb;
     if (opts.env && Object.keys(opts.env).length) body.env = opts.env;
     if (opts.network) body.network = true;
+    if (opts.idleTimeoutSeconds !== undefined) body.idle_timeout_seconds = opts.idleTimeoutSeconds;
     const res = await this.ohm.t.request("POST", "/v1/computers", { json: body, headers: NDJSON });
     try {
       for await (const ev of ndjson(res)) {
@@ -190,6 +206,9 @@ export class Computer implements ComputerInfo {
   createdAt?: Date;
   stopReason?: string;
   stoppedAt?: Date;
+  idleTimeoutSeconds!: number;
+  idleStopAt?: Date;
+  activeSessions!: number;
   disk?: DiskUsage;
   workspace?: WorkspaceUsage;
   limits?: Limits;
@@ -200,11 +219,11 @@ export class Computer implements ComputerInfo {
     readonly ohm: Ohm,
     info: ComputerInfo,
   ) {
-    this.set(info);
+    this.assign(info);
     this.files = new Files(this);
   }
 
-  private set(info: ComputerInfo): void {
+  private assign(info: ComputerInfo): void {
     Object.assign(this, info);
   }
 
@@ -215,19 +234,30 @@ export class Computer implements ComputerInfo {
 
   /** Reads the computer's state, use and limits again. */
   async refresh(): Promise<this> {
-    this.set(await this.ohm.computers.info(this.name));
+    this.assign(await this.ohm.computers.info(this.name));
     return this;
   }
 
   /** Starts the computer (WrongStateError unless stopped). */
   async start(): Promise<this> {
-    this.set(computerFromWire(await this.ohm.t.json("POST", this.path + "/start")));
+    this.assign(computerFromWire(await this.ohm.t.json("POST", this.path + "/start")));
     return this;
   }
 
   /** Stops the computer; its workspace is flushed and kept. */
   async stop(): Promise<this> {
-    this.set(computerFromWire(await this.ohm.t.json("POST", this.path + "/stop")));
+    this.assign(computerFromWire(await this.ohm.t.json("POST", this.path + "/stop")));
+    return this;
+  }
+
+  /**
+   * Changes settings of the computer, running or stopped; a setting left
+   * out stays as it is, and bad input (BadRequestError) changes nothing.
+   */
+  async set(opts: SetOptions): Promise<this> {
+    const body: Record<string, unknown> = {};
+    if (opts.idleTimeoutSeconds !== undefined) body.idle_timeout_seconds = opts.idleTimeoutSeconds;
+    this.assign(computerFromWire(await this.ohm.t.json("PATCH", this.path, { json: body })));
     return this;
   }
 

@@ -18,6 +18,7 @@ export const OPERATIONS: Record<string, string> = {
   deleteComputer: "Computers.delete",
   startComputer: "Computer.start",
   stopComputer: "Computer.stop",
+  setComputer: "Computer.set",
   exec: "Computer.runStream",
   execInteractive: "Computer.shell",
   listProcesses: "Computer.processes",
