@@ -127,14 +127,19 @@ func TestIdleStopRealComputer(t *testing.T) {
 
 	// A command that sleeps past the timeout, silent, keeps it running.
 	done := make(chan error, 1)
+	sleep := 5 * testIdleTimeout / 2
+	started := time.Now()
 	go func() {
-		code, err := c.Exec(ctx, "dozy", client.ExecRequest{Command: fmt.Sprintf("sleep %g", 2.5*testIdleTimeout.Seconds())}, io.Discard, io.Discard)
+		code, err := c.Exec(ctx, "dozy", client.ExecRequest{Command: fmt.Sprintf("sleep %g", sleep.Seconds())}, io.Discard, io.Discard)
 		if err == nil && code != 0 {
 			err = fmt.Errorf("exit code %d", code)
 		}
 		done <- err
 	}()
 	poll(t, "the sleep to hold the computer busy", func() bool { return getComputer(t, c, "dozy").ActiveSessions == 1 })
+	// Until shortly before the sleep ends, the computer shows busy; to its
+	// end, and until its answer reaches us, it runs.
+	busyUntil := started.Add(sleep - time.Second)
 	for running := true; running; {
 		select {
 		case err := <-done:
@@ -143,8 +148,12 @@ func TestIdleStopRealComputer(t *testing.T) {
 			}
 			running = false
 		case <-time.After(100 * time.Millisecond):
-			if got := getComputer(t, c, "dozy"); got.State != "running" || !got.IdleStopAt.IsZero() {
-				t.Fatalf("during the sleep: %s (%s), idle stop at %v", got.State, got.StopReason, got.IdleStopAt)
+			got := getComputer(t, c, "dozy")
+			if got.State != "running" {
+				t.Fatalf("stopped during the sleep: %s", got.StopReason)
+			}
+			if time.Now().Before(busyUntil) && (!got.IdleStopAt.IsZero() || got.ActiveSessions != 1) {
+				t.Fatalf("during the sleep: idle stop at %v, %d sessions; want none and 1", got.IdleStopAt, got.ActiveSessions)
 			}
 		}
 	}
@@ -160,9 +169,11 @@ func TestIdleStopRealComputer(t *testing.T) {
 	}
 
 	// The next run starts it and succeeds; the file survived the stop.
+	woken := time.Now()
 	if out, code := run(t, c, "dozy", "cat /home/ohm/kept.txt"); code != 0 || out != "kept\n" {
 		t.Errorf("run after the idle stop: %d %q", code, out)
 	}
+	t.Logf("a run that starts the idle-stopped computer took %v", time.Since(woken).Round(time.Millisecond))
 	// A file operation wakes it too.
 	poll(t, "the computer to stop again", func() bool { return getComputer(t, c, "dozy").State == "stopped" })
 	var buf bytes.Buffer
