@@ -26,6 +26,10 @@
 //     again (a {"dropped": N} event says how many bytes the ring lost).
 //     Without it, a client that disconnects kills the command.
 //
+// PATCH /v1/computers/{name} with a SetRequest changes settings of a
+// computer (its idle timeout), running or stopped, and answers the
+// computer; a field left out stays as it is.
+//
 // # Interactive sessions
 //
 // GET /v1/computers/{name}/exec with a WebSocket upgrade runs a command
