@@ -3,24 +3,23 @@ package client
 import (
 	"context"
 	"net/http"
+	"time"
 )
 
-// SetRequest is the body of PATCH /v1/computers/{name}: what to change of
-// a computer, running or not. A field left out (nil) stays as it is.
-type SetRequest struct {
-	// Egress allow list: each list given replaces the computer's (an
-	// empty one clears it); with both empty a networked computer reaches
-	// anywhere but the host. A running computer follows a change at once.
-	AllowHosts *[]string `json:"allow_hosts,omitempty"`
-	AllowCIDRs *[]string `json:"allow_cidrs,omitempty"`
-}
-
-// Set changes computer name as req says and returns it. Bad input (a
-// malformed host pattern or CIDR) changes nothing.
+// Set changes the settings of computer name that req gives (PATCH
+// /v1/computers/{name}) and returns its record with them. Bad input
+// changes nothing.
 func (c *Client) Set(ctx context.Context, name string, req SetRequest) (*Computer, error) {
-	var out Computer
-	if err := c.doJSON(ctx, http.MethodPatch, computerPath(name), req, &out); err != nil {
+	var comp Computer
+	if err := c.doJSON(ctx, http.MethodPatch, computerPath(name), req, &comp); err != nil {
 		return nil, err
 	}
-	return &out, nil
+	return &comp, nil
+}
+
+// Seconds returns d in seconds as the API's *_seconds fields take it, for
+// CreateRequest.IdleTimeoutSeconds and SetRequest.IdleTimeoutSeconds.
+func Seconds(d time.Duration) *float64 {
+	s := d.Seconds()
+	return &s
 }

@@ -26,6 +26,10 @@
 //     again (a {"dropped": N} event says how many bytes the ring lost).
 //     Without it, a client that disconnects kills the command.
 //
+// PATCH /v1/computers/{name} with a SetRequest changes settings of a
+// computer (its idle timeout), running or stopped, and answers the
+// computer; a field left out stays as it is.
+//
 // # Interactive sessions
 //
 // GET /v1/computers/{name}/exec with a WebSocket upgrade runs a command
@@ -86,6 +90,16 @@ type Computer struct {
 	// "*.example.org") and address ranges; the host itself never.
 	AllowHosts []string `json:"allow_hosts,omitempty"`
 	AllowCIDRs []string `json:"allow_cidrs,omitempty"`
+	// IdleTimeoutSeconds is how long the computer may go without exec,
+	// shell, file or port traffic before it stops itself (0: never). A
+	// running command counts as traffic, however quiet.
+	IdleTimeoutSeconds float64 `json:"idle_timeout_seconds"`
+	// IdleStopAt is when it will stop itself if nothing uses it
+	// meanwhile; from Get, and only while it runs idle with a timeout.
+	IdleStopAt time.Time `json:"idle_stop_at,omitzero"`
+	// ActiveSessions counts the exec and shell sessions, file transfers
+	// and proxied requests keeping it busy now (from Get).
+	ActiveSessions int `json:"active_sessions,omitempty"`
 }
 
 // Limits are the resource limits in force for a computer: read back from
@@ -137,6 +151,25 @@ type CreateRequest struct {
 	// ranges; either implies Network.
 	AllowHosts []string `json:"allow_hosts,omitempty"`
 	AllowCIDRs []string `json:"allow_cidrs,omitempty"`
+	// IdleTimeoutSeconds is how long it may go unused before it stops
+	// itself; nil takes the server's default (30 minutes), 0 never stops
+	// it.
+	IdleTimeoutSeconds *float64 `json:"idle_timeout_seconds,omitempty"`
+}
+
+// SetRequest is the body of PATCH /v1/computers/{name}: the settings to
+// change, on a running or stopped computer. A field left out (nil) stays
+// as it is; all are checked before any changes.
+type SetRequest struct {
+	// IdleTimeoutSeconds is the new idle timeout (0: never stop for
+	// idleness); a running computer's countdown starts again from now.
+	IdleTimeoutSeconds *float64 `json:"idle_timeout_seconds,omitempty"`
+	// AllowHosts and AllowCIDRs are the egress allow list: each list given
+	// replaces the computer's (an empty one clears it); with both empty a
+	// networked computer reaches anywhere but the host. A running computer
+	// follows a change at once.
+	AllowHosts *[]string `json:"allow_hosts,omitempty"`
+	AllowCIDRs *[]string `json:"allow_cidrs,omitempty"`
 }
 
 // ExecRequest is the body of POST /v1/computers/{name}/exec (and the first

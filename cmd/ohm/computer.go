@@ -129,6 +129,8 @@ func newComputerCreateCmd(connect connectFunc) *cobra.Command {
 	f.BoolVar(&req.Network, "network", false, "give the computer outbound network access (the host's loopback stays out of reach)")
 	addAllowFlags(f, &req.AllowHosts, &req.AllowCIDRs)
 	f.BoolVar(&asJSON, "json", false, "print the computer as JSON")
+	idle := idleTimeoutFlag(f, idleTimeoutHelp+idleDefaultHelp)
+	cmd.PreRun = func(*cobra.Command, []string) { req.IdleTimeoutSeconds = idle() }
 	return cmd
 }
 
@@ -242,6 +244,7 @@ func writeInfo(w io.Writer, comp *client.Computer) error {
 	fmt.Fprintf(tw, "pids: %d\n", lim.PIDs)
 	fmt.Fprintf(tw, "network: %s\n", network)
 	writeEgressInfo(tw, comp)
+	writeIdle(tw, comp)
 	if comp.Disk != nil {
 		fmt.Fprintf(tw, "root disk: %s used of %s\n", units.FormatSize(comp.Disk.UsedBytes), units.FormatSize(comp.Disk.SizeBytes))
 	} else {

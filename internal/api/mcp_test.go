@@ -36,7 +36,7 @@ func TestMCP(t *testing.T) {
 	for _, tool := range tools.Tools {
 		names = append(names, tool.Name)
 	}
-	if got := strings.Join(names, " "); got != "create delete list read_file run set_egress start stop write_file" {
+	if got := strings.Join(names, " "); got != "create delete list read_file run set start stop write_file" {
 		t.Errorf("tools: %s", got)
 	}
 
@@ -72,6 +72,13 @@ func TestMCP(t *testing.T) {
 	call("write_file", map[string]any{"name": "agent", "path": "/home/ohm/notes.txt", "content": "remember\n"}, &wrote)
 	if wrote.Bytes != 9 {
 		t.Errorf("write_file: %+v", wrote)
+	}
+	var set mcpserver.SetOutput
+	if res := call("set", map[string]any{"name": "agent", "idle_timeout_seconds": 3600}, &set); res.IsError || set.IdleTimeoutSeconds != 3600 {
+		t.Errorf("set: %+v %+v", res, set)
+	}
+	if res := call("set", map[string]any{"name": "agent", "idle_timeout_seconds": -1}, nil); !res.IsError {
+		t.Errorf("set of a negative idle timeout: not an error")
 	}
 	call("stop", map[string]any{"name": "agent"}, nil)
 	call("start", map[string]any{"name": "agent"}, nil)

@@ -50,7 +50,7 @@ func NewServer(m *computer.Manager, log *slog.Logger) *Server {
 	s.handle("GET /v1/computers", s.list)
 	s.handle("GET /v1/computers/{name}", s.get)
 	s.handle("DELETE /v1/computers/{name}", s.delete)
-	s.handle("PATCH /v1/computers/{name}", s.set)
+	s.handle("PATCH /v1/computers/{name}", s.setComputer)
 	s.handle("POST /v1/computers/{name}/start", s.start)
 	s.handle("POST /v1/computers/{name}/stop", s.stop)
 	s.handle("POST /v1/computers/{name}/exec", s.exec)
@@ -285,6 +285,11 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		Name: req.Name, Template: req.Template, DiskSizeMB: req.DiskSizeMB,
 		CPUs: req.CPUs, MemoryMB: req.MemoryMB, Env: req.Env, Network: req.Network,
 		AllowHosts: req.AllowHosts, AllowCIDRs: req.AllowCIDRs,
+	}
+	var err error
+	if opts.IdleTimeout, err = idleTimeout(req.IdleTimeoutSeconds); err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	if !wantsStream(r) {
 		c, err := s.m.Create(r.Context(), opts)

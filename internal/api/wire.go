@@ -34,6 +34,8 @@ func wireRecord(r computer.Record) client.Computer {
 		StoppedAt:  r.StoppedAt,
 		AllowHosts: r.AllowHosts,
 		AllowCIDRs: r.AllowCIDRs,
+
+		IdleTimeoutSeconds: r.IdleTimeoutSeconds,
 	}
 }
 
@@ -53,6 +55,7 @@ func wireComputer(c computer.Computer) client.Computer {
 	if l := c.Limits; l != nil {
 		out.Limits = &client.Limits{CPUs: l.CPUs, MemoryBytes: l.MemoryBytes, PIDs: l.PIDs}
 	}
+	out.IdleStopAt, out.ActiveSessions = c.IdleStopAt, c.ActiveSessions
 	return out
 }
 

@@ -73,7 +73,7 @@ var wireOps = map[string]wireOp{
 	"listComputers":   {"", with(errs(), "200", "ComputerList")},
 	"getComputer":     {"", with(errs(), "200", "Computer")},
 	"deleteComputer":  {"", with(errs(), "200", "Deleted")},
-	"updateComputer":  {"SetRequest", with(errs("409", "413"), "200", "Computer")},
+	"setComputer":     {"SetRequest", with(errs("409", "413"), "200", "Computer")},
 	"startComputer":   {"", with(errs("409"), "200", "Computer")},
 	"stopComputer":    {"", with(errs("409"), "200", "Computer")},
 	"exec":            {"ExecRequest", with(errs("413", "503"), "200", "Event")},

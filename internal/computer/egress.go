@@ -41,17 +41,14 @@ type egressSetter interface {
 
 // SetEgress changes computer name's allow lists, at once if it runs (new
 // connections and lookups follow the new lists; open connections they no
-// longer allow are cut). Bad input changes nothing.
+// longer allow are cut). Bad input changes nothing. It is Set with only
+// the egress fields.
 func (m *Manager) SetEgress(ctx context.Context, name string, ch EgressChange) (Record, error) {
-	unlock := m.lock(name)
-	defer unlock()
-	rec, err := m.reg.get(ctx, name)
-	if err != nil {
-		return Record{}, err
-	}
-	if rec, err = m.reapIfDead(ctx, rec); err != nil {
-		return Record{}, err
-	}
+	return m.Set(ctx, name, SetOptions{Egress: &ch})
+}
+
+// egressPolicy is the policy rec gets from ch, checked.
+func egressPolicy(rec Record, ch EgressChange) (egress.Policy, error) {
 	hosts, cidrs := rec.AllowHosts, rec.AllowCIDRs
 	if ch.AllowHosts != nil {
 		hosts = *ch.AllowHosts
@@ -61,40 +58,39 @@ func (m *Manager) SetEgress(ctx context.Context, name string, ch EgressChange) (
 	}
 	pol, err := egress.ParsePolicy(hosts, cidrs)
 	if err != nil {
-		return Record{}, invalidf("%v", err)
+		return egress.Policy{}, invalidf("%v", err)
 	}
 	if pol.Active() && !rec.Network {
-		return Record{}, invalidf("computer %q has no network to limit (create it with --network)", name)
+		return egress.Policy{}, invalidf("computer %q has no network to limit (create it with --network)", rec.Name)
 	}
-	switch rec.State {
-	case StateCreating:
-		return Record{}, statef("computer %q is still being created", name)
-	case StateRunning:
+	return pol, nil
+}
+
+// applyEgress gives computer rec its policy pol: in the registry, and in
+// its sandbox if it runs. The caller holds rec's name lock.
+func (m *Manager) applyEgress(ctx context.Context, rec Record, pol egress.Policy) (Record, error) {
+	name := rec.Name
+	if rec.State == StateRunning && rec.Network {
 		l := m.live(name)
 		if l == nil {
 			return Record{}, fmt.Errorf("computer %q is recorded running but has no sandbox", name)
 		}
-		if rec.Network {
-			es, ok := l.inst.(egressSetter)
-			if !ok {
-				return Record{}, fmt.Errorf("set egress of %s: its sandbox cannot change its policy", name)
-			}
-			if err := es.SetEgress(pol); err != nil {
-				return Record{}, fmt.Errorf("set egress of %s: %w", name, err)
-			}
-			if err := m.reg.setEgress(ctx, name, pol); err != nil {
-				// The record is what the next start applies: put the
-				// running computer back in line with it.
-				if rerr := es.SetEgress(egressOf(rec)); rerr != nil {
-					m.logf("set egress of %s: restore the previous policy: %v", name, rerr)
-				}
-				return Record{}, err
-			}
-			rec.AllowHosts, rec.AllowCIDRs = pol.Hosts, pol.CIDRs
-			return rec, nil
+		es, ok := l.inst.(egressSetter)
+		if !ok {
+			return Record{}, fmt.Errorf("set egress of %s: its sandbox cannot change its policy", name)
 		}
-	}
-	if err := m.reg.setEgress(ctx, name, pol); err != nil {
+		if err := es.SetEgress(pol); err != nil {
+			return Record{}, fmt.Errorf("set egress of %s: %w", name, err)
+		}
+		if err := m.reg.setEgress(ctx, name, pol); err != nil {
+			// The record is what the next start applies: put the
+			// running computer back in line with it.
+			if rerr := es.SetEgress(egressOf(rec)); rerr != nil {
+				m.logf("set egress of %s: restore the previous policy: %v", name, rerr)
+			}
+			return Record{}, err
+		}
+	} else if err := m.reg.setEgress(ctx, name, pol); err != nil {
 		return Record{}, err
 	}
 	rec.AllowHosts, rec.AllowCIDRs = pol.Hosts, pol.CIDRs

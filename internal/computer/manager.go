@@ -59,6 +59,9 @@ type Options struct {
 	// Resolvers are the DNS servers ("host:port") computers' DNS proxies
 	// forward allowed names to; empty means the host's.
 	Resolvers []string
+	// MinIdleTimeout is the shortest idle timeout accepted (default: one
+	// minute); tests lower it to see idle stops in seconds.
+	MinIdleTimeout time.Duration
 
 	sandboxes sandboxes // default: internal/sandbox; tests inject failures
 }
@@ -79,6 +82,8 @@ type Manager struct {
 	mu      sync.Mutex           // guards the fields below and name choice
 	locks   map[string]*nameLock // per computer, while in use
 	running map[string]*live
+
+	idle *idleState // idle stop's countdowns (idle.go)
 
 	stopSupervisor func() // ends the workspace supervisor and waits for it
 
@@ -114,6 +119,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		resolvers: opts.Resolvers,
 		locks:     map[string]*nameLock{},
 		running:   map[string]*live{},
+		idle:      newIdleState(opts.MinIdleTimeout),
 		closing:   make(chan struct{}),
 	}
 	if m.exe == "" {
@@ -152,6 +158,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 // registry. Running computers keep running; a new Manager attaches to
 // them.
 func (m *Manager) Close() error {
+	m.closeIdle()
 	m.stopSupervisor()
 	m.closeOnce.Do(func() { close(m.closing) })
 	m.watchers.Wait()
@@ -242,6 +249,9 @@ func (m *Manager) live(name string) *live {
 // setLive records l as the sandbox of name (nil: none) and, for a new
 // one, starts watching its init.
 func (m *Manager) setLive(name string, l *live) {
+	if l == nil {
+		m.idleStopped(name)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if l == nil {
@@ -385,6 +395,9 @@ type CreateOptions struct {
 	AllowHosts []string
 	AllowCIDRs []string
 	Progress   io.Writer // template build progress, when create has to build it
+	// IdleTimeout is how long it may go unused before it stops itself
+	// (idle.go); nil takes DefaultIdleTimeout, 0 never stops it.
+	IdleTimeout *time.Duration
 }
 
 // Computer is a computer as Info and List report it.
@@ -393,6 +406,12 @@ type Computer struct {
 	Disk      *DiskUsage      `json:"disk,omitempty"`
 	Workspace *WorkspaceUsage `json:"workspace,omitempty"`
 	Limits    *Limits         `json:"limits,omitempty"`
+	// IdleStopAt is when it stops itself if nothing uses it meanwhile
+	// (zero: not running, no idle timeout, or busy).
+	IdleStopAt time.Time `json:"idle_stop_at,omitzero"`
+	// ActiveSessions counts the exec and shell sessions, file transfers
+	// and other holders keeping it busy now.
+	ActiveSessions int `json:"active_sessions,omitempty"`
 }
 
 // Limits are the resource limits in force for a computer: read back from
@@ -476,6 +495,13 @@ func (m *Manager) validate(ctx context.Context, opts *CreateOptions) error {
 	if err := checkEgress(opts); err != nil {
 		return err
 	}
+	if opts.IdleTimeout == nil {
+		d := DefaultIdleTimeout
+		opts.IdleTimeout = &d
+	}
+	if err := checkIdleTimeout(*opts.IdleTimeout, m.idle.min); err != nil {
+		return err
+	}
 	for k, v := range opts.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
 			return invalidf("invalid environment variable %q", k)
@@ -547,6 +573,8 @@ func (m *Manager) Create(ctx context.Context, opts CreateOptions) (Computer, err
 		AllowHosts: opts.AllowHosts,
 		AllowCIDRs: opts.AllowCIDRs,
 		CreatedAt:  time.Now().UTC().Truncate(time.Millisecond),
+
+		IdleTimeoutSeconds: opts.IdleTimeout.Seconds(),
 	}
 	// Reserve the name and the disk space: the row in state creating
 	// holds both, so two creates at once cannot both count the same free
@@ -659,6 +687,7 @@ func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool
 		m.stop(context.WithoutCancel(ctx), rec, "start failed: "+err.Error())
 		return err
 	}
+	m.idleStarted(rec.Name, rec.IdleTimeout())
 	return nil
 }
 
@@ -846,6 +875,10 @@ func (m *Manager) Info(ctx context.Context, name string) (Computer, error) {
 		}
 	}
 	c.Limits = &Limits{CPUs: lim.CPUs, MemoryBytes: lim.MemoryBytes, PIDs: lim.PIDs}
+	if rec.State == StateRunning {
+		st := m.idleStatus(name)
+		c.IdleStopAt, c.ActiveSessions = st.StopAt, st.Sessions
+	}
 	return c, nil
 }
 
@@ -901,10 +934,11 @@ func (m *Manager) Exec(ctx context.Context, name string, opts ExecOptions, stdin
 	if err != nil {
 		return 0, err
 	}
-	l, err := m.ensureRunning(ctx, name)
+	l, release, err := m.ensureRunning(ctx, name)
 	if err != nil {
 		return 0, err
 	}
+	defer release() // busy while it runs, quiet or not: no idle stop under it
 	if req.Argv == nil {
 		sh := l.shell
 		if sh == "" {
@@ -971,30 +1005,32 @@ func (m *Manager) reapIfDead(ctx context.Context, rec Record) (Record, error) {
 	return m.reg.get(ctx, rec.Name)
 }
 
-// ensureRunning returns the live sandbox of name, starting it if stopped.
-func (m *Manager) ensureRunning(ctx context.Context, name string) (*live, error) {
+// ensureRunning returns the live sandbox of name, starting it if stopped,
+// held busy (see Busy) until release is called.
+func (m *Manager) ensureRunning(ctx context.Context, name string) (l *live, release func(), err error) {
 	unlock := m.lock(name)
 	defer unlock()
 	rec, err := m.reg.get(ctx, name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if rec, err = m.reapIfDead(ctx, rec); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	switch rec.State {
 	case StateCreating:
-		return nil, statef("computer %q is still being created", name)
+		return nil, nil, statef("computer %q is still being created", name)
 	case StateStopped:
 		if err := m.startRec(ctx, rec); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	l := m.live(name)
+	l = m.live(name)
 	if l == nil {
-		return nil, fmt.Errorf("computer %q is recorded running but has no sandbox", name)
+		return nil, nil, fmt.Errorf("computer %q is recorded running but has no sandbox", name)
 	}
-	return l, nil
+	// Under the lock: an idle stop, which takes it too, sees the hold.
+	return l, m.hold(name), nil
 }
 
 // reconcile brings the registry in line with reality at start-up.
@@ -1017,6 +1053,7 @@ func (m *Manager) reconcile(ctx context.Context) error {
 			inst, err := m.rt.Attach(ctx, spec)
 			if err == nil {
 				m.setLive(rec.Name, &live{inst: inst, shell: m.shellOf(ctx, rec.Template, root)})
+				m.idleStarted(rec.Name, rec.IdleTimeout())
 				continue
 			}
 			m.logf("reconcile %s: not running (%v); marking it stopped", rec.Name, err)

@@ -49,6 +49,10 @@ type Record struct {
 	// only these names and ranges. Stored together in the egress column.
 	AllowHosts []string `json:"allow_hosts,omitempty"`
 	AllowCIDRs []string `json:"allow_cidrs,omitempty"`
+	// IdleTimeoutSeconds is how long the computer may go without exec,
+	// shell, file or port traffic before it stops itself (0: never); see
+	// IdleTimeout and idle.go. In seconds, as the API carries it.
+	IdleTimeoutSeconds float64 `json:"idle_timeout_seconds"`
 }
 
 // Reasons a computer stopped, besides its init's end (which the sandbox
@@ -83,6 +87,8 @@ var migrations = []string{
 	`ALTER TABLE computers ADD COLUMN stopped_at TEXT NOT NULL DEFAULT '';`,
 	// egress: the allow list, {"allow_hosts": [...], "allow_cidrs": [...]}.
 	`ALTER TABLE computers ADD COLUMN egress TEXT NOT NULL DEFAULT '{}';`,
+	// Computers made before idle stop keep running until stopped (0).
+	`ALTER TABLE computers ADD COLUMN idle_timeout_ms INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // migrate brings the registry's schema up to date, one transaction per
@@ -143,10 +149,10 @@ func (r *registry) insert(ctx context.Context, rec Record) error {
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	_, err = r.db.ExecContext(ctx, `INSERT INTO computers
-		(name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, egress, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		(name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, egress, created_at, updated_at, idle_timeout_ms)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		rec.Name, rec.State, rec.Template, rec.DiskSizeMB, rec.CPUs, rec.MemoryMB, rec.PIDs, string(env), rec.Network, string(eg),
-		rec.CreatedAt.UTC().Format(time.RFC3339Nano), now)
+		rec.CreatedAt.UTC().Format(time.RFC3339Nano), now, rec.IdleTimeout().Milliseconds())
 	if err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed") {
 		return &Error{Code: CodeExists, Msg: fmt.Sprintf("computer %q already exists", rec.Name)}
 	}
@@ -206,14 +212,16 @@ func (r *registry) remove(ctx context.Context, name string) error {
 	return nil
 }
 
-const columns = `name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, created_at, stop_reason, stopped_at, egress`
+const columns = `name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, created_at, stop_reason, stopped_at, egress, idle_timeout_ms`
 
 func scanRecord(row interface{ Scan(...any) error }) (Record, error) {
 	var rec Record
 	var env, created, stopped, eg string
-	if err := row.Scan(&rec.Name, &rec.State, &rec.Template, &rec.DiskSizeMB, &rec.CPUs, &rec.MemoryMB, &rec.PIDs, &env, &rec.Network, &created, &rec.StopReason, &stopped, &eg); err != nil {
+	var idleMS int64
+	if err := row.Scan(&rec.Name, &rec.State, &rec.Template, &rec.DiskSizeMB, &rec.CPUs, &rec.MemoryMB, &rec.PIDs, &env, &rec.Network, &created, &rec.StopReason, &stopped, &eg, &idleMS); err != nil {
 		return Record{}, err
 	}
+	rec.IdleTimeoutSeconds = float64(idleMS) / 1000
 	if err := json.Unmarshal([]byte(env), &rec.Env); err != nil {
 		return Record{}, fmt.Errorf("computer %s: bad env in registry: %w", rec.Name, err)
 	}

@@ -1,6 +1,6 @@
 // Package mcpserver exposes Ohm computers to AI agents as Model Context
 // Protocol tools (create, list, run, read_file, write_file, stop, start,
-// delete), each a call to the Ohm daemon through package ohm/client. `ohm
+// delete, set), each a call to the Ohm daemon through package ohm/client. `ohm
 // mcp` serves it over stdio; `ohm serve` serves it at /mcp over MCP's
 // streamable HTTP transport (HTTPHandler), behind the same bearer token as
 // the rest of the API on TCP.
@@ -41,7 +41,10 @@ func New(c *client.Client, version string) *mcp.Server {
 	mcp.AddTool(s, &mcp.Tool{Name: "stop", Description: "Stop a computer; its workspace is kept."}, t.stop)
 	mcp.AddTool(s, &mcp.Tool{Name: "start", Description: "Start a stopped computer."}, t.start)
 	mcp.AddTool(s, &mcp.Tool{Name: "delete", Description: "Delete a computer with its disk and workspace."}, t.delete)
-	addEgressTools(s, t)
+	mcp.AddTool(s, &mcp.Tool{Name: "set", Description: "Change settings of a computer, running or stopped; a setting left out stays as it is. " +
+		"idle_timeout_seconds: how long it may go unused (no command, shell or file traffic) before it stops itself; the next run starts it again; 0 never stops it. " +
+		"allow_hosts (exact names or *.example.org) and allow_cidrs: where a networked computer may connect, each replacing the computer's list when given ([] clears it), at once if it runs; " +
+		"with a list set, DNS answers only the allowed names and everything else outbound is refused; with both empty it reaches anywhere but the host."}, t.set)
 	return s
 }
 
@@ -63,10 +66,13 @@ type CreateInput struct {
 	DiskSizeMB int     `json:"disk_size_mb,omitempty" jsonschema:"root disk size in MB (default 10240)"`
 	CPUs       float64 `json:"cpus,omitempty" jsonschema:"CPU limit (default 2)"`
 	MemoryMB   int     `json:"memory_mb,omitempty" jsonschema:"memory limit in MB (default 2048)"`
-	// Egress: see set_egress.
+	// Egress: see set.
 	Network    bool     `json:"network,omitempty" jsonschema:"outbound network access (the host stays out of reach)"`
 	AllowHosts []string `json:"allow_hosts,omitempty" jsonschema:"limit the network to these host names: exact (pypi.org) or *.example.org; implies network"`
 	AllowCIDRs []string `json:"allow_cidrs,omitempty" jsonschema:"limit the network to these address ranges (198.51.100.0/24); implies network"`
+	// IdleTimeoutSeconds is a pointer so that 0 (never) differs from left
+	// out (the server's default).
+	IdleTimeoutSeconds *float64 `json:"idle_timeout_seconds,omitempty" jsonschema:"stop the computer after this many seconds unused (default 1800; 0: never); the next run starts it again"`
 }
 
 // ComputerOutput is a computer as the tools return it.
@@ -85,7 +91,7 @@ func (t tools) create(ctx context.Context, _ *mcp.CallToolRequest, in CreateInpu
 		in.DiskSizeMB = 10240
 	}
 	c, err := t.c.Create(ctx, client.CreateRequest{Name: in.Name, Template: in.Template, DiskSizeMB: in.DiskSizeMB, CPUs: in.CPUs, MemoryMB: in.MemoryMB,
-		Network: in.Network, AllowHosts: in.AllowHosts, AllowCIDRs: in.AllowCIDRs}, nil)
+		Network: in.Network, AllowHosts: in.AllowHosts, AllowCIDRs: in.AllowCIDRs, IdleTimeoutSeconds: in.IdleTimeoutSeconds}, nil)
 	if err != nil {
 		return nil, ComputerOutput{}, err
 	}
@@ -248,4 +254,38 @@ func (t tools) start(ctx context.Context, _ *mcp.CallToolRequest, in NameInput) 
 
 func (t tools) delete(ctx context.Context, _ *mcp.CallToolRequest, in NameInput) (*mcp.CallToolResult, ComputerOutput, error) {
 	return t.transition(ctx, in.Name, t.c.Delete, "deleted")
+}
+
+// SetInput are the arguments of set; a setting left out stays as it is.
+type SetInput struct {
+	Name               string    `json:"name" jsonschema:"the computer"`
+	IdleTimeoutSeconds *float64  `json:"idle_timeout_seconds,omitempty" jsonschema:"stop the computer after this many seconds unused (0: never; otherwise 60 to 2592000)"`
+	AllowHosts         *[]string `json:"allow_hosts,omitempty" jsonschema:"the allowed host names: exact (pypi.org) or *.example.org (the names under it)"`
+	AllowCIDRs         *[]string `json:"allow_cidrs,omitempty" jsonschema:"the allowed address ranges (198.51.100.0/24)"`
+}
+
+// SetOutput is the answer of set: the computer's settings after it.
+type SetOutput struct {
+	Name               string   `json:"name"`
+	State              string   `json:"state"`
+	IdleTimeoutSeconds float64  `json:"idle_timeout_seconds"`
+	Network            bool     `json:"network"`
+	AllowHosts         []string `json:"allow_hosts"`
+	AllowCIDRs         []string `json:"allow_cidrs"`
+}
+
+func (t tools) set(ctx context.Context, _ *mcp.CallToolRequest, in SetInput) (*mcp.CallToolResult, SetOutput, error) {
+	c, err := t.c.Set(ctx, in.Name, client.SetRequest{IdleTimeoutSeconds: in.IdleTimeoutSeconds, AllowHosts: in.AllowHosts, AllowCIDRs: in.AllowCIDRs})
+	if err != nil {
+		return nil, SetOutput{}, err
+	}
+	out := SetOutput{Name: c.Name, State: c.State, IdleTimeoutSeconds: c.IdleTimeoutSeconds, Network: c.Network,
+		AllowHosts: c.AllowHosts, AllowCIDRs: c.AllowCIDRs}
+	if out.AllowHosts == nil {
+		out.AllowHosts = []string{}
+	}
+	if out.AllowCIDRs == nil {
+		out.AllowCIDRs = []string{}
+	}
+	return nil, out, nil
 }

@@ -133,9 +133,9 @@ class AsyncComputer:
         await self._ohm._call(self.sync.stop)
         return self
 
-    async def update(self, **kwargs) -> "AsyncComputer":
-        """As :meth:`ohm.Computer.update`."""
-        await self._ohm._call(self.sync.update, **kwargs)
+    async def set(self, **kwargs) -> "AsyncComputer":
+        """As :meth:`ohm.Computer.set`."""
+        await self._ohm._call(self.sync.set, **kwargs)
         return self
 
     async def delete(self) -> None:

@@ -113,12 +113,15 @@ class Computers:
         network: bool = False,
         allow_hosts: Optional[Sequence[str]] = None,
         allow_cidrs: Optional[Sequence[str]] = None,
+        idle_timeout: Optional[float] = None,
         on_progress: Optional[Callable[[str], None]] = None,
     ) -> "Computer":
         """Creates a computer and returns it running. Without a name the
         daemon picks a free one; the template defaults to coding-agent.
-        ``on_progress`` gets each line of template build output while the
-        daemon has to build the template first."""
+        ``idle_timeout`` (seconds) stops it after that long unused (the
+        daemon's default, 1800, when None; 0 never). ``on_progress`` gets
+        each line of template build output while the daemon has to build
+        the template first."""
         body: Dict[str, Any] = {"disk_size_mb": disk_size_mb}
         for k, v in (("name", name), ("template", template), ("cpus", cpus), ("memory_mb", memory_mb)):
             if v:
@@ -132,6 +135,8 @@ class Computers:
             body["allow_hosts"] = list(allow_hosts)
         if allow_cidrs:
             body["allow_cidrs"] = list(allow_cidrs)
+        if idle_timeout is not None:
+            body["idle_timeout_seconds"] = idle_timeout
         r = self._ohm._t.request("POST", "/v1/computers", json_body=body, headers={"Accept": "application/x-ndjson"})
         info = None
         with r:
@@ -219,14 +224,24 @@ class Computer:
         self._set(ComputerInfo.from_wire(self._ohm._t.request("POST", self._path + "/stop").json()))
         return self
 
-    def update(self, *, allow_hosts: Optional[Sequence[str]] = None, allow_cidrs: Optional[Sequence[str]] = None) -> "Computer":
-        """Changes the computer, running or not; what is left out stays.
+    def set(
+        self,
+        *,
+        idle_timeout: Optional[float] = None,
+        allow_hosts: Optional[Sequence[str]] = None,
+        allow_cidrs: Optional[Sequence[str]] = None,
+    ) -> "Computer":
+        """Changes settings of the computer, running or stopped; a setting
+        left out (None) stays as it is. ``idle_timeout`` (seconds): how
+        long it may go unused (no command, shell, file or port traffic)
+        before it stops itself, 0 never; the next run starts it again.
         ``allow_hosts`` (exact names or ``*.example.org``) and
         ``allow_cidrs`` each replace the computer's egress allow list (an
-        empty list clears it); a running computer follows at once. A
-        malformed entry raises :class:`ohm.BadRequest` and changes
-        nothing."""
+        empty list clears it); a running computer follows at once. Bad
+        input raises :class:`ohm.BadRequest` and changes nothing."""
         body: Dict[str, Any] = {}
+        if idle_timeout is not None:
+            body["idle_timeout_seconds"] = idle_timeout
         if allow_hosts is not None:
             body["allow_hosts"] = list(allow_hosts)
         if allow_cidrs is not None:

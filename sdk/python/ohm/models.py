@@ -225,6 +225,11 @@ class ComputerInfo:
     created_at: Optional[_dt.datetime] = None
     stop_reason: str = ""  # why it last stopped when that was not asked for (its init died)
     stopped_at: Optional[_dt.datetime] = None
+    # seconds it may go unused (no command, shell, file or port traffic)
+    # before it stops itself; 0: never
+    idle_timeout_seconds: float = 0.0
+    idle_stop_at: Optional[_dt.datetime] = None  # when it will, unless used (refresh/get, while running idle)
+    active_sessions: int = 0  # sessions keeping it busy now (refresh/get)
     disk: Optional[DiskUsage] = None
     workspace: Optional[WorkspaceUsage] = None
     limits: Optional[Limits] = None
@@ -247,6 +252,9 @@ class ComputerInfo:
             created_at=parse_time(d.get("created_at")),
             stop_reason=d.get("stop_reason", ""),
             stopped_at=parse_time(d.get("stopped_at")),
+            idle_timeout_seconds=d.get("idle_timeout_seconds", 0.0),
+            idle_stop_at=parse_time(d.get("idle_stop_at")),
+            active_sessions=d.get("active_sessions", 0),
             disk=DiskUsage.from_wire(d.get("disk")),
             workspace=WorkspaceUsage.from_wire(d.get("workspace")),
             limits=Limits.from_wire(d.get("limits")),

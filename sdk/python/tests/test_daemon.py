@@ -75,6 +75,14 @@ class _Scenario:
         self.assertEqual(got.workspace.layout, "block")
         self.assertEqual(got.stop_reason, "")
 
+    def test_set(self):
+        self.assertEqual(self.c.idle_timeout_seconds, 1800)  # the daemon's default
+        self.c.set(idle_timeout=7200)
+        self.assertEqual(self.c.idle_timeout_seconds, 7200)
+        with self.assertRaises(ohm.BadRequest):
+            self.c.set(idle_timeout=-1)
+        self.assertEqual(self.ohm.computers.get(self.c.name).idle_timeout_seconds, 7200)
+
     def test_run(self):
         r = self.c.run("echo out; echo err >&2; echo $GREETING; exit 3")
         self.assertEqual((r.exit_code, r.stdout, r.stderr), (3, "out\nhi\n", "err\n"))

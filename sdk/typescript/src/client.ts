@@ -100,7 +100,7 @@ export class Ohm {
 
   /** A handle on computer `name` without asking the daemon (see `computers.get`). */
   computer(name: string): Computer {
-    return new Computer(this, { name, state: "unknown", template: "", diskSizeMb: 0, cpus: 0, memoryMb: 0, pids: 0, env: {}, network: false });
+    return new Computer(this, { name, state: "unknown", template: "", diskSizeMb: 0, cpus: 0, memoryMb: 0, pids: 0, env: {}, network: false, idleTimeoutSeconds: 0, activeSessions: 0 });
   }
 
   /** Closes idle connections (so a program can exit at once). */
@@ -126,8 +126,30 @@ export interface CreateOptions {
   allowHosts?: string[];
   /** Limit the network to these address ranges ("198.51.100.0/24"; implies network). */
   allowCidrs?: string[];
+  /**
+   * Seconds it may go unused (no command, shell, file or port traffic)
+   * before it stops itself; the daemon's default (1800) when left out, 0 never.
+   */
+  idleTimeoutSeconds?: number;
   /** Each line of template build output, while the template has to be built first. */
   onProgress?: (line: string) => void;
+}
+
+/** What `Computer.set` changes. */
+export interface SetOptions {
+  /**
+   * Seconds it may go unused (no command, shell, file or port traffic)
+   * before it stops itself; 0 never. A running computer's countdown starts
+   * again from now.
+   */
+  idleTimeoutSeconds?: number;
+  /**
+   * Replace the egress allow list of host names (exact, or "*.example.org");
+   * an empty list clears it. A running computer follows at once.
+   */
+  allowHosts?: string[];
+  /** Replace the egress allow list of address ranges ("198.51.100.0/24"). */
+  allowCidrs?: string[];
 }
 
 /** The computers of a daemon: `ohm.computers`. */
@@ -145,6 +167,7 @@ export class Computers {
     if (opts.network) body.network = true;
     if (opts.allowHosts?.length) body.allow_hosts = opts.allowHosts;
     if (opts.allowCidrs?.length) body.allow_cidrs = opts.allowCidrs;
+    if (opts.idleTimeoutSeconds !== undefined) body.idle_timeout_seconds = opts.idleTimeoutSeconds;
     const res = await this.ohm.t.request("POST", "/v1/computers", { json: body, headers: NDJSON });
     try {
       for await (const ev of ndjson(res)) {
@@ -196,6 +219,9 @@ export class Computer implements ComputerInfo {
   createdAt?: Date;
   stopReason?: string;
   stoppedAt?: Date;
+  idleTimeoutSeconds!: number;
+  idleStopAt?: Date;
+  activeSessions!: number;
   disk?: DiskUsage;
   workspace?: WorkspaceUsage;
   limits?: Limits;
@@ -208,11 +234,11 @@ export class Computer implements ComputerInfo {
     readonly ohm: Ohm,
     info: ComputerInfo,
   ) {
-    this.set(info);
+    this.assign(info);
     this.files = new Files(this);
   }
 
-  private set(info: ComputerInfo): void {
+  private assign(info: ComputerInfo): void {
     Object.assign(this, info);
   }
 
@@ -223,33 +249,32 @@ export class Computer implements ComputerInfo {
 
   /** Reads the computer's state, use and limits again. */
   async refresh(): Promise<this> {
-    this.set(await this.ohm.computers.info(this.name));
+    this.assign(await this.ohm.computers.info(this.name));
     return this;
   }
 
   /** Starts the computer (WrongStateError unless stopped). */
   async start(): Promise<this> {
-    this.set(computerFromWire(await this.ohm.t.json("POST", this.path + "/start")));
+    this.assign(computerFromWire(await this.ohm.t.json("POST", this.path + "/start")));
     return this;
   }
 
   /** Stops the computer; its workspace is flushed and kept. */
   async stop(): Promise<this> {
-    this.set(computerFromWire(await this.ohm.t.json("POST", this.path + "/stop")));
+    this.assign(computerFromWire(await this.ohm.t.json("POST", this.path + "/stop")));
     return this;
   }
 
   /**
-   * Changes the computer, running or not; what is left out stays.
-   * `allowHosts` (exact names or "*.example.org") and `allowCidrs` each
-   * replace its egress allow list (an empty list clears it); a running
-   * computer follows at once. A malformed entry rejects and changes nothing.
+   * Changes settings of the computer, running or stopped; a setting left
+   * out stays as it is, and bad input (BadRequestError) changes nothing.
    */
-  async update(change: { allowHosts?: string[]; allowCidrs?: string[] }): Promise<this> {
+  async set(opts: SetOptions): Promise<this> {
     const body: Record<string, unknown> = {};
-    if (change.allowHosts) body.allow_hosts = change.allowHosts;
-    if (change.allowCidrs) body.allow_cidrs = change.allowCidrs;
-    this.set(computerFromWire(await this.ohm.t.json("PATCH", this.path, { json: body })));
+    if (opts.idleTimeoutSeconds !== undefined) body.idle_timeout_seconds = opts.idleTimeoutSeconds;
+    if (opts.allowHosts) body.allow_hosts = opts.allowHosts;
+    if (opts.allowCidrs) body.allow_cidrs = opts.allowCidrs;
+    this.assign(computerFromWire(await this.ohm.t.json("PATCH", this.path, { json: body })));
     return this;
   }
 

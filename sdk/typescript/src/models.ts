@@ -43,6 +43,12 @@ export interface ComputerInfo {
   /** Why it last stopped when that was not asked for (its init died). */
   stopReason?: string;
   stoppedAt?: Date;
+  /** Seconds it may go unused before it stops itself; 0: never. */
+  idleTimeoutSeconds: number;
+  /** When it will stop itself unless used (get/refresh, while running idle). */
+  idleStopAt?: Date;
+  /** Sessions keeping it busy now (get/refresh). */
+  activeSessions: number;
   /** From get/refresh. */
   disk?: DiskUsage;
   workspace?: WorkspaceUsage;
@@ -124,6 +130,9 @@ export function computerFromWire(d: any): ComputerInfo {
     stoppedAt: time(d.stopped_at),
     allowHosts: d.allow_hosts ?? undefined,
     allowCidrs: d.allow_cidrs ?? undefined,
+    idleTimeoutSeconds: d.idle_timeout_seconds ?? 0,
+    idleStopAt: time(d.idle_stop_at),
+    activeSessions: d.active_sessions ?? 0,
     disk: d.disk && { sizeBytes: d.disk.size_bytes ?? 0, usedBytes: d.disk.used_bytes ?? 0 },
     workspace: d.workspace && {
       usedBytes: d.workspace.used_bytes ?? 0,

@@ -89,6 +89,14 @@ function scenario(title: string, prefix: string, opts: OhmOptions | undefined, e
       await eventually(async () => !(await ps(c)).includes("sleep 1001"), "the command to die with its stream");
     });
 
+    it("sets the idle timeout", async () => {
+      assert.equal(c.idleTimeoutSeconds, 1800); // the daemon's default
+      await c.set({ idleTimeoutSeconds: 7200 });
+      assert.equal(c.idleTimeoutSeconds, 7200);
+      await assert.rejects(c.set({ idleTimeoutSeconds: -1 }), (e: Error) => e instanceof sdk.BadRequestError && /negative/.test(e.message));
+      assert.equal((await ohm.computers.get(c.name)).idleTimeoutSeconds, 7200);
+    });
+
     it("answers typed errors", async () => {
       await assert.rejects(ohm.computers.get("no-such-computer"), (e: Error) => e instanceof sdk.NotFoundError && /no-such-computer/.test(e.message));
       await assert.rejects(ohm.computers.create({ name: c.name, template: TEMPLATE, diskSizeMb: 256 }), sdk.AlreadyExistsError);
