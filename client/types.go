@@ -81,6 +81,8 @@ type Computer struct {
 	// it died inside and the daemon stopped it. It stays after a restart.
 	StopReason string    `json:"stop_reason,omitempty"`
 	StoppedAt  time.Time `json:"stopped_at,omitzero"` // when it last stopped
+	// Ports are its exposed ports with their preview URLs (from Get).
+	Ports []Port `json:"ports,omitempty"`
 }
 
 // Limits are the resource limits in force for a computer: read back from

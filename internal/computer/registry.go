@@ -74,6 +74,7 @@ var migrations = []string{
 	`ALTER TABLE computers ADD COLUMN network INTEGER NOT NULL DEFAULT 0;`,
 	`ALTER TABLE computers ADD COLUMN stop_reason TEXT NOT NULL DEFAULT '';`,
 	`ALTER TABLE computers ADD COLUMN stopped_at TEXT NOT NULL DEFAULT '';`,
+	portsMigration, // exposed ports (ports.go)
 }
 
 // migrate brings the registry's schema up to date, one transaction per
@@ -170,6 +171,9 @@ func (r *registry) setStopped(ctx context.Context, name, reason string) error {
 }
 
 func (r *registry) remove(ctx context.Context, name string) error {
+	if err := r.removePorts(ctx, name); err != nil {
+		return err
+	}
 	if _, err := r.db.ExecContext(ctx, `DELETE FROM computers WHERE name = ?`, name); err != nil {
 		return fmt.Errorf("remove computer %s: %w", name, err)
 	}
