@@ -53,6 +53,9 @@ func newComputerCmd() *cobra.Command {
 		newComputerSimpleCmd(connect, "stop", "Stop a running computer (its workspace is flushed)", (*client.Client).Stop),
 		newComputerSimpleCmd(connect, "delete", "Delete a computer: root disk, workspace and metadata", (*client.Client).Delete),
 		newComputerCpCmd(connect),
+		newComputerExposeCmd(connect),
+		newComputerUnexposeCmd(connect),
+		newComputerPortsCmd(connect),
 	)
 	return cmd
 }
@@ -271,6 +274,7 @@ func writeInfo(w io.Writer, comp *client.Computer) error {
 		}
 		fmt.Fprintf(tw, "last stop: %s%s\n", when, comp.StopReason)
 	}
+	writePorts(tw, comp.Ports)
 	return tw.Flush()
 }
 

@@ -41,6 +41,8 @@ func New(c *client.Client, version string) *mcp.Server {
 	mcp.AddTool(s, &mcp.Tool{Name: "stop", Description: "Stop a computer; its workspace is kept."}, t.stop)
 	mcp.AddTool(s, &mcp.Tool{Name: "start", Description: "Start a stopped computer."}, t.start)
 	mcp.AddTool(s, &mcp.Tool{Name: "delete", Description: "Delete a computer with its disk and workspace."}, t.delete)
+	mcp.AddTool(s, &mcp.Tool{Name: "expose", Description: "Expose a TCP port of a computer (a dev server listening on 0.0.0.0 or 127.0.0.1 inside) and return its preview URL, which HTTP and WebSocket traffic reaches it through; give the URL to the user to open in a browser."}, t.expose)
+	mcp.AddTool(s, &mcp.Tool{Name: "unexpose", Description: "Remove the preview URL of a port of a computer."}, t.unexpose)
 	return s
 }
 
