@@ -22,10 +22,11 @@ BENCH_DIR ?= /var/tmp/ohm-bench
 # and nodejs (the SDKs' suites in tests/sdk: pip installs the Python SDK into
 # a virtual environment, node runs the TypeScript one), btrfs-progs and
 # xfsprogs (kernel filesystems on ohmfs device images: internal/disk,
-# tests/crash).
+# tests/crash), chromium (the real browser of the preview URL test,
+# internal/api: headless, a screenshot).
 APT_PACKAGES := fuse3 runc debootstrap e2fsprogs busybox-static util-linux \
 	iproute2 python3 git procps psmisc ca-certificates coreutils mount kmod slirp4netns \
-	python3-venv nodejs btrfs-progs xfsprogs
+	python3-venv nodejs btrfs-progs xfsprogs chromium
 
 .PHONY: all deps deps-apt deps-s3 deps-sdk build test demo bench clean
 

@@ -100,6 +100,8 @@ type Computer struct {
 	// ActiveSessions counts the exec and shell sessions, file transfers
 	// and proxied requests keeping it busy now (from Get).
 	ActiveSessions int `json:"active_sessions,omitempty"`
+	// Ports are its exposed ports with their preview URLs (from Get).
+	Ports []Port `json:"ports,omitempty"`
 }
 
 // Limits are the resource limits in force for a computer: read back from

@@ -54,6 +54,9 @@ func newComputerCmd() *cobra.Command {
 		newComputerSimpleCmd(connect, "delete", "Delete a computer: root disk, workspace and metadata", (*client.Client).Delete),
 		newComputerCpCmd(connect),
 		newComputerSetCmd(connect),
+		newComputerExposeCmd(connect),
+		newComputerUnexposeCmd(connect),
+		newComputerPortsCmd(connect),
 	)
 	return cmd
 }
@@ -277,6 +280,7 @@ func writeInfo(w io.Writer, comp *client.Computer) error {
 		}
 		fmt.Fprintf(tw, "last stop: %s%s\n", when, comp.StopReason)
 	}
+	writePorts(tw, comp.Ports)
 	return tw.Flush()
 }
 

@@ -33,6 +33,7 @@ same token). Logs are JSON lines on stderr.`,
 	f.StringVar(&cfg.Listen, "listen", "", "also serve TCP on this address (e.g. 127.0.0.1:7070), with bearer token auth")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (PEM) for --listen")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key (PEM) for --listen")
+	f.StringVar(&cfg.PreviewDomain, "preview-domain", api.DefaultPreviewDomain, "domain of preview URLs on --listen: <port>-<name>.<domain> must resolve to this daemon")
 	return cmd
 }
 

@@ -295,6 +295,8 @@ func serve(uc *net.UnixConn, r *reaper, requestStop func()) {
 	case FrameShutdown:
 		c.send(FrameShutdown, nil)
 		requestStop()
+	case FrameDial:
+		relay(c, payload)
 	case FrameStart:
 		var req Request
 		if err := json.Unmarshal(payload, &req); err != nil {

@@ -15,7 +15,8 @@
 // closes: a readiness check), FrameShutdown (the agent answers
 // FrameShutdown, then ends every process in the computer and exits: how
 // the host stops a computer, since the agent ignores signals from inside
-// it) or FrameStart, whose payload is a JSON Request. After FrameStart the client may send FrameStdin (data),
+// it), FrameDial (a relay to a TCP port on the computer's loopback, see
+// relay.go) or FrameStart, whose payload is a JSON Request. After FrameStart the client may send FrameStdin (data),
 // FrameStdinEOF (empty) and FrameResize (rows and columns, 2 bytes each,
 // big endian). The agent sends FrameStdout and FrameStderr (data) while
 // the command runs, then exactly one FrameExit (the exit code, 4 bytes big

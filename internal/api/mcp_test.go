@@ -36,7 +36,7 @@ func TestMCP(t *testing.T) {
 	for _, tool := range tools.Tools {
 		names = append(names, tool.Name)
 	}
-	if got := strings.Join(names, " "); got != "create delete list read_file run set start stop write_file" {
+	if got := strings.Join(names, " "); got != "create delete expose list read_file run set start stop unexpose write_file" {
 		t.Errorf("tools: %s", got)
 	}
 
@@ -93,6 +93,19 @@ func TestMCP(t *testing.T) {
 	}
 	if res := call("run", map[string]any{"name": "ghost", "command": "true"}, nil); !res.IsError {
 		t.Errorf("run in a missing computer: not an error")
+	}
+	var port mcpserver.PortOutput
+	if res := call("expose", map[string]any{"name": "agent", "port": 3000}, &port); res.IsError || port.Port != 3000 || port.Note == "" {
+		t.Errorf("expose (no TCP listener: no URL, a note why): %+v %+v", res, port)
+	}
+	if res := call("expose", map[string]any{"name": "agent", "port": 70000}, nil); !res.IsError {
+		t.Errorf("expose of port 70000: not an error")
+	}
+	if res := call("unexpose", map[string]any{"name": "agent", "port": 3000}, &port); res.IsError || port.Port != 3000 {
+		t.Errorf("unexpose: %+v %+v", res, port)
+	}
+	if res := call("unexpose", map[string]any{"name": "agent", "port": 3000}, nil); !res.IsError {
+		t.Errorf("unexpose of a port not exposed: not an error")
 	}
 	call("delete", map[string]any{"name": "agent"}, nil)
 	call("list", map[string]any{}, &list)

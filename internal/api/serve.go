@@ -28,6 +28,10 @@ type Config struct {
 	Listen string
 	// TLSCert and TLSKey, if set, make the TCP listener speak TLS.
 	TLSCert, TLSKey string
+	// PreviewDomain is the domain of preview URLs on the TCP listener,
+	// <port>-<name>.<PreviewDomain> (default DefaultPreviewDomain; see
+	// expose.go).
+	PreviewDomain string
 	// Log receives the daemon's structured logs (default: JSON on stderr).
 	Log *slog.Logger
 }
@@ -66,6 +70,9 @@ func ServeConfig(ctx context.Context, cfg Config) error {
 	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return errors.New("TLS needs both a certificate and a key")
+	}
+	if err := validPreviewDomain(cfg.PreviewDomain); err != nil {
+		return err
 	}
 	if cfg.TLSCert != "" && cfg.Listen == "" {
 		return errors.New("TLS applies to the TCP listener: give --listen too")
@@ -134,7 +141,9 @@ func ServeConfig(ctx context.Context, cfg Config) error {
 			servers[0].Close()
 			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 		}
-		tcp := newHTTPServer(&tokenAuth{dataDir: dataDir, next: api})
+		auth := &tokenAuth{dataDir: dataDir, next: api}
+		api.previews.listening(tln.Addr(), cfg.PreviewDomain, tlsCfg != nil)
+		tcp := newHTTPServer(api.previews.router(auth, auth))
 		tcp.TLSConfig = tlsCfg
 		servers = append(servers, tcp)
 		go func() {

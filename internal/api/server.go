@@ -38,11 +38,14 @@ type Server struct {
 	routes  []string // "METHOD /pattern", for the OpenAPI sync test
 	procs   *processTable
 	metrics *metrics
+	// previews serves preview URLs of exposed ports (expose.go).
+	previews *previews
 }
 
 // NewServer returns the API of m, logging to log.
 func NewServer(m *computer.Manager, log *slog.Logger) *Server {
 	s := &Server{m: m, log: log, mux: http.NewServeMux(), procs: newProcessTable(), metrics: newMetrics()}
+	s.previews = newPreviews(m, log)
 	s.handle("GET /healthz", s.health)
 	s.handle("GET /metrics", s.serveMetrics)
 	s.handle("GET /v1/openapi.json", serveOpenAPI)
@@ -63,6 +66,7 @@ func NewServer(m *computer.Manager, log *slog.Logger) *Server {
 	s.handle("PUT /v1/computers/{name}/files", s.putFile)
 	s.handle("GET /v1/computers/{name}/files/stat", s.statFile)
 	s.handle("GET /v1/computers/{name}/files/list", s.listFiles)
+	s.routePorts()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, client.CodeNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -228,7 +232,11 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, wireComputer(c))
+	out := wireComputer(c)
+	if out.Ports, err = s.wirePorts(r.Context(), name); err != nil || len(out.Ports) == 0 {
+		out.Ports = nil // exposed ports are extra: the rest still answers
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) delete(w http.ResponseWriter, r *http.Request) {

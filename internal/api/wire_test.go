@@ -32,6 +32,9 @@ var wireSchemas = map[string]any{
 	"FileInfo":      client.FileInfo{},
 	"FileList":      client.FileList{},
 	"FileWritten":   client.FileWritten{},
+	"Port":          client.Port{},
+	"PortList":      client.PortList{},
+	"ExposeRequest": client.ExposeRequest{},
 }
 
 // wireOp is what an operation carries as JSON: the schema of its request
@@ -80,6 +83,9 @@ var wireOps = map[string]wireOp{
 	"execInteractive": {"", with(errs("503"), "101", "")},
 	"listProcesses":   {"", with(errs(), "200", "ProcessList")},
 	"getProcess":      {"", with(errs(), "200", "Process")},
+	"listPorts":       {"", with(errs(), "200", "PortList")},
+	"exposePort":      {"ExposeRequest", with(errs(), "200", "Port")},
+	"unexposePort":    {"", with(errs(), "200", "Port")},
 	"killProcess":     {"", with(errs(), "200", "Process")},
 	"attachProcess":   {"", with(errs(), "200", "Event", "101", "")},
 	"getFile":         {"", with(errs("503"), "200", "")},

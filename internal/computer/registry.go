@@ -89,6 +89,7 @@ var migrations = []string{
 	`ALTER TABLE computers ADD COLUMN egress TEXT NOT NULL DEFAULT '{}';`,
 	// Computers made before idle stop keep running until stopped (0).
 	`ALTER TABLE computers ADD COLUMN idle_timeout_ms INTEGER NOT NULL DEFAULT 0;`,
+	portsMigration, // exposed ports (ports.go)
 }
 
 // migrate brings the registry's schema up to date, one transaction per
@@ -206,6 +207,9 @@ func (r *registry) setEgress(ctx context.Context, name string, pol egress.Policy
 }
 
 func (r *registry) remove(ctx context.Context, name string) error {
+	if err := r.removePorts(ctx, name); err != nil {
+		return err
+	}
 	if _, err := r.db.ExecContext(ctx, `DELETE FROM computers WHERE name = ?`, name); err != nil {
 		return fmt.Errorf("remove computer %s: %w", name, err)
 	}

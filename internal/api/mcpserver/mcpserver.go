@@ -45,6 +45,8 @@ func New(c *client.Client, version string) *mcp.Server {
 		"idle_timeout_seconds: how long it may go unused (no command, shell or file traffic) before it stops itself; the next run starts it again; 0 never stops it. " +
 		"allow_hosts (exact names or *.example.org) and allow_cidrs: where a networked computer may connect, each replacing the computer's list when given ([] clears it), at once if it runs; " +
 		"with a list set, DNS answers only the allowed names and everything else outbound is refused; with both empty it reaches anywhere but the host."}, t.set)
+	mcp.AddTool(s, &mcp.Tool{Name: "expose", Description: "Expose a TCP port of a computer (a dev server listening on 0.0.0.0 or 127.0.0.1 inside) and return its preview URL, which HTTP and WebSocket traffic reaches it through; give the URL to the user to open in a browser."}, t.expose)
+	mcp.AddTool(s, &mcp.Tool{Name: "unexpose", Description: "Remove the preview URL of a port of a computer."}, t.unexpose)
 	return s
 }
 
