@@ -170,7 +170,7 @@ func (f *Feed) run() {
 	for {
 		// Without anything waiting, block until the kernel has events.
 		var deadline time.Time
-		if !f.co.empty() || f.lost > 0 || f.lostWhy != "" {
+		if !f.co.empty() || f.lostPending() {
 			if flushAt.IsZero() {
 				flushAt = time.Now().Add(f.opts.Window)
 			}
@@ -228,7 +228,12 @@ func (f *Feed) flush() {
 		f.lose(dropped, "too many paths at once")
 	}
 	for _, e := range evs {
-		if !f.sendLost() || len(f.events) >= cap(f.events)-1 {
+		// Nothing is sent after a loss until the Overflow event is, and
+		// that goes early only if the reader has made room for more.
+		if f.lostPending() && len(f.events) < cap(f.events)-2 {
+			f.sendLost()
+		}
+		if f.lostPending() || len(f.events) >= cap(f.events)-1 {
 			f.lose(1, "slow reader")
 			continue
 		}
@@ -245,18 +250,17 @@ func (f *Feed) lose(n int, why string) {
 	}
 }
 
-// sendLost sends the Overflow event for what was lost, if anything was;
-// it reports whether nothing lost is left unsaid.
-func (f *Feed) sendLost() bool {
-	if f.lost == 0 && f.lostWhy == "" {
-		return true
-	}
-	if len(f.events) >= cap(f.events) {
-		return false
+// lostPending reports whether a loss waits to be said.
+func (f *Feed) lostPending() bool { return f.lost > 0 || f.lostWhy != "" }
+
+// sendLost sends the Overflow event for what was lost, if anything was
+// and the buffer has room.
+func (f *Feed) sendLost() {
+	if !f.lostPending() || len(f.events) >= cap(f.events) {
+		return
 	}
 	f.events <- Event{Kind: Overflow, Path: f.opts.Path, Dir: true, Dropped: f.lost, Reason: f.lostWhy}
 	f.lost, f.lostWhy = 0, ""
-	return true
 }
 
 const metaLen = int(unsafe.Sizeof(unix.FanotifyEventMetadata{}))
