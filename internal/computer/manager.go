@@ -74,6 +74,7 @@ type Manager struct {
 	mu      sync.Mutex           // guards the fields below and name choice
 	locks   map[string]*nameLock // per computer, while in use
 	running map[string]*live
+	feeds   map[string]map[*Feed]struct{} // open watches, by computer (watch.go)
 
 	stopSupervisor func() // ends the workspace supervisor and waits for it
 
@@ -684,6 +685,7 @@ func (m *Manager) stop(ctx context.Context, rec Record, reason string) error {
 		}
 		m.setLive(rec.Name, nil)
 	}
+	m.endFeeds(rec.Name, reason)
 	errs = append(errs, m.unmountHome(ctx, rec.Name)...)
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -702,6 +704,7 @@ func (m *Manager) destroy(ctx context.Context, rec Record) error {
 		}
 		m.setLive(rec.Name, nil)
 	}
+	m.endFeeds(rec.Name, "deleted")
 	spec := m.spec(rec, m.builtRoot(ctx, rec.Template))
 	if _, err := os.Stat(spec.StateDir); err == nil {
 		if err := m.rt.Cleanup(ctx, spec); err != nil {
