@@ -31,6 +31,7 @@ var wireSchemas = map[string]any{
 	"FileInfo":      client.FileInfo{},
 	"FileList":      client.FileList{},
 	"FileWritten":   client.FileWritten{},
+	"WatchEvent":    client.WatchEvent{},
 }
 
 // wireOp is what an operation carries as JSON: the schema of its request
@@ -84,6 +85,7 @@ var wireOps = map[string]wireOp{
 	"putFile":         {"", with(errs("503"), "200", "FileWritten")},
 	"statFile":        {"", with(errs("503"), "200", "FileInfo")},
 	"listFiles":       {"", with(errs("503"), "200", "FileList")},
+	"watchComputer":   {"", with(errs("409"), "200", "WatchEvent")},
 }
 
 // schema is the part of a JSON Schema that openapi.json uses.
