@@ -261,9 +261,6 @@ func TestWatchBurst(t *testing.T) {
 		case client.WatchOverflow:
 			overflow = true
 			dropped += e.Dropped
-			if created > 0 && evs[len(evs)-1].Path != "/home/ohm/end2" {
-				t.Errorf("overflow event out of place")
-			}
 		}
 	}
 	t.Logf("the stalled watch: %d events, %d created, %d dropped", len(evs), created, dropped)
