@@ -57,6 +57,7 @@ func newComputerCmd() *cobra.Command {
 		newComputerExposeCmd(connect),
 		newComputerUnexposeCmd(connect),
 		newComputerPortsCmd(connect),
+		newComputerWatchCmd(connect),
 	)
 	return cmd
 }

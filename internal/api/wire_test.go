@@ -35,6 +35,7 @@ var wireSchemas = map[string]any{
 	"Port":          client.Port{},
 	"PortList":      client.PortList{},
 	"ExposeRequest": client.ExposeRequest{},
+	"WatchEvent":    client.WatchEvent{},
 }
 
 // wireOp is what an operation carries as JSON: the schema of its request
@@ -92,6 +93,7 @@ var wireOps = map[string]wireOp{
 	"putFile":         {"", with(errs("503"), "200", "FileWritten")},
 	"statFile":        {"", with(errs("503"), "200", "FileInfo")},
 	"listFiles":       {"", with(errs("503"), "200", "FileList")},
+	"watchComputer":   {"", with(errs("409"), "200", "WatchEvent")},
 }
 
 // schema is the part of a JSON Schema that openapi.json uses.

@@ -82,6 +82,7 @@ type Manager struct {
 	mu      sync.Mutex           // guards the fields below and name choice
 	locks   map[string]*nameLock // per computer, while in use
 	running map[string]*live
+	feeds   map[string]map[*Feed]struct{} // open watches, by computer (watch.go)
 
 	idle *idleState // idle stop's countdowns (idle.go)
 
@@ -730,6 +731,7 @@ func (m *Manager) stop(ctx context.Context, rec Record, reason string) error {
 		}
 		m.setLive(rec.Name, nil)
 	}
+	m.endFeeds(rec.Name, reason)
 	errs = append(errs, m.unmountHome(ctx, rec.Name)...)
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -748,6 +750,7 @@ func (m *Manager) destroy(ctx context.Context, rec Record) error {
 		}
 		m.setLive(rec.Name, nil)
 	}
+	m.endFeeds(rec.Name, "deleted")
 	spec := m.spec(rec, m.builtRoot(ctx, rec.Template))
 	if _, err := os.Stat(spec.StateDir); err == nil {
 		if err := m.rt.Cleanup(ctx, spec); err != nil {

@@ -103,6 +103,7 @@ func (m *Manager) superviseWorkspace(ctx context.Context, name string) {
 // remountWorkspace replaces the dead workspace mount of name with a fresh
 // one.
 func (m *Manager) remountWorkspace(ctx context.Context, name string) error {
+	m.endFeeds(name, "its workspace was mounted again after its storage failed")
 	home := m.home(name)
 	if isMountpoint(home) {
 		// A process that is gone has ended its FUSE connection already;
