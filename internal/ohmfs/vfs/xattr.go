@@ -20,6 +20,10 @@ func (fs *FS) SetXattr(ctx context.Context, ino meta.Ino, name string, value []b
 	if name == XattrLayout {
 		return fs.setLayout(ctx, ino, value, flags)
 	}
+	if name == XattrClone {
+		_, _, err := fs.CloneTo(ctx, ino, string(value))
+		return err
+	}
 	if err := fs.admitSpace(uint64(len(name) + len(value))); err != nil {
 		return err
 	}
