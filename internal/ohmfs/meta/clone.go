@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -186,4 +187,76 @@ func (db *DB) freeChunkBlock(id uint64, now int64) error {
 		return nil
 	}
 	return db.freeBlock(id, now)
+}
+
+// ExclusiveBytes returns the bytes of the packs that only the device
+// images directly in directory dir map: what deleting them all gives back
+// to the store (a checkpoint's cost, docs/checkpoints.md). A pack that
+// any other file maps counts nothing. Chunks of plain files are not
+// counted.
+func (db *DB) ExclusiveBytes(ctx context.Context, dir Ino) (uint64, error) {
+	var total uint64
+	err := db.read(func() error {
+		refs := map[uint64]int64{}
+		err := db.c.each("SELECT e.block, sum(e.n) FROM dentries d JOIN extents e ON e.ino = d.ino WHERE d.parent = ? GROUP BY e.block",
+			[]any{dir}, func(r *rows) error {
+				refs[uint64(r.int(0))] = r.int(1)
+				return nil
+			})
+		if err != nil {
+			return err
+		}
+		for id, n := range refs {
+			var pages, live int64
+			ok, err := db.c.queryRow("SELECT pages, live FROM packs WHERE id = ?", []any{id}, &pages, &live)
+			if err != nil {
+				return err
+			}
+			if ok && live == n {
+				total += uint64(pages) * PageSize
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("exclusive bytes of directory %d: %w", dir, err)
+	}
+	return total, nil
+}
+
+// SnapshotTo writes a consistent copy of the database, as of now, to a
+// new file at path (VACUUM INTO): what is committed and what the open
+// transaction holds, which it commits first. It is how a volume is forked
+// (docs/checkpoints.md).
+func (db *DB) SnapshotTo(ctx context.Context, path string) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if err := db.usable(); err != nil {
+		return err
+	}
+	if db.readOnly {
+		return syscall.EROFS
+	}
+	if err := db.commitTxLocked(); err != nil {
+		return err
+	}
+	q := "VACUUM INTO '" + strings.ReplaceAll(path, "'", "''") + "'"
+	err := db.c.execScript(q)
+	if berr := db.beginTxLocked(); err == nil {
+		err = berr
+	}
+	if err != nil {
+		return fmt.Errorf("snapshot metadata to %s: %w", path, err)
+	}
+	return db.syncWALLocked()
+}
+
+// SetSetting changes a volume setting (for a fork: its uuid).
+func (db *DB) SetSetting(ctx context.Context, key, value string) error {
+	return db.write(func() error {
+		if _, err := db.c.exec("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", key, value); err != nil {
+			return fmt.Errorf("set %s: %w", key, err)
+		}
+		return nil
+	})
 }

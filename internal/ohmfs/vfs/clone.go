@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -21,6 +23,49 @@ import (
 // copy_file_range because that returns a 32-bit count to FUSE: a clone of
 // a sparse 1 PiB image would take 2^18 calls.
 const XattrClone = "trusted.ohmfs.clone"
+
+// XattrExclusive, read on a directory, gives the bytes (decimal) of the
+// packs that only the device images directly in it map: what deleting
+// them gives back, the cost of a checkpoint kept there.
+const XattrExclusive = "trusted.ohmfs.exclusive"
+
+// exclusive answers a read of XattrExclusive. The log is folded first, so
+// that the images' newest pages count.
+func (fs *FS) exclusive(ctx context.Context, ino meta.Ino) ([]byte, error) {
+	a, err := fs.m.GetAttr(ctx, ino)
+	if err != nil {
+		return nil, err
+	}
+	if a.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return nil, syscall.ENODATA
+	}
+	if err := fs.Sync(ctx); err != nil {
+		return nil, err
+	}
+	n, err := fs.m.ExclusiveBytes(ctx, ino)
+	if err != nil {
+		return nil, err
+	}
+	return []byte(strconv.FormatUint(n, 10)), nil
+}
+
+// XattrSnapshot, set on the root directory with an absolute host path as
+// the value, makes the mount write a consistent copy of the volume's
+// metadata there, every device image's log folded into it first: the
+// start of a fork of the volume (volume.Fork). Root only, through the
+// mount: the trusted namespace.
+const XattrSnapshot = "trusted.ohmfs.snapshot"
+
+// snapshot answers a write of XattrSnapshot.
+func (fs *FS) snapshot(ctx context.Context, ino meta.Ino, path string) error {
+	if ino != meta.RootIno || !filepath.IsAbs(path) {
+		return syscall.EINVAL
+	}
+	if err := fs.Sync(ctx); err != nil {
+		return err
+	}
+	return fs.m.SnapshotTo(ctx, path)
+}
 
 // cloneTries is how often a clone makes its files quiet (flushes their
 // writes) before it gives up with EBUSY while they keep being written.
