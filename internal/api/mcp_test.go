@@ -36,7 +36,7 @@ func TestMCP(t *testing.T) {
 	for _, tool := range tools.Tools {
 		names = append(names, tool.Name)
 	}
-	if got := strings.Join(names, " "); got != "create delete list read_file run start stop write_file" {
+	if got := strings.Join(names, " "); got != "checkpoint checkpoints create delete fork list read_file restore run start stop write_file" {
 		t.Errorf("tools: %s", got)
 	}
 

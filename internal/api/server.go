@@ -62,6 +62,7 @@ func NewServer(m *computer.Manager, log *slog.Logger) *Server {
 	s.handle("PUT /v1/computers/{name}/files", s.putFile)
 	s.handle("GET /v1/computers/{name}/files/stat", s.statFile)
 	s.handle("GET /v1/computers/{name}/files/list", s.listFiles)
+	s.routeCheckpoints()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, client.CodeNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
