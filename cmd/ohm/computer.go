@@ -54,6 +54,7 @@ func newComputerCmd() *cobra.Command {
 		newComputerSimpleCmd(connect, "delete", "Delete a computer: root disk, workspace and metadata", (*client.Client).Delete),
 		newComputerCpCmd(connect),
 	)
+	cmd.AddCommand(checkpointCmds(connect)...)
 	return cmd
 }
 
