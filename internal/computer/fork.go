@@ -110,6 +110,7 @@ func (m *Manager) fork(ctx context.Context, parent, rec Record, id string) error
 	if err := os.MkdirAll(m.home(rec.Name), 0o755); err != nil {
 		return err
 	}
+	began := time.Now()
 	snap := filepath.Join(m.dir(rec.Name), snapshotName)
 	child := ckptPaths{pathsOfVolume(m.volume(rec.Name))}
 	var c Checkpoint
@@ -161,7 +162,13 @@ func (m *Manager) fork(ctx context.Context, parent, rec Record, id string) error
 			return fmt.Errorf("create root disk: %w", err)
 		}
 	}
-	return m.start(ctx, rec, root, false)
+	disks := time.Since(began)
+	if err := m.start(ctx, rec, root, false); err != nil {
+		return err
+	}
+	m.logf("fork %s of %s: disks made in %v, started in %v", rec.Name, parent.Name,
+		disks.Round(time.Millisecond), (time.Since(began) - disks).Round(time.Millisecond))
+	return nil
 }
 
 // keepCheckpoint makes a fork's metadata hold checkpoint c's images as
