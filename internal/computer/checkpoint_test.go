@@ -3,8 +3,10 @@ package computer
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -210,4 +212,92 @@ func TestCheckpointRestoreFork(t *testing.T) {
 	if cs, _ := m.Checkpoints(ctx, "kid"); len(cs) != 0 {
 		t.Errorf("checkpoints after delete: %+v", cs)
 	}
+}
+
+// TestCheckpointTimes measures checkpoint, restore and fork of a real
+// computer with an empty workspace and with OHM_MEASURE_MB of data in
+// OHM_MEASURE_FILES files. OHM_MEASURE=1 runs it; docs/checkpoints.md has
+// the numbers.
+func TestCheckpointTimes(t *testing.T) {
+	if os.Getenv("OHM_MEASURE") == "" {
+		t.Skip("a measurement: set OHM_MEASURE=1")
+	}
+	m := newRuncManager(t)
+	ctx := context.Background()
+	mb, files := envInt("OHM_MEASURE_MB", 1024), envInt("OHM_MEASURE_FILES", 10000)
+	for _, full := range []bool{false, true} {
+		name := map[bool]string{false: "empty", true: "full"}[full]
+		if _, err := m.Create(ctx, CreateOptions{Name: name, Template: "minimal", DiskSizeMB: 1024}); err != nil {
+			t.Fatal(err)
+		}
+		what := "an empty workspace"
+		if full {
+			began := time.Now()
+			// Files of 4 KiB in 100 directories, then the rest of the
+			// bytes in 64 MiB files.
+			run(t, m, name, fmt.Sprintf(`cd /home/ohm && i=0; while [ $i -lt %d ]; do d=d$((i %% 100)); mkdir -p $d; head -c 4096 /dev/urandom > $d/f$i; i=$((i+1)); done`, files))
+			run(t, m, name, fmt.Sprintf(`cd /home/ohm && mkdir -p big && i=0; while [ $i -lt %d ]; do head -c 67108864 /dev/urandom > big/b$i; i=$((i+1)); done; sync`, mb/64))
+			what = fmt.Sprintf("a workspace of %d MiB in %d files", mb, files+mb/64)
+			t.Logf("%s: written in %v", what, time.Since(began).Round(time.Second))
+		}
+		df := run(t, m, name, "df -h /home/ohm | tail -1")
+		began := time.Now()
+		c, err := m.Checkpoint(ctx, name, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s (%s): checkpoint of the running computer %v", what, strings.TrimSpace(df), time.Since(began).Round(time.Millisecond))
+		began = time.Now()
+		c2, err := m.Checkpoint(ctx, name, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: second checkpoint %v; checkpoints hold %d and %d bytes of their own", what, time.Since(began).Round(time.Millisecond), c.Bytes, c2.Bytes)
+		run(t, m, name, "echo changed > /home/ohm/changed && sync")
+		began = time.Now()
+		if err := m.Restore(ctx, name, c.ID); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: restore of the running computer (stop, restore, start) %v", what, time.Since(began).Round(time.Millisecond))
+		if err := m.Stop(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		began = time.Now()
+		if err := m.Restore(ctx, name, c.ID); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: restore of the stopped computer %v", what, time.Since(began).Round(time.Millisecond))
+		began = time.Now()
+		if err := m.Start(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: its start %v", what, time.Since(began).Round(time.Millisecond))
+		began = time.Now()
+		if _, err := m.Fork(ctx, name, name+"-fork", c.ID); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: fork of a checkpoint, running %v", what, time.Since(began).Round(time.Millisecond))
+		began = time.Now()
+		if _, err := m.Fork(ctx, name, name+"-fork2", ""); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: fork of the running computer, running %v", what, time.Since(began).Round(time.Millisecond))
+		if full {
+			if got, want := run(t, m, name+"-fork2", "cd /home/ohm && find . -type f | wc -l"), run(t, m, name, "cd /home/ohm && find . -type f | wc -l"); got != want {
+				t.Errorf("fork has %s files, parent %s", got, want)
+			}
+		}
+		for _, n := range []string{name + "-fork2", name + "-fork", name} {
+			if err := m.Delete(ctx, n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func envInt(key string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(key)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"ohm/internal/ohmfs/blockstore"
 	"ohm/internal/ohmfs/meta"
@@ -29,6 +30,9 @@ import (
 // drop what the fork does not keep (it should unlink and Purge); only
 // blocks still referenced after it are linked.
 func Fork(ctx context.Context, src, snap, dst string, prepare func(context.Context, *meta.DB) error) (err error) {
+	if strings.Contains(src, "://") || strings.Contains(dst, "://") {
+		return fmt.Errorf("fork volume %s: only file volumes can be forked", src)
+	}
 	sb, err := newFileBackend(src)
 	if err != nil {
 		return fmt.Errorf("fork volume %s: %w", src, err)
