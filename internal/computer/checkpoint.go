@@ -89,6 +89,13 @@ func (m *Manager) blockWorkspace() (*BlockWorkspace, error) {
 // <dir>/vol: mounted for fn (and unmounted after it) if the computer is
 // stopped. The caller holds name's lock.
 func (m *Manager) withVolume(ctx context.Context, name string, fn func(p ckptPaths) error) error {
+	return m.withVolumeKeep(ctx, name, false, fn)
+}
+
+// withVolumeKeep is withVolume that, with keep, leaves a volume it
+// mounted mounted: for a start that follows, which then need not mount it
+// again.
+func (m *Manager) withVolumeKeep(ctx context.Context, name string, keep bool, fn func(p ckptPaths) error) error {
 	bw, err := m.blockWorkspace()
 	if err != nil {
 		return err
@@ -99,7 +106,7 @@ func (m *Manager) withVolume(ctx context.Context, name string, fn func(p ckptPat
 			return err
 		}
 		defer func() {
-			if isMountpoint(p.volMount()) && !isMountpoint(p.diskMount()) {
+			if !keep && isMountpoint(p.volMount()) && !isMountpoint(p.diskMount()) {
 				if err := bw.files.Unmount(context.WithoutCancel(ctx), p.volMount()); err != nil {
 					m.logf("%s: unmount workspace volume: %v", name, err)
 				}
@@ -432,45 +439,62 @@ func (m *Manager) Restore(ctx context.Context, name, id string) error {
 	if err != nil {
 		return err
 	}
-	// Known before anything stops.
-	var c Checkpoint
-	if err := m.withVolume(ctx, name, func(p ckptPaths) error {
-		c, err = readCheckpoint(p, name, id)
-		return err
-	}); err != nil {
-		return err
-	}
 	running := rec.State == StateRunning
-	if running {
-		if err := m.stop(ctx, rec, "restoring checkpoint "+id); err != nil {
-			return fmt.Errorf("restore %s: stop: %w", name, err)
+	restore := func(p ckptPaths) error {
+		c, err := readCheckpoint(p, name, id)
+		if err != nil {
+			return err
 		}
+		if running {
+			// Known to exist: now the computer stops, and its
+			// volume is mounted again below.
+			return nil
+		}
+		return restoreDisks(p, c)
 	}
-	err = m.withVolume(ctx, name, func(p ckptPaths) error {
-		for _, img := range c.Disks {
-			if img == rootImageName && !isFile(filepath.Join(p.volCkpt(id), img)) {
-				if err := restoreFile(filepath.Join(p.localCkpt(id), img), p.localRoot()); err != nil {
-					return fmt.Errorf("restore the root disk: %w", err)
-				}
-				continue
-			}
-			tmp := img + ".restoring"
-			os.Remove(filepath.Join(p.volMount(), tmp))
-			if err := unix.Setxattr(filepath.Join(p.volCkpt(id), img), vfs.XattrClone, []byte(tmp), 0); err != nil {
-				return fmt.Errorf("restore %s: %w", img, err)
-			}
-			if err := os.Rename(filepath.Join(p.volMount(), tmp), filepath.Join(p.volMount(), img)); err != nil {
-				return fmt.Errorf("restore %s: %w", img, err)
-			}
-		}
+	if err := m.withVolume(ctx, name, restore); err != nil {
+		return err
+	}
+	if !running {
 		return nil
+	}
+	if err := m.stop(ctx, rec, "restoring checkpoint "+id); err != nil {
+		return fmt.Errorf("restore %s: stop: %w", name, err)
+	}
+	err = m.withVolumeKeep(ctx, name, true, func(p ckptPaths) error {
+		c, err := readCheckpoint(p, name, id)
+		if err != nil {
+			return err
+		}
+		return restoreDisks(p, c)
 	})
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", name, err)
 	}
-	if running {
-		if err := m.startRec(ctx, rec); err != nil {
-			return fmt.Errorf("restore %s: %w", name, err)
+	if err := m.startRec(ctx, rec); err != nil {
+		return fmt.Errorf("restore %s: %w", name, err)
+	}
+	return nil
+}
+
+// restoreDisks puts the disks of p, a stopped computer whose volume is
+// mounted, back to checkpoint c: each image a new clone renamed over the
+// old one (so that nothing the kernel cached of the old file survives).
+func restoreDisks(p ckptPaths, c Checkpoint) error {
+	for _, img := range c.Disks {
+		if img == rootImageName && !isFile(filepath.Join(p.volCkpt(c.ID), img)) {
+			if err := restoreFile(filepath.Join(p.localCkpt(c.ID), img), p.localRoot()); err != nil {
+				return fmt.Errorf("restore the root disk: %w", err)
+			}
+			continue
+		}
+		tmp := img + ".restoring"
+		os.Remove(filepath.Join(p.volMount(), tmp))
+		if err := unix.Setxattr(filepath.Join(p.volCkpt(c.ID), img), vfs.XattrClone, []byte(tmp), 0); err != nil {
+			return fmt.Errorf("restore %s: %w", img, err)
+		}
+		if err := os.Rename(filepath.Join(p.volMount(), tmp), filepath.Join(p.volMount(), img)); err != nil {
+			return fmt.Errorf("restore %s: %w", img, err)
 		}
 	}
 	return nil
