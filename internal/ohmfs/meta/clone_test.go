@@ -2,6 +2,7 @@ package meta
 
 import (
 	"os"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -218,4 +219,61 @@ func TestCloneTiming(t *testing.T) {
 		}
 		t.Logf("clone of a 1 PiB image holding 10 GiB in %d extents of %d KiB (%d packs): %v", n, extPages*4, len(packs), time.Since(start))
 	}
+}
+
+// TestExclusiveBytesAndSnapshot checks what a directory of clones alone
+// holds, and that a snapshot is a database with the same files.
+func TestExclusiveBytesAndSnapshot(t *testing.T) {
+	db, path := newTestDB(t)
+	src := mkimage(t, db, "src")
+	p1, p2 := addPack(t, db, 10), addPack(t, db, 20)
+	if _, err := db.UpdateImage(ctx, ImageUpdate{Ino: src.Ino, Size: 30 * PageSize, Extents: []Extent{
+		{Page: 0, N: 10, Block: p1}, {Page: 10, N: 20, Block: p2},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	ck := mkdir(t, db, RootIno, "ck")
+	dst := mkfile(t, db, ck.Ino, "img")
+	if _, err := db.CloneFile(ctx, src.Ino, dst.Ino); err != nil {
+		t.Fatal(err)
+	}
+	excl := func() uint64 {
+		t.Helper()
+		n, err := db.ExclusiveBytes(ctx, ck.Ino)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := excl(); n != 0 {
+		t.Fatalf("a fresh clone alone holds %d bytes, want 0", n)
+	}
+	// The source drops its pages of p2: the clone alone holds p2.
+	if _, err := db.UpdateImage(ctx, ImageUpdate{Ino: src.Ino, Size: 30 * PageSize, Holes: []PageRange{{Page: 10, N: 20}}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := excl(); n != 20*PageSize {
+		t.Fatalf("exclusive bytes %d, want %d", n, 20*PageSize)
+	}
+
+	snap := filepath.Join(filepath.Dir(path), "snap.db")
+	if err := db.SnapshotTo(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SetSetting(ctx, "uuid", "changed-after"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, snap, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	if _, err := s.Lookup(ctx, ck.Ino, "img"); err != nil {
+		t.Fatalf("snapshot lacks the clone: %v", err)
+	}
+	if u, _ := s.Setting(ctx, "uuid"); u != "test-uuid" {
+		t.Fatalf("snapshot's uuid %q: it has a change made after it", u)
+	}
+	checkClean(t, s)
+	checkClean(t, db)
 }
