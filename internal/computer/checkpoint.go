@@ -573,3 +573,29 @@ func sparseCopy(src, dst string) (err error) {
 	}
 	return out.Sync()
 }
+
+// thawLeftovers thaws the filesystems of every computer that a daemon
+// which died during a checkpoint left frozen: their writers would wait
+// forever. A filesystem that is not frozen answers FITHAW with EINVAL.
+func (m *Manager) thawLeftovers(ctx context.Context) {
+	recs, err := m.reg.list(ctx)
+	if err != nil {
+		return
+	}
+	for _, r := range recs {
+		p := ckptPaths{pathsOfVolume(m.volume(r.Name))}
+		for _, mp := range []string{p.diskMount(), p.rootMount()} {
+			if !isMountpoint(mp) {
+				continue
+			}
+			f, err := os.Open(mp)
+			if err != nil {
+				continue
+			}
+			if err := unix.IoctlSetPointerInt(int(f.Fd()), ioctlFITHAW, 0); err == nil {
+				m.logf("%s: thawed %s, left frozen by a checkpoint that did not finish", r.Name, mp)
+			}
+			f.Close()
+		}
+	}
+}

@@ -338,3 +338,44 @@ func envInt(key string, def int) int {
 	}
 	return def
 }
+
+// TestThawLeftovers: a daemon that dies with a computer's filesystems
+// frozen (during a checkpoint) leaves them to the next one, which thaws
+// them.
+func TestThawLeftovers(t *testing.T) {
+	m := newRuncManager(t)
+	ctx := context.Background()
+	if _, err := m.Create(ctx, CreateOptions{Name: "frz", Template: "minimal", DiskSizeMB: 128}); err != nil {
+		t.Fatal(err)
+	}
+	p := ckptPaths{pathsOfVolume(m.volume("frz"))}
+	f, err := os.Open(p.diskMount())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = unix.IoctlSetPointerInt(int(f.Fd()), ioctlFIFREEZE, 0)
+	f.Close() // the freeze stays: it is the filesystem's, not the descriptor's
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := m.dataDir
+	m.Close()
+	m2, err := Open(ctx, Options{DataDir: dataDir, Exe: ohmBinary(t), Templates: template.NewStore(dataDir), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := m2.Delete(context.Background(), "frz"); err != nil {
+			t.Errorf("delete: %v", err)
+		}
+		m2.Close()
+	}()
+	// A frozen btrfs would hold this write forever.
+	tctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	code, err := m2.Exec(tctx, "frz", ExecOptions{Command: "echo x > /home/ohm/y && sync"}, nil, &out, &out)
+	if err != nil || code != 0 {
+		t.Fatalf("write after the new daemon started: %d, %v: %s", code, err, out.String())
+	}
+}
