@@ -134,6 +134,14 @@ func (m *Manager) fork(ctx context.Context, parent, rec Record, id string) error
 		if err := unix.Setxattr(p.volMount(), vfs.XattrSnapshot, []byte(snap), 0); err != nil {
 			return fmt.Errorf("snapshot the workspace volume's metadata: %w", err)
 		}
+		// Linked while the checkpoint still holds the blocks (a
+		// temporary one goes after this).
+		err := volume.Fork(ctx, m.volume(parent.Name), snap, m.volume(rec.Name), func(ctx context.Context, db *meta.DB) error {
+			return keepCheckpoint(ctx, db, c)
+		})
+		if err != nil {
+			return err
+		}
 		if slices.Contains(c.Disks, rootImageName) && !isFile(filepath.Join(p.volCkpt(c.ID), rootImageName)) {
 			from := filepath.Join(p.localCkpt(c.ID), rootImageName)
 			if temp {
@@ -143,13 +151,6 @@ func (m *Manager) fork(ctx context.Context, parent, rec Record, id string) error
 			return sparseCopy(from, child.localRoot())
 		}
 		return nil
-	})
-	if err != nil {
-		os.Remove(snap)
-		return err
-	}
-	err = volume.Fork(ctx, m.volume(parent.Name), snap, m.volume(rec.Name), func(ctx context.Context, db *meta.DB) error {
-		return keepCheckpoint(ctx, db, c)
 	})
 	if err != nil {
 		os.Remove(snap)
