@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optio
 from . import _websocket as wsock
 from ._transport import Response, Transport, decode_error, event_data, split_command
 from .errors import OhmError, error_for
-from .models import CommandResult, ComputerInfo, DiskUsage, Event, FileInfo, FileList, Limits, ProcessInfo, WorkspaceUsage
+from .models import Checkpoint, CommandResult, ComputerInfo, DiskUsage, Event, FileInfo, FileList, Limits, ProcessInfo, WorkspaceUsage
 
 Command = Union[str, Sequence[str]]
 
