@@ -59,6 +59,7 @@ func newComputerCmd() *cobra.Command {
 		newComputerPortsCmd(connect),
 		newComputerWatchCmd(connect),
 	)
+	cmd.AddCommand(checkpointCmds(connect)...)
 	return cmd
 }
 

@@ -36,7 +36,7 @@ func TestMCP(t *testing.T) {
 	for _, tool := range tools.Tools {
 		names = append(names, tool.Name)
 	}
-	if got := strings.Join(names, " "); got != "create delete expose list read_file run set start stop unexpose write_file" {
+	if got := strings.Join(names, " "); got != "checkpoint checkpoints create delete expose fork list read_file restore run set start stop unexpose write_file" {
 		t.Errorf("tools: %s", got)
 	}
 

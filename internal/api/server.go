@@ -68,6 +68,7 @@ func NewServer(m *computer.Manager, log *slog.Logger) *Server {
 	s.handle("GET /v1/computers/{name}/files/list", s.listFiles)
 	s.routePorts()
 	s.handle("GET /v1/computers/{name}/watch", s.watch)
+	s.routeCheckpoints()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, client.CodeNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})

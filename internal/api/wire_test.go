@@ -36,6 +36,13 @@ var wireSchemas = map[string]any{
 	"PortList":      client.PortList{},
 	"ExposeRequest": client.ExposeRequest{},
 	"WatchEvent":    client.WatchEvent{},
+
+	"Checkpoint":        client.Checkpoint{},
+	"CheckpointRequest": client.CheckpointRequest{},
+	"CheckpointList":    client.CheckpointList{},
+	"CheckpointDeleted": client.CheckpointDeleted{},
+	"RestoreRequest":    client.RestoreRequest{},
+	"ForkRequest":       client.ForkRequest{},
 }
 
 // wireOp is what an operation carries as JSON: the schema of its request
@@ -94,6 +101,12 @@ var wireOps = map[string]wireOp{
 	"statFile":        {"", with(errs("503"), "200", "FileInfo")},
 	"listFiles":       {"", with(errs("503"), "200", "FileList")},
 	"watchComputer":   {"", with(errs("409"), "200", "WatchEvent")},
+
+	"checkpointComputer": {"CheckpointRequest", with(errs("409"), "201", "Checkpoint")},
+	"listCheckpoints":    {"", with(errs("409"), "200", "CheckpointList")},
+	"deleteCheckpoint":   {"", with(errs("409"), "200", "CheckpointDeleted")},
+	"restoreComputer":    {"RestoreRequest", with(errs("409"), "200", "Computer")},
+	"forkComputer":       {"ForkRequest", with(errs("409"), "201", "Computer")},
 }
 
 // schema is the part of a JSON Schema that openapi.json uses.

@@ -147,6 +147,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		return nil, err
 	}
 	m.reg = reg
+	m.thawLeftovers(ctx)
 	if err := m.reconcile(ctx); err != nil {
 		reg.close()
 		return nil, err

@@ -47,6 +47,7 @@ func New(c *client.Client, version string) *mcp.Server {
 		"with a list set, DNS answers only the allowed names and everything else outbound is refused; with both empty it reaches anywhere but the host."}, t.set)
 	mcp.AddTool(s, &mcp.Tool{Name: "expose", Description: "Expose a TCP port of a computer (a dev server listening on 0.0.0.0 or 127.0.0.1 inside) and return its preview URL, which HTTP and WebSocket traffic reaches it through; give the URL to the user to open in a browser."}, t.expose)
 	mcp.AddTool(s, &mcp.Tool{Name: "unexpose", Description: "Remove the preview URL of a port of a computer."}, t.unexpose)
+	addCheckpointTools(s, t)
 	return s
 }
 

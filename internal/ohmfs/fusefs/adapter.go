@@ -530,6 +530,9 @@ func (f *fileSystem) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []
 func (f *fileSystem) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, name string, data []byte) fuse.Status {
 	// data belongs to the request buffer, which is reused.
 	v := append([]byte(nil), data...)
+	if name == vfs.XattrClone {
+		return f.cloneXattr(meta.Ino(in.NodeId), string(v))
+	}
 	return f.status("setxattr", f.fs.SetXattr(f.ctx, meta.Ino(in.NodeId), name, v, in.Flags))
 }
 

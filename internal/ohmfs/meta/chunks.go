@@ -81,7 +81,7 @@ func (db *DB) dropChunks(ino Ino, from, to uint64, now int64) (uint64, error) {
 		return 0, fmt.Errorf("drop chunks of %d: %w", ino, err)
 	}
 	for _, b := range blocks {
-		if err := db.freeBlock(b, now); err != nil {
+		if err := db.freeChunkBlock(b, now); err != nil {
 			return 0, err
 		}
 	}
@@ -137,7 +137,7 @@ func (db *DB) UpdateFile(ctx context.Context, ino Ino, u FileUpdate) (Attr, erro
 				return fmt.Errorf("put chunk %d of %d: %w", c.Index, ino, err)
 			}
 			if ok && oldBlock != c.BlockID {
-				if err := db.freeBlock(oldBlock, now); err != nil {
+				if err := db.freeChunkBlock(oldBlock, now); err != nil {
 					return err
 				}
 			}

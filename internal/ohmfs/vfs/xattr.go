@@ -12,6 +12,9 @@ func (fs *FS) GetXattr(ctx context.Context, ino meta.Ino, name string) ([]byte, 
 	if name == XattrLayout {
 		return fs.getLayout(ctx, ino)
 	}
+	if name == XattrExclusive {
+		return fs.exclusive(ctx, ino)
+	}
 	return fs.m.GetXattr(ctx, ino, name)
 }
 
@@ -19,6 +22,13 @@ func (fs *FS) GetXattr(ctx context.Context, ino meta.Ino, name string) ([]byte, 
 func (fs *FS) SetXattr(ctx context.Context, ino meta.Ino, name string, value []byte, flags uint32) error {
 	if name == XattrLayout {
 		return fs.setLayout(ctx, ino, value, flags)
+	}
+	if name == XattrSnapshot {
+		return fs.snapshot(ctx, ino, string(value))
+	}
+	if name == XattrClone {
+		_, _, err := fs.CloneTo(ctx, ino, string(value))
+		return err
 	}
 	if err := fs.admitSpace(uint64(len(name) + len(value))); err != nil {
 		return err

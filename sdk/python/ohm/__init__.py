@@ -28,6 +28,7 @@ from .errors import (
 )
 from .models import (
     CommandResult,
+    Checkpoint,
     ComputerInfo,
     DiskUsage,
     Event,
@@ -43,7 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Ohm", "AsyncOhm", "Computers", "Computer", "AsyncComputer", "Files", "Process", "AsyncProcess",
     "Shell", "AsyncShell", "CommandStream", "AsyncCommandStream", "CommandResult", "Event",
-    "ComputerInfo", "ProcessInfo", "FileInfo", "FileList", "DiskUsage", "WorkspaceUsage", "Limits",
+    "Checkpoint", "ComputerInfo", "ProcessInfo", "FileInfo", "FileList", "DiskUsage", "WorkspaceUsage", "Limits",
     "DEFAULT_DISK_SIZE_MB",
     "OhmError", "BadRequest", "Unauthorized", "NotFound", "Conflict", "AlreadyExists", "WrongState",
     "TooLarge", "ComputerUnreachable", "InternalError", "DaemonUnreachable", "CommandFailed",

@@ -141,6 +141,22 @@ class AsyncComputer:
     async def delete(self) -> None:
         await self._ohm._call(self.sync.delete)
 
+    async def checkpoint(self, label: str = ""):
+        return await self._ohm._call(self.sync.checkpoint, label)
+
+    async def checkpoints(self):
+        return await self._ohm._call(self.sync.checkpoints)
+
+    async def delete_checkpoint(self, id: str) -> None:
+        await self._ohm._call(self.sync.delete_checkpoint, id)
+
+    async def restore(self, checkpoint: str) -> "AsyncComputer":
+        await self._ohm._call(self.sync.restore, checkpoint)
+        return self
+
+    async def fork(self, name: Optional[str] = None, checkpoint: Optional[str] = None) -> "AsyncComputer":
+        return AsyncComputer(self._ohm, await self._ohm._call(self.sync.fork, name, checkpoint))
+
     async def run(self, command: Command, *, check: bool = False, input: Union[bytes, str, None] = None, **kwargs) -> CommandResult:
         """As :meth:`ohm.Computer.run`; cancelling the task kills the command."""
         if input is not None:

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optio
 from . import _websocket as wsock
 from ._transport import Response, Transport, decode_error, event_data, split_command
 from .errors import OhmError, error_for
-from .models import CommandResult, ComputerInfo, DiskUsage, Event, FileInfo, FileList, Limits, ProcessInfo, WorkspaceUsage
+from .models import Checkpoint, CommandResult, ComputerInfo, DiskUsage, Event, FileInfo, FileList, Limits, ProcessInfo, WorkspaceUsage
 
 Command = Union[str, Sequence[str]]
 
@@ -253,6 +253,38 @@ class Computer:
         """Deletes the computer with its disk and workspace."""
         self._ohm.computers.delete(self.name)
         self.state = "deleted"
+
+    # -- checkpoints (memory and processes are not saved)
+
+    def checkpoint(self, label: str = "") -> Checkpoint:
+        """Saves the computer's disks; a running computer keeps running."""
+        body = {"label": label} if label else {}
+        return Checkpoint.from_wire(self._ohm._t.request("POST", self._path + "/checkpoints", json_body=body).json())
+
+    def checkpoints(self) -> List[Checkpoint]:
+        """The computer's checkpoints, oldest first."""
+        out = self._ohm._t.request("GET", self._path + "/checkpoints").json()
+        return [Checkpoint.from_wire(c) for c in out["checkpoints"]]
+
+    def delete_checkpoint(self, id: str) -> None:
+        """Deletes checkpoint ``id``."""
+        self._ohm._t.request("DELETE", self._path + "/checkpoints/" + _q(id)).json()
+
+    def restore(self, checkpoint: str) -> "Computer":
+        """Puts the disks back to ``checkpoint``; a running computer is
+        stopped and started again (its processes restart)."""
+        self._set(ComputerInfo.from_wire(self._ohm._t.request("POST", self._path + "/restore", json_body={"checkpoint": checkpoint}).json()))
+        return self
+
+    def fork(self, name: Optional[str] = None, checkpoint: Optional[str] = None) -> "Computer":
+        """Makes and starts a copy of the computer (from ``checkpoint``, or
+        its disks now) sharing their blocks, and returns it."""
+        body: Dict[str, Any] = {}
+        if name:
+            body["name"] = name
+        if checkpoint:
+            body["checkpoint"] = checkpoint
+        return Computer(self._ohm, ComputerInfo.from_wire(self._ohm._t.request("POST", self._path + "/fork", json_body=body).json()))
 
     # -- commands
 

@@ -261,3 +261,26 @@ class ComputerInfo:
             allow_hosts=list(d.get("allow_hosts") or []),
             allow_cidrs=list(d.get("allow_cidrs") or []),
         )
+
+
+@dataclass
+class Checkpoint:
+    """A saved point of a computer's disks (workspace and root disk).
+    Memory and processes are not saved: a restored or forked computer
+    boots fresh on the saved disks."""
+
+    id: str
+    created_at: Optional[_dt.datetime] = None
+    label: str = ""
+    bytes: int = 0  # what the checkpoint alone holds: what deleting it gives back
+    disks: List[str] = field(default_factory=list)
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> "Checkpoint":
+        return cls(
+            id=d["id"],
+            created_at=parse_time(d.get("created_at")),
+            label=d.get("label", ""),
+            bytes=d.get("bytes", 0),
+            disks=list(d.get("disks") or []),
+        )

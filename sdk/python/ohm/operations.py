@@ -29,4 +29,9 @@ OPERATIONS = {
     "putFile": "Files.write",
     "statFile": "Files.stat",
     "listFiles": "Files.list",
+    "checkpointComputer": "Computer.checkpoint",
+    "listCheckpoints": "Computer.checkpoints",
+    "deleteCheckpoint": "Computer.delete_checkpoint",
+    "restoreComputer": "Computer.restore",
+    "forkComputer": "Computer.fork",
 }

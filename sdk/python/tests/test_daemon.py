@@ -272,6 +272,27 @@ class _Scenario:
 
         asyncio.run(scenario())
 
+    def test_checkpoint_restore_fork(self):
+        self.c.run("echo one > /home/ohm/ck && sync", check=True)
+        ck = self.c.checkpoint("before")
+        self.assertEqual(ck.label, "before")
+        self.assertIn("workspace.img", ck.disks)
+        self.assertIn(ck.id, [x.id for x in self.c.checkpoints()])
+        self.c.run("echo two > /home/ohm/ck && sync", check=True)
+        with self.assertRaises(ohm.NotFound):
+            self.c.restore("nope")
+        self.c.restore(ck.id)
+        self.assertEqual(self.c.state, "running")
+        self.assertEqual(self.c.run("cat /home/ohm/ck", check=True).stdout, "one\n")
+        fork = self.c.fork(name=_name(self.prefix + "-fork"), checkpoint=ck.id)
+        try:
+            self.assertEqual(fork.state, "running")
+            self.assertEqual(fork.run("cat /home/ohm/ck", check=True).stdout, "one\n")
+        finally:
+            fork.delete()
+        self.c.delete_checkpoint(ck.id)
+        self.assertNotIn(ck.id, [x.id for x in self.c.checkpoints()])
+
     def test_z_lifecycle(self):
         self.c.files.write("/home/ohm/keep.txt", "durable")
         self.assertEqual(self.c.stop().state, "stopped")

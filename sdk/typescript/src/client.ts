@@ -12,6 +12,7 @@ import WebSocket from "ws";
 
 import { CommandFailedError, NotFoundError, OhmError, errorFor } from "./errors.js";
 import {
+  Checkpoint,
   CommandResult,
   ComputerInfo,
   DiskUsage,
@@ -21,6 +22,7 @@ import {
   OutputEvent,
   ProcessInfo,
   WorkspaceUsage,
+  checkpointFromWire,
   computerFromWire,
   fileFromWire,
   processFromWire,
@@ -282,6 +284,36 @@ export class Computer implements ComputerInfo {
   async delete(): Promise<void> {
     await this.ohm.computers.delete(this.name);
     this.state = "deleted";
+  }
+
+  /** Saves the computer's disks (not memory or processes); a running computer keeps running. */
+  async checkpoint(label?: string): Promise<Checkpoint> {
+    return checkpointFromWire(await this.ohm.t.json("POST", this.path + "/checkpoints", { json: label ? { label } : {} }));
+  }
+
+  /** The computer's checkpoints, oldest first. */
+  async checkpoints(): Promise<Checkpoint[]> {
+    const out = await this.ohm.t.json<{ checkpoints: unknown[] }>("GET", this.path + "/checkpoints");
+    return out.checkpoints.map(checkpointFromWire);
+  }
+
+  /** Deletes checkpoint `id`. */
+  async deleteCheckpoint(id: string): Promise<void> {
+    await this.ohm.t.json("DELETE", this.path + "/checkpoints/" + q(id));
+  }
+
+  /** Puts the disks back to `checkpoint`; a running computer is stopped and started again. */
+  async restore(checkpoint: string): Promise<this> {
+    this.set(computerFromWire(await this.ohm.t.json("POST", this.path + "/restore", { json: { checkpoint } })));
+    return this;
+  }
+
+  /** Makes and starts a copy of the computer (from `opts.checkpoint`, or its disks now) sharing their blocks. */
+  async fork(opts: { name?: string; checkpoint?: string } = {}): Promise<Computer> {
+    const body: Record<string, unknown> = {};
+    if (opts.name) body.name = opts.name;
+    if (opts.checkpoint) body.checkpoint = opts.checkpoint;
+    return new Computer(this.ohm, computerFromWire(await this.ohm.t.json("POST", this.path + "/fork", { json: body })));
   }
 
   /**

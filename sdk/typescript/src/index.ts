@@ -12,7 +12,7 @@
 
 export { Ohm, Computers, Computer, CommandStream, Process, Shell, Files, DEFAULT_DISK_SIZE_MB } from "./client.js";
 export type { Command, CreateOptions, RunOptions, SetOptions } from "./client.js";
-export type { CommandResult, ComputerInfo, DiskUsage, FileInfo, FileList, Limits, OutputEvent, ProcessInfo, WorkspaceUsage } from "./models.js";
+export type { Checkpoint, CommandResult, ComputerInfo, DiskUsage, FileInfo, FileList, Limits, OutputEvent, ProcessInfo, WorkspaceUsage } from "./models.js";
 export type { OhmOptions, Body } from "./transport.js";
 export { DEFAULT_SOCKET, defaultSocket } from "./transport.js";
 export {

@@ -178,3 +178,21 @@ export function result(exitCode: number, out: Buffer[], err: Buffer[]): CommandR
   const stderrBytes = Buffer.concat(err);
   return { exitCode, stdoutBytes, stderrBytes, stdout: stdoutBytes.toString("utf8"), stderr: stderrBytes.toString("utf8") };
 }
+
+/**
+ * A saved point of a computer's disks (workspace and root disk). Memory
+ * and processes are not saved: a restored or forked computer boots fresh
+ * on the saved disks.
+ */
+export interface Checkpoint {
+  id: string;
+  label: string;
+  createdAt?: Date;
+  /** What the checkpoint alone holds: what deleting it gives back. */
+  bytes: number;
+  disks: string[];
+}
+
+export function checkpointFromWire(d: any): Checkpoint {
+  return { id: d.id, label: d.label ?? "", createdAt: time(d.created_at), bytes: d.bytes ?? 0, disks: d.disks ?? [] };
+}

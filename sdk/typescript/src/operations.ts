@@ -29,4 +29,9 @@ export const OPERATIONS: Record<string, string> = {
   putFile: "Files.write",
   statFile: "Files.stat",
   listFiles: "Files.list",
+  checkpointComputer: "Computer.checkpoint",
+  listCheckpoints: "Computer.checkpoints",
+  deleteCheckpoint: "Computer.deleteCheckpoint",
+  restoreComputer: "Computer.restore",
+  forkComputer: "Computer.fork",
 };
