@@ -49,7 +49,7 @@ type Spec struct {
 	// caller keeps (an image in the computer's volume) and has mounted at
 	// StateDir/disk before Start; Stop and Cleanup leave it mounted.
 	DiskMounted bool
-	Workspace    string // host path of the mounted workspace, bind-mounted at /home/ohm
+	Workspace   string // host path of the mounted workspace, bind-mounted at /home/ohm
 	// HomeMount, when set, replaces Workspace: a host directory that is a
 	// shared mount, bind-mounted at /home as its slave, with the workspace
 	// mounted on the host at HomeMount/ohm. A workspace mounted there again
