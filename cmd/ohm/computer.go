@@ -53,6 +53,7 @@ func newComputerCmd() *cobra.Command {
 		newComputerSimpleCmd(connect, "stop", "Stop a running computer (its workspace is flushed)", (*client.Client).Stop),
 		newComputerSimpleCmd(connect, "delete", "Delete a computer: root disk, workspace and metadata", (*client.Client).Delete),
 		newComputerCpCmd(connect),
+		newComputerResizeCmd(connect),
 	)
 	return cmd
 }

@@ -36,7 +36,7 @@ func TestMCP(t *testing.T) {
 	for _, tool := range tools.Tools {
 		names = append(names, tool.Name)
 	}
-	if got := strings.Join(names, " "); got != "create delete list read_file run start stop write_file" {
+	if got := strings.Join(names, " "); got != "create delete list read_file resize run start stop write_file" {
 		t.Errorf("tools: %s", got)
 	}
 
@@ -86,6 +86,13 @@ func TestMCP(t *testing.T) {
 	}
 	if res := call("run", map[string]any{"name": "ghost", "command": "true"}, nil); !res.IsError {
 		t.Errorf("run in a missing computer: not an error")
+	}
+	var resized mcpserver.ResizeOutput
+	if res := call("resize", map[string]any{"name": "agent", "disk_size_mb": 320}, &resized); res.IsError || resized.DiskSizeMB != 320 {
+		t.Errorf("resize: %+v %+v", res, resized)
+	}
+	if res := call("resize", map[string]any{"name": "agent", "disk_size_mb": 100}, nil); !res.IsError {
+		t.Errorf("resize to a smaller size: not an error")
 	}
 	call("delete", map[string]any{"name": "agent"}, nil)
 	call("list", map[string]any{}, &list)

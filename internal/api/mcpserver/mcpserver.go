@@ -1,6 +1,6 @@
 // Package mcpserver exposes Ohm computers to AI agents as Model Context
 // Protocol tools (create, list, run, read_file, write_file, stop, start,
-// delete), each a call to the Ohm daemon through package ohm/client. `ohm
+// delete, resize), each a call to the Ohm daemon through package ohm/client. `ohm
 // mcp` serves it over stdio; `ohm serve` serves it at /mcp over MCP's
 // streamable HTTP transport (HTTPHandler), behind the same bearer token as
 // the rest of the API on TCP.
@@ -41,6 +41,7 @@ func New(c *client.Client, version string) *mcp.Server {
 	mcp.AddTool(s, &mcp.Tool{Name: "stop", Description: "Stop a computer; its workspace is kept."}, t.stop)
 	mcp.AddTool(s, &mcp.Tool{Name: "start", Description: "Start a stopped computer."}, t.start)
 	mcp.AddTool(s, &mcp.Tool{Name: "delete", Description: "Delete a computer with its disk and workspace."}, t.delete)
+	mcp.AddTool(s, resizeTool, t.resize)
 	return s
 }
 
