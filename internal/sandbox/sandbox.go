@@ -11,7 +11,9 @@
 //
 // A computer's state directory holds:
 //
-//	root.img        the root disk image (the only thing that must persist)
+//	root.img        the root disk image (the only thing that must persist),
+//	                unless Spec.DiskMounted: then the caller keeps the image
+//	                (in the computer's volume) and mounts it at disk/
 //	disk/           where root.img is loop-mounted: upper/ and work/ of the overlay
 //	rootfs/         the overlay, the computer's /
 //	bundle/         the OCI bundle (config.json) runc starts
