@@ -88,7 +88,7 @@ func TestMCP(t *testing.T) {
 		t.Errorf("run in a missing computer: not an error")
 	}
 	var resized mcpserver.ResizeOutput
-	if res := call("resize", map[string]any{"name": "agent", "disk_size_mb": 320}, &resized); res.IsError || resized.DiskSizeMB != 320 {
+	if res := call("resize", map[string]any{"name": "agent", "disk_size_mb": 320}, &resized); res.IsError && canResizeExt4Online() || !res.IsError && resized.DiskSizeMB != 320 {
 		t.Errorf("resize: %+v %+v", res, resized)
 	}
 	if res := call("resize", map[string]any{"name": "agent", "disk_size_mb": 100}, nil); !res.IsError {

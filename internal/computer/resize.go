@@ -2,6 +2,7 @@ package computer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"syscall"
@@ -59,7 +60,11 @@ func (m *Manager) Resize(ctx context.Context, name string, diskSizeMB int) error
 	if err != nil {
 		return err
 	}
-	if err := m.grow(ctx, rec, diskSizeMB); err != nil {
+	if err := m.grow(ctx, rec, diskSizeMB); errors.Is(err, sandbox.ErrGrowAtStart) {
+		// The image has grown and the size is recorded: the filesystem
+		// follows at the next start, and the error says so.
+		return &Error{Code: CodeState, Msg: fmt.Sprintf("the root disk of %q is now %d MB, but this host cannot grow ext4 while it is mounted (its root lacks CAP_SYS_RESOURCE): df shows the new size after a stop and start", name, diskSizeMB)}
+	} else if err != nil {
 		if rerr := m.reg.setDiskSize(context.WithoutCancel(ctx), name, old); rerr != nil {
 			m.logf("resize %s: put the recorded size back: %v", name, rerr)
 		}
@@ -86,7 +91,7 @@ func (m *Manager) grow(ctx context.Context, rec Record, sizeMB int) error {
 	if d == nil {
 		return fmt.Errorf("the root disk of running computer %q is not mounted", rec.Name)
 	}
-	return d.Grow(ctx, int64(sizeMB)<<20)
+	return m.growOnline(ctx, rec.Name, d, int64(sizeMB)<<20)
 }
 
 // checkGrowRoom refuses to grow computer name's root disk from oldMB to

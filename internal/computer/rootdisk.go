@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ohm/internal/disk"
+	"ohm/internal/sandbox"
 )
 
 // The root disk (README, "Root disk"; docs/block-layout.md, "The root
@@ -142,20 +143,62 @@ func (m *Manager) createRoot(ctx context.Context, rec Record) error {
 // grows it to rec's size if a resize of the stopped computer asked for
 // more.
 func (m *Manager) openRoot(ctx context.Context, rec Record) error {
+	cfg := m.rootConfig(rec.Name)
+	want := int64(rec.DiskSizeMB) << 20
 	d := m.roots.get(rec.Name)
+	if d == nil && !isMountpoint(cfg.Mountpoint) {
+		// Not mounted: grow it here, before it is (ext4 grows online
+		// only where root has CAP_SYS_RESOURCE).
+		if err := growImage(ctx, filepath.Join(cfg.ImageDir, cfg.Image), want); err != nil {
+			m.logf("start %s: %v; it starts at its old size", rec.Name, err)
+		}
+	}
 	if d == nil {
 		var err error
-		if d, err = disk.Open(ctx, m.rootConfig(rec.Name)); err != nil {
+		if d, err = disk.Open(ctx, cfg); err != nil {
 			return fmt.Errorf("open root disk: %w", err)
 		}
 		m.roots.set(rec.Name, d)
 	}
-	if want := int64(rec.DiskSizeMB) << 20; d.Size() < want {
-		if err := d.Grow(ctx, want); err != nil {
-			return fmt.Errorf("grow root disk: %w", err)
+	if d.Size() < want {
+		if err := m.growOnline(ctx, rec.Name, d, want); err != nil {
+			m.logf("start %s: %v", rec.Name, err)
 		}
 	}
 	return nil
+}
+
+// growImage grows the unmounted root disk image at path to size bytes
+// and its ext4 to the image's size (sandbox.GrowExt4Image).
+func growImage(ctx context.Context, path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("grow root disk: %w", err)
+	}
+	fi, err := f.Stat()
+	if err == nil && fi.Size() < size {
+		err = f.Truncate(size)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("grow root disk image: %w", err)
+	}
+	return sandbox.GrowExt4Image(ctx, path)
+}
+
+// growOnline grows the mounted root disk d of computer name to size
+// bytes. Where the kernel will not grow ext4 while mounted, the image
+// and loop device have grown and the filesystem does at the next start:
+// that is logged, not an error (sandbox.ErrGrowAtStart).
+func (m *Manager) growOnline(ctx context.Context, name string, d *disk.Disk, size int64) error {
+	err := d.Grow(ctx, size)
+	if errors.Is(err, unix.EPERM) {
+		m.logf("resize %s: %v; %v", name, err, sandbox.ErrGrowAtStart)
+		return fmt.Errorf("%w: %w (online growth of ext4 needs CAP_SYS_RESOURCE)", sandbox.ErrGrowAtStart, err)
+	}
+	return err
 }
 
 // heldRoot returns computer name's open root disk, taking over one an

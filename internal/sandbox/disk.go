@@ -72,6 +72,11 @@ func mountDisk(ctx context.Context, p paths) error {
 	if err := os.MkdirAll(p.disk, 0o700); err != nil {
 		return err
 	}
+	// A resize while it was stopped (or one the kernel would not do
+	// online) grew the image: the filesystem grows to it first. If that
+	// fails the computer starts at its old size rather than not at all;
+	// info shows the two sizes.
+	GrowExt4Image(ctx, p.image)
 	cmd, err := hostCommand(ctx, "mount", "-t", "ext4", "-o", "loop,discard,noatime,minixdf,nosuid,nodev", p.image, p.disk)
 	if err != nil {
 		return fmt.Errorf("mount root disk: %w", err)
@@ -79,9 +84,6 @@ func mountDisk(ctx context.Context, p paths) error {
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("mount root disk: %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	if err := growDisk(p); err != nil {
-		return err
 	}
 	return prepareDisk(p)
 }

@@ -2,8 +2,11 @@ package sandbox
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"unsafe"
 
@@ -46,7 +49,7 @@ func GrowDisk(ctx context.Context, spec Spec, sizeMB int) error {
 		}
 	}
 	if !mounted(p.disk) {
-		return nil
+		return nil // mountDisk grows it
 	}
 	dev, err := loopOf(p.disk)
 	if err != nil {
@@ -55,21 +58,91 @@ func GrowDisk(ctx context.Context, spec Spec, sizeMB int) error {
 	if err := setCapacity(dev); err != nil {
 		return fmt.Errorf("grow the root disk of %s: %w", spec.Name, err)
 	}
-	return growDisk(p)
-}
-
-// growDisk grows the ext4 mounted at p.disk to the size of its device,
-// if it is smaller (the image grew while the computer was stopped).
-func growDisk(p paths) error {
-	dev, err := loopOf(p.disk)
-	if err != nil {
-		return fmt.Errorf("root disk: %w", err)
-	}
 	devSize, err := blockDevSize(dev)
 	if err != nil {
-		return fmt.Errorf("root disk: %w", err)
+		return fmt.Errorf("grow the root disk of %s: %w", spec.Name, err)
 	}
-	return growExt4(p.disk, devSize)
+	return GrowMountedExt4(p.disk, devSize)
+}
+
+// ErrGrowAtStart is returned (wrapped) when a mounted ext4 cannot grow
+// while mounted because the kernel refuses (online resizing needs
+// CAP_SYS_RESOURCE, which some hosts' root lacks): its image has grown,
+// and the filesystem grows at the next start (GrowExt4Image).
+var ErrGrowAtStart = errors.New("the filesystem grows at the next start")
+
+// GrowMountedExt4 grows the ext4 mounted at dir to size bytes if it is
+// smaller (EXT4_IOC_RESIZE_FS, what resize2fs does online).
+func GrowMountedExt4(dir string, size int64) error {
+	err := growExt4(dir, size)
+	if errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("%w: %w (online growth of ext4 needs CAP_SYS_RESOURCE)", ErrGrowAtStart, err)
+	}
+	return err
+}
+
+// GrowExt4Image grows the ext4 in the unmounted image at path to the
+// image's size, if it is smaller: e2fsck -f -p (resize2fs wants a checked
+// filesystem), then resize2fs. A filesystem e2fsck cannot fix by itself
+// is left as it is, at its old size, and the error says so.
+func GrowExt4Image(ctx context.Context, path string) error {
+	fsSize, err := ext4Size(path)
+	if err != nil {
+		return err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fsSize >= fi.Size() {
+		return nil
+	}
+	cmd, err := hostCommand(ctx, "e2fsck", "-f", "-p", path)
+	if err != nil {
+		return err
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		var exit *exec.ExitError
+		// 1: errors fixed; anything above needs a person.
+		if !errors.As(err, &exit) || exit.ExitCode() > 1 {
+			return fmt.Errorf("grow root disk: e2fsck: %v: %s", err, strings.TrimSpace(string(out)))
+		}
+	}
+	cmd, err = hostCommand(ctx, "resize2fs", path)
+	if err != nil {
+		return err
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("grow root disk: resize2fs: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// ext4Size reads the size of the ext4 in the image at path from its
+// superblock (blocks count times block size).
+func ext4Size(path string) (int64, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sb := make([]byte, 1024)
+	if _, err := f.ReadAt(sb, 1024); err != nil {
+		return 0, fmt.Errorf("read the superblock of %s: %w", path, err)
+	}
+	le := binary.LittleEndian
+	if le.Uint16(sb[0x38:]) != 0xEF53 {
+		return 0, fmt.Errorf("%s holds no ext4", path)
+	}
+	blocks := uint64(le.Uint32(sb[0x4:]))
+	if le.Uint32(sb[0x60:])&0x80 != 0 { // INCOMPAT_64BIT
+		blocks |= uint64(le.Uint32(sb[0x150:])) << 32
+	}
+	logBlock := le.Uint32(sb[0x18:])
+	if logBlock > 6 {
+		return 0, fmt.Errorf("%s: implausible ext4 block size", path)
+	}
+	return int64(blocks << (10 + logBlock)), nil
 }
 
 // growExt4 grows the ext4 mounted at dir to size bytes, if it is smaller.
