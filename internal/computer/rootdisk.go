@@ -312,3 +312,25 @@ func (m *Manager) rootOccupied(rec Record) int64 {
 	}
 	return min(n, size)
 }
+
+// rootLost handles a running computer name, whose lock the caller holds,
+// whose volume's FUSE mount is dead (its keeper and server both died, so
+// the connection is gone): if its root disk is on that volume, its / can
+// no longer read or write anything, and no remount can be slipped under
+// the running overlay. It is stopped, with the reason; its next use
+// starts it again on a fresh mount. It reports whether it stopped it.
+func (m *Manager) rootLost(ctx context.Context, name string) bool {
+	vol := m.rootVolMount(name)
+	if !m.rootInVolume(name) || !isMountpoint(vol) || fuseHealth(vol) == nil {
+		return false
+	}
+	rec, err := m.reg.get(ctx, name)
+	if err != nil {
+		return false
+	}
+	m.logf("%s: the storage process of its volume is gone, and its root disk with it; stopping it", name)
+	if err := m.stop(ctx, rec, "the storage process of its disks died"); err != nil {
+		m.logf("%s: stop: %v", name, err)
+	}
+	return true
+}

@@ -91,6 +91,9 @@ func (m *Manager) superviseWorkspace(ctx context.Context, name string) {
 	if err == nil {
 		return
 	}
+	if m.rootLost(ctx, name) {
+		return
+	}
 	began := time.Now()
 	m.logf("workspace of %s: %v; mounting it again", name, err)
 	if err := m.remountWorkspace(ctx, name); err != nil {
