@@ -313,24 +313,26 @@ func (m *Manager) rootOccupied(rec Record) int64 {
 	return min(n, size)
 }
 
-// rootLost handles a running computer name, whose lock the caller holds,
-// whose volume's FUSE mount is dead (its keeper and server both died, so
-// the connection is gone): if its root disk is on that volume, its / can
-// no longer read or write anything, and no remount can be slipped under
-// the running overlay. It is stopped, with the reason; its next use
-// starts it again on a fresh mount. It reports whether it stopped it.
-func (m *Manager) rootLost(ctx context.Context, name string) bool {
+// rootLost reports whether running computer name has lost its root disk:
+// it is on the volume, and the volume's FUSE mount is dead (its keeper and
+// server both died, so the connection is gone). Its / can then no longer
+// read or write anything, and no new mount can be slipped under the
+// running overlay.
+func (m *Manager) rootLost(name string) bool {
 	vol := m.rootVolMount(name)
-	if !m.rootInVolume(name) || !isMountpoint(vol) || fuseHealth(vol) == nil {
-		return false
-	}
+	return m.rootInVolume(name) && isMountpoint(vol) && fuseHealth(vol) != nil
+}
+
+// stopRootLost stops computer name, whose lock the caller holds, after it
+// lost its root disk (rootLost) and its workspace was mounted again: its
+// next use starts it on the fresh mount.
+func (m *Manager) stopRootLost(ctx context.Context, name string) {
 	rec, err := m.reg.get(ctx, name)
 	if err != nil {
-		return false
+		return
 	}
-	m.logf("%s: the storage process of its volume is gone, and its root disk with it; stopping it", name)
+	m.logf("%s: the storage process of its volume died with its root disk on it; stopping it", name)
 	if err := m.stop(ctx, rec, "the storage process of its disks died"); err != nil {
 		m.logf("%s: stop: %v", name, err)
 	}
-	return true
 }

@@ -91,8 +91,9 @@ func (m *Manager) superviseWorkspace(ctx context.Context, name string) {
 	if err == nil {
 		return
 	}
-	if m.rootLost(ctx, name) {
-		return
+	// Checked before the remount replaces the dead volume mount.
+	if m.rootLost(name) {
+		defer m.stopRootLost(ctx, name)
 	}
 	began := time.Now()
 	m.logf("workspace of %s: %v; mounting it again", name, err)
