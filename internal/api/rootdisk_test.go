@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -8,13 +9,16 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/moby/sys/mountinfo"
 
 	"ohm/client"
+	ohmmount "ohm/internal/ohmfs/mount"
 )
 
 // mountSource is the source of what is mounted at dir ("" if nothing).
@@ -298,5 +302,57 @@ func TestResize(t *testing.T) {
 	}
 	if got := execOut(t, c, name, "ls -l /big | awk '{print $5}'"); got != strconv.Itoa(100<<20)+"\n" {
 		t.Errorf("the file written before: %q", got)
+	}
+}
+
+// The storage server of the volume dies (kill -9) under a running
+// computer whose two disks are on it: its keeper starts a new server on
+// the same FUSE connection, and / and /home/ohm both read what was written
+// before and take writes after, without a restart of the computer.
+func TestRootDiskServerKilled(t *testing.T) {
+	c, dir := startDaemon(t)
+	ctx := context.Background()
+	const name = "phoenix-root"
+	if _, err := c.Create(ctx, client.CreateRequest{Name: name, Template: "minimal", DiskSizeMB: 64}, nil); err != nil {
+		t.Fatal(err)
+	}
+	mp := filepath.Join(dir, "computers", name, "vol")
+	if _, err := os.Stat(filepath.Join(mp, "root.img")); err != nil {
+		t.Skipf("no root.img in the volume: %v", err)
+	}
+	rec, ok := ohmmount.Info(mp)
+	if !ok || rec.Server == 0 {
+		t.Fatalf("no server in the mount record of %s: %+v", mp, rec)
+	}
+	execOut(t, c, name, "echo before > /before && echo home > /home/ohm/before && sync")
+	initStart := execOut(t, c, name, "cut -d' ' -f22 /proc/1/stat")
+	if err := syscall.Kill(rec.Server, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	const check = "cat /before /home/ohm/before && echo after > /after && echo after > /home/ohm/after && sync && cat /after /home/ohm/after"
+	for {
+		var out bytes.Buffer
+		code, err := c.Exec(ctx, name, client.ExecRequest{Command: check}, &out, &out)
+		if err == nil && code == 0 && out.String() == "before\nhome\nafter\nafter\n" {
+			break
+		}
+		if time.Since(killed) > time.Minute {
+			t.Fatalf("after kill -9 of the storage server: %v %d %q", err, code, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("both disks answer %v after kill -9 of the storage server", time.Since(killed).Round(time.Millisecond))
+	if got := execOut(t, c, name, "cut -d' ' -f22 /proc/1/stat"); got != initStart {
+		t.Errorf("the computer restarted: init start time %q, was %q", got, initStart)
+	}
+	if err := c.Stop(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if got := execOut(t, c, name, "cat /before /after /home/ohm/after"); got != "before\nafter\nafter\n" {
+		t.Errorf("after stop and start: %q", got)
 	}
 }
