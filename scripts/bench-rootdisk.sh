@@ -108,7 +108,10 @@ teardown() {
 timed() {
 	local t0 t1
 	t0=$(date +%s.%N)
-	chroot "$mnt/root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@" >>"$work/work.log" 2>&1
+	if ! chroot "$mnt/root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@" >>"$work/work.log" 2>&1; then
+		echo "failed: $* (see $work/work.log)" >&2
+		exit 1
+	fi
 	sync -f "$mnt/disk"
 	t1=$(date +%s.%N)
 	echo "$t1 - $t0" | bc
@@ -119,7 +122,7 @@ echo "# $(date -u '+%F %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc
 for r in $(seq "$rounds"); do
 	for kind in local volume; do
 		setup "$kind"
-		d=$(timed dpkg -i /debs/*.deb)
+		d=$(timed sh -c 'dpkg -i /debs/*.deb')
 		p=$(timed sh -c 'python3 -m venv /venv && /venv/bin/pip install -q --no-index --find-links /usr/share/python-wheels wheel')
 		used=$(df -m --output=used "$mnt/disk" | tail -n 1 | tr -d ' ')
 		teardown
