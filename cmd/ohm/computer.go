@@ -58,6 +58,7 @@ func newComputerCmd() *cobra.Command {
 		newComputerUnexposeCmd(connect),
 		newComputerPortsCmd(connect),
 		newComputerWatchCmd(connect),
+		newComputerResizeCmd(connect),
 	)
 	cmd.AddCommand(checkpointCmds(connect)...)
 	return cmd

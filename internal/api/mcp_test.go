@@ -36,7 +36,7 @@ func TestMCP(t *testing.T) {
 	for _, tool := range tools.Tools {
 		names = append(names, tool.Name)
 	}
-	if got := strings.Join(names, " "); got != "checkpoint checkpoints create delete expose fork list read_file restore run set start stop unexpose write_file" {
+	if got := strings.Join(names, " "); got != "checkpoint checkpoints create delete expose fork list read_file resize restore run set start stop unexpose write_file" {
 		t.Errorf("tools: %s", got)
 	}
 
@@ -106,6 +106,13 @@ func TestMCP(t *testing.T) {
 	}
 	if res := call("unexpose", map[string]any{"name": "agent", "port": 3000}, nil); !res.IsError {
 		t.Errorf("unexpose of a port not exposed: not an error")
+	}
+	var resized mcpserver.ResizeOutput
+	if res := call("resize", map[string]any{"name": "agent", "disk_size_mb": 320}, &resized); res.IsError && canResizeExt4Online() || !res.IsError && resized.DiskSizeMB != 320 {
+		t.Errorf("resize: %+v %+v", res, resized)
+	}
+	if res := call("resize", map[string]any{"name": "agent", "disk_size_mb": 100}, nil); !res.IsError {
+		t.Errorf("resize to a smaller size: not an error")
 	}
 	call("delete", map[string]any{"name": "agent"}, nil)
 	call("list", map[string]any{}, &list)

@@ -56,6 +56,7 @@ func NewServer(m *computer.Manager, log *slog.Logger) *Server {
 	s.handle("PATCH /v1/computers/{name}", s.setComputer)
 	s.handle("POST /v1/computers/{name}/start", s.start)
 	s.handle("POST /v1/computers/{name}/stop", s.stop)
+	s.handle("POST /v1/computers/{name}/resize", s.resize)
 	s.handle("POST /v1/computers/{name}/exec", s.exec)
 	s.handle("GET /v1/computers/{name}/exec", s.interactive)
 	s.handle("GET /v1/computers/{name}/processes", s.listProcesses)

@@ -78,6 +78,7 @@ type Manager struct {
 	logf    func(format string, args ...any)
 	// resolvers: Options.Resolvers
 	resolvers []string
+	roots     rootDisks // root disks in the computers' volumes (rootdisk.go)
 
 	mu      sync.Mutex           // guards the fields below and name choice
 	locks   map[string]*nameLock // per computer, while in use
@@ -171,9 +172,9 @@ func (m *Manager) Close() error {
 	m.mu.Unlock()
 	// The workspaces stay mounted for the computers that keep running; a
 	// layout that holds them open lets them go for the next manager.
-	var err error
+	err := m.roots.release()
 	if r, ok := m.ws.(interface{ Release() error }); ok {
-		err = r.Release()
+		err = errors.Join(err, r.Release())
 	}
 	return errors.Join(err, m.reg.close())
 }
@@ -338,6 +339,7 @@ func (m *Manager) spec(rec Record, templateRoot string) sandbox.Spec {
 		StateDir:     filepath.Join(m.dir(rec.Name), "sandbox"),
 		TemplateRoot: templateRoot,
 		DiskSizeMB:   rec.DiskSizeMB,
+		DiskMounted:  m.rootInVolume(rec.Name),
 		Workspace:    m.home(rec.Name),
 		HomeMount:    m.homeMount(rec.Name),
 		CPUs:         rec.CPUs,
@@ -543,10 +545,7 @@ func (m *Manager) checkDiskRoom(recs []Record, sizeMB int) error {
 	var promised, used int64
 	for _, r := range recs {
 		promised += int64(r.DiskSizeMB) << 20
-		var fst syscall.Stat_t
-		if err := syscall.Stat(filepath.Join(m.dir(r.Name), "sandbox", "root.img"), &fst); err == nil {
-			used += min(fst.Blocks*512, int64(r.DiskSizeMB)<<20)
-		}
+		used += m.rootOccupied(r)
 	}
 	left := free + used - workspaceReserve - promised
 	if int64(sizeMB) <= left>>20 { // in MB: a size near MaxInt would overflow in bytes
@@ -637,7 +636,11 @@ func (m *Manager) create(ctx context.Context, rec Record, progress io.Writer) er
 	if err := m.ws.Format(ctx, m.volume(rec.Name)); err != nil {
 		return fmt.Errorf("format workspace: %w", err)
 	}
-	if err := m.rt.CreateDisk(ctx, spec); err != nil {
+	if spec.DiskMounted {
+		if err := m.createRoot(ctx, rec); err != nil {
+			return err
+		}
+	} else if err := m.rt.CreateDisk(ctx, spec); err != nil {
 		return fmt.Errorf("create root disk: %w", err)
 	}
 	return m.start(ctx, rec, root, true)
@@ -650,7 +653,11 @@ func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool
 	home := m.home(rec.Name)
 	for _, mp := range []string{home, m.legacyHome(rec.Name)} {
 		if isMountpoint(mp) {
-			// Left mounted by a crash between start and stop; it may be dead.
+			// Left mounted by a crash between start and stop; it may be
+			// dead. The root disk on its volume goes first.
+			if err := m.closeRoot(ctx, rec.Name); err != nil {
+				return fmt.Errorf("close stale root disk: %w", err)
+			}
 			if err := m.ws.Unmount(ctx, mp); err != nil {
 				return fmt.Errorf("unmount stale workspace: %w", err)
 			}
@@ -664,6 +671,7 @@ func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool
 		return fmt.Errorf("mount workspace: %w", err)
 	}
 	unmount := func() {
+		m.closeRoot(context.WithoutCancel(ctx), rec.Name)
 		m.ws.Unmount(context.WithoutCancel(ctx), home)
 		unshareHome(m.homeMount(rec.Name))
 	}
@@ -678,6 +686,13 @@ func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool
 		}
 	}
 	spec := m.spec(rec, root)
+	if spec.DiskMounted {
+		// The volume is mounted now (the workspace's Mount).
+		if err := m.openRoot(ctx, rec); err != nil {
+			unmount()
+			return err
+		}
+	}
 	inst, err := m.rt.Start(ctx, spec)
 	if err != nil {
 		m.rt.Cleanup(context.WithoutCancel(ctx), spec)

@@ -91,6 +91,10 @@ func (m *Manager) superviseWorkspace(ctx context.Context, name string) {
 	if err == nil {
 		return
 	}
+	// Checked before the remount replaces the dead volume mount.
+	if m.rootLost(name) {
+		defer m.stopRootLost(ctx, name)
+	}
 	began := time.Now()
 	m.logf("workspace of %s: %v; mounting it again", name, err)
 	if err := m.remountWorkspace(ctx, name); err != nil {
@@ -179,6 +183,10 @@ func unshareHome(dir string) error { return sandbox.UnshareHome(dir) }
 // shared /home, and the workspace of the older layout if mounted.
 func (m *Manager) unmountHome(ctx context.Context, name string) []error {
 	var errs []error
+	// The root disk on the workspace's volume, if any, first.
+	if err := m.closeRoot(ctx, name); err != nil {
+		return []error{err}
+	}
 	for _, mp := range []string{m.home(name), m.legacyHome(name)} {
 		if err := m.ws.Unmount(ctx, mp); err != nil {
 			errs = append(errs, fmt.Errorf("unmount workspace: %w", err))

@@ -116,8 +116,8 @@ func Create(ctx context.Context, cfg Config, size int64) (d *Disk, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if size < MinSize {
-		return nil, fmt.Errorf("disk %s: %s is too small; a disk needs at least %s", cfg.Image, units.FormatSize(uint64(max(size, 0))), units.FormatSize(MinSize))
+	if size < minSize(cfg.Kind) {
+		return nil, fmt.Errorf("disk %s: %s is too small; a %s disk needs at least %s", cfg.Image, units.FormatSize(uint64(max(size, 0))), cfg.Kind, units.FormatSize(uint64(minSize(cfg.Kind))))
 	}
 	size = (size + sectorSize - 1) / sectorSize * sectorSize
 	dir, err := imageDir(cfg.ImageDir)

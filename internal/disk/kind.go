@@ -32,9 +32,21 @@ func ParseKind(s string) (Kind, error) {
 	return "", fmt.Errorf("%q is not a disk filesystem (btrfs, xfs or ext4)", s)
 }
 
-// MinSize is the smallest disk Create makes: below it mkfs.btrfs and
-// mkfs.xfs refuse.
+// MinSize is the smallest btrfs or XFS disk Create makes: below it
+// mkfs.btrfs and mkfs.xfs refuse.
 const MinSize = 320 << 20
+
+// MinExt4Size is the smallest ext4 disk Create makes (a computer's root
+// disk may be as small as 16 MiB).
+const MinExt4Size = 16 << 20
+
+// minSize is the smallest disk of kind k.
+func minSize(k Kind) int64 {
+	if k == Ext4 {
+		return MinExt4Size
+	}
+	return MinSize
+}
 
 // DefaultMountOptions are the mount options a disk of kind gets when
 // Config.MountOptions is nil, as measured for docs/block-layout.md:

@@ -72,6 +72,11 @@ func mountDisk(ctx context.Context, p paths) error {
 	if err := os.MkdirAll(p.disk, 0o700); err != nil {
 		return err
 	}
+	// A resize while it was stopped (or one the kernel would not do
+	// online) grew the image: the filesystem grows to it first. If that
+	// fails the computer starts at its old size rather than not at all;
+	// info shows the two sizes.
+	GrowExt4Image(ctx, p.image)
 	cmd, err := hostCommand(ctx, "mount", "-t", "ext4", "-o", "loop,discard,noatime,minixdf,nosuid,nodev", p.image, p.disk)
 	if err != nil {
 		return fmt.Errorf("mount root disk: %w", err)
@@ -80,9 +85,15 @@ func mountDisk(ctx context.Context, p paths) error {
 	if err != nil {
 		return fmt.Errorf("mount root disk: %v: %s", err, strings.TrimSpace(string(out)))
 	}
+	return prepareDisk(p)
+}
+
+// prepareDisk makes the overlay's upper and work directories on the
+// mounted root disk.
+func prepareDisk(p paths) error {
 	for _, d := range []string{"upper", "work"} {
 		if err := os.MkdirAll(filepath.Join(p.disk, d), 0o755); err != nil {
-			return fmt.Errorf("mount root disk: %w", err)
+			return fmt.Errorf("root disk: %w", err)
 		}
 	}
 	return nil
@@ -109,11 +120,15 @@ func mountOverlay(lower string, p paths) error {
 	return nil
 }
 
-// unmountAll unmounts the overlay then the root disk, lazily when busy
-// (an open file somewhere must not make stop fail).
-func unmountAll(p paths) error {
+// unmountAll unmounts the overlay then (with disk) the root disk, lazily
+// when busy (an open file somewhere must not make stop fail).
+func unmountAll(p paths, disk bool) error {
 	var errs []error
-	for _, dir := range []string{p.rootfs, p.disk} {
+	dirs := []string{p.rootfs}
+	if disk {
+		dirs = append(dirs, p.disk)
+	}
+	for _, dir := range dirs {
 		for mounted(dir) {
 			err := unix.Unmount(dir, 0)
 			if err == unix.EBUSY {

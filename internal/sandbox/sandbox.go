@@ -11,7 +11,9 @@
 //
 // A computer's state directory holds:
 //
-//	root.img        the root disk image (the only thing that must persist)
+//	root.img        the root disk image (the only thing that must persist),
+//	                unless Spec.DiskMounted: then the caller keeps the image
+//	                (in the computer's volume) and mounts it at disk/
 //	disk/           where root.img is loop-mounted: upper/ and work/ of the overlay
 //	rootfs/         the overlay, the computer's /
 //	bundle/         the OCI bundle (config.json) runc starts
@@ -47,7 +49,11 @@ type Spec struct {
 	StateDir     string // host directory owned by this computer (disk image, mounts, runc state, agent socket)
 	TemplateRoot string // read-only root filesystem of the template (the overlay's lower layer)
 	DiskSizeMB   int    // size of the root disk image
-	Workspace    string // host path of the mounted workspace, bind-mounted at /home/ohm
+	// DiskMounted says the root disk is not StateDir/root.img but one the
+	// caller keeps (an image in the computer's volume) and has mounted at
+	// StateDir/disk before Start; Stop and Cleanup leave it mounted.
+	DiskMounted bool
+	Workspace   string // host path of the mounted workspace, bind-mounted at /home/ohm
 	// HomeMount, when set, replaces Workspace: a host directory that is a
 	// shared mount, bind-mounted at /home as its slave, with the workspace
 	// mounted on the host at HomeMount/ohm. A workspace mounted there again
@@ -128,7 +134,11 @@ func Start(ctx context.Context, spec Spec) (*Sandbox, error) {
 		return nil, errors.New("start: computer has no name")
 	}
 	p := spec.paths()
-	if _, err := os.Stat(p.image); err != nil {
+	if spec.DiskMounted {
+		if !mounted(p.disk) {
+			return nil, fmt.Errorf("start %s: root disk: nothing mounted at %s", spec.Name, p.disk)
+		}
+	} else if _, err := os.Stat(p.image); err != nil {
 		return nil, fmt.Errorf("start %s: root disk: %w", spec.Name, err)
 	}
 	if st, err := runcState(ctx, p, spec.Name); err == nil && st.Status == "running" {
@@ -151,7 +161,11 @@ func (s *Sandbox) start(ctx context.Context) error {
 	if _, err := DetectCgroups(); err != nil {
 		return err
 	}
-	if err := mountDisk(ctx, p); err != nil {
+	if s.spec.DiskMounted {
+		if err := prepareDisk(p); err != nil {
+			return err
+		}
+	} else if err := mountDisk(ctx, p); err != nil {
 		return err
 	}
 	if err := mountOverlay(s.spec.TemplateRoot, p); err != nil {
@@ -281,7 +295,7 @@ func (s *Sandbox) teardown(ctx context.Context, grace time.Duration) error {
 		s.eg.close()
 	}
 	stopNetwork(p)
-	return unmountAll(p)
+	return unmountAll(p, !s.spec.DiskMounted)
 }
 
 // DiskUsage is the root disk's size and use in bytes.
@@ -294,6 +308,15 @@ type DiskUsage struct {
 // reports its size only).
 func Usage(ctx context.Context, spec Spec) (DiskUsage, error) {
 	p := spec.paths()
+	if spec.DiskMounted {
+		u := DiskUsage{Size: uint64(spec.DiskSizeMB) << 20}
+		var st unix.Statfs_t
+		if mounted(p.disk) && unix.Statfs(p.disk, &st) == nil {
+			u.Size = st.Blocks * uint64(st.Bsize)
+			u.Used = (st.Blocks - st.Bfree) * uint64(st.Bsize)
+		}
+		return u, nil
+	}
 	fi, err := os.Stat(p.image)
 	if err != nil {
 		return DiskUsage{}, fmt.Errorf("usage of %s: %w", spec.Name, err)
