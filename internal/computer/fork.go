@@ -156,9 +156,10 @@ func (m *Manager) fork(ctx context.Context, parent, rec Record, id string) error
 		os.Remove(snap)
 		return err
 	}
-	if !isFile(child.localRoot()) {
+	if !slices.Contains(c.Disks, rootImageName) {
 		// The parent had no root disk image to save (made by another
-		// version): a new, empty one.
+		// version): a new, empty one. Otherwise the fork has the
+		// checkpoint's, in its volume (rootdisk.go) or as a local copy.
 		if err := m.rt.CreateDisk(ctx, spec); err != nil {
 			return fmt.Errorf("create root disk: %w", err)
 		}
