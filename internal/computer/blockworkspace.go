@@ -12,7 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ohm/internal/disk"
+	ohmmount "ohm/internal/ohmfs/mount"
 	"ohm/internal/ohmfs/vfs"
+	"ohm/internal/ohmfs/volume"
 )
 
 // The block layout of a workspace (docs/durability.md): the computer's
@@ -110,17 +112,24 @@ func (w *BlockWorkspace) Format(ctx context.Context, vol string) (err error) {
 		return err
 	}
 	p := pathsOfVolume(vol)
-	if err := w.files.Format(ctx, vol); err != nil {
-		return err
+	tm := timingOf(ctx)
+	began := time.Now()
+	// In this process: `ohm fs format` would cost an exec of the ohm
+	// binary, which is most of a volume's format on a busy machine.
+	if err := volume.Format(ctx, vol, volume.FormatOptions{}); err != nil {
+		return fmt.Errorf("format workspace volume: %w", err)
 	}
+	tm.since("volume format", began)
 	defer func() {
 		if err != nil {
 			w.teardown(context.WithoutCancel(ctx), p)
 		}
 	}()
+	began = time.Now()
 	if err := w.mountVolume(ctx, p); err != nil {
 		return err
 	}
+	tm.since("volume mount", began)
 	// The volume's root stays root's, closed to everyone: only the btrfs
 	// root is the computer's user's.
 	if err := os.Chmod(p.volMount(), 0o700); err != nil {
@@ -129,14 +138,18 @@ func (w *BlockWorkspace) Format(ctx context.Context, vol string) (err error) {
 	if err := os.Mkdir(p.diskParent(), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("workspace: %w", err)
 	}
+	began = time.Now()
 	d, err := disk.Create(ctx, p.config(), workspaceSize)
 	if err != nil {
 		return fmt.Errorf("create workspace disk: %w", err)
 	}
+	tm.since("mkfs.btrfs and mount", began)
 	w.setDisk(p, d)
+	began = time.Now()
 	if err := guardSpace(d, p); err != nil {
 		return err
 	}
+	tm.since("space guard", began)
 	if err := d.ChownRoot(homeUID, homeUID); err != nil {
 		return err
 	}
@@ -155,11 +168,13 @@ func (w *BlockWorkspace) Mount(ctx context.Context, vol, mountpoint string) erro
 	if q, ok := pathsOfMount(mountpoint); !ok || q != p {
 		return fmt.Errorf("workspace mountpoint %s is not the one of volume %s", mountpoint, vol)
 	}
+	tm := timingOf(ctx)
 	began := time.Now()
 	recovered, err := w.ensureVolume(ctx, p)
 	if err != nil {
 		return err
 	}
+	tm.since("volume", began)
 	block, err := layoutOf(p.volMount())
 	if err != nil {
 		return err
@@ -175,9 +190,11 @@ func (w *BlockWorkspace) Mount(ctx context.Context, vol, mountpoint string) erro
 			if err := os.Mkdir(p.diskParent(), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 				return fmt.Errorf("workspace: %w", err)
 			}
+			opened := time.Now()
 			if err := w.openDisk(ctx, p); err != nil {
 				return err
 			}
+			tm.since("disk", opened)
 		}
 		src = p.diskMount()
 		// The root is the computer's user's (a crash right after create
@@ -252,11 +269,38 @@ func (w *BlockWorkspace) mountVolume(ctx context.Context, p blockPaths) error {
 	if err := os.Mkdir(p.volMount(), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("workspace: %w", err)
 	}
-	if err := w.files.Mount(ctx, p.volume(), p.volMount()); err != nil {
+	// What `ohm fs mount VOLUME MOUNTPOINT --background` does with its
+	// defaults, without that command's own exec in between.
+	c := ohmmount.Config{Volume: p.volume(), Mountpoint: p.volMount(), CacheBytes: volumeCacheBytes, Reserve: workspaceReserve}
+	if err := ohmmount.StartExe(ctx, w.files.Exe, c); err != nil {
 		return fmt.Errorf("mount workspace volume: %w", err)
 	}
 	return nil
 }
+
+// volumeCacheBytes is the block cache of a workspace volume's mount
+// (`ohm fs mount --cache-size`'s default).
+const volumeCacheBytes = 256 << 20
+
+// unmountVolume flushes and unmounts the volume mounted at <dir>/vol, as
+// `ohm fs umount` does, or detaches it if its process is gone.
+func (w *BlockWorkspace) unmountVolume(ctx context.Context, p blockPaths) error {
+	mp := p.volMount()
+	if !isMountpoint(mp) {
+		return nil
+	}
+	if _, err := os.Stat(mp); errors.Is(err, unix.ENOTCONN) {
+		return detach(mp)
+	}
+	if err := ohmmount.Unmount(ctx, mp, volumeUnmountTimeout); err != nil {
+		return fmt.Errorf("unmount workspace volume: %w", err)
+	}
+	return nil
+}
+
+// volumeUnmountTimeout bounds the wait for a volume's process to flush
+// and exit (`ohm fs umount --timeout`'s default).
+const volumeUnmountTimeout = 10 * time.Minute
 
 // layoutOf reports whether the volume mounted at root is in the block
 // layout: its root belongs to root (a file-layout root belongs to the
@@ -309,13 +353,18 @@ func (w *BlockWorkspace) Unmount(ctx context.Context, mountpoint string) error {
 
 // teardown closes the disk and unmounts the volume of p.
 func (w *BlockWorkspace) teardown(ctx context.Context, p blockPaths) error {
+	tm := timingOf(ctx)
+	began := time.Now()
 	if err := w.closeDisk(ctx, p, false); err != nil {
 		return err
 	}
+	tm.since("disk close", began)
 	if isMountpoint(p.volMount()) {
-		if err := w.files.Unmount(ctx, p.volMount()); err != nil {
+		began = time.Now()
+		if err := w.unmountVolume(ctx, p); err != nil {
 			return err
 		}
+		tm.since("volume unmount", began)
 	}
 	return nil
 }

@@ -558,6 +558,7 @@ func (m *Manager) Create(ctx context.Context, opts CreateOptions) (Computer, err
 	}
 	unlock := m.lock(rec.Name)
 	defer unlock()
+	ctx, tm := withTiming(ctx)
 	if err := m.create(ctx, rec, opts.Progress); err != nil {
 		// Roll back even if ctx is done: that is often why create failed.
 		if rerr := m.destroy(context.WithoutCancel(ctx), rec); rerr != nil {
@@ -565,6 +566,7 @@ func (m *Manager) Create(ctx context.Context, opts CreateOptions) (Computer, err
 		}
 		return Computer{}, fmt.Errorf("create %s: %w", rec.Name, err)
 	}
+	m.logf("create %s: %v", rec.Name, tm)
 	rec.State = StateRunning
 	return Computer{Record: rec}, nil
 }
@@ -573,33 +575,56 @@ func (m *Manager) create(ctx context.Context, rec Record, progress io.Writer) er
 	if progress == nil {
 		progress = io.Discard
 	}
-	root, err := m.tmpl.Ensure(ctx, rec.Template, progress)
-	if err != nil {
-		return fmt.Errorf("template %s: %w", rec.Template, err)
-	}
-	spec := m.spec(rec, root)
 	if err := os.Mkdir(m.dir(rec.Name), 0o700); err != nil {
 		return err
 	}
-	if err := os.Mkdir(spec.StateDir, 0o700); err != nil {
+	if err := os.Mkdir(filepath.Join(m.dir(rec.Name), "sandbox"), 0o700); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(m.home(rec.Name), 0o755); err != nil {
 		return err
 	}
-	if err := m.ws.Format(ctx, m.volume(rec.Name)); err != nil {
-		return fmt.Errorf("format workspace: %w", err)
+	format := func(ctx context.Context) error {
+		defer timingOf(ctx).since("workspace format", time.Now())
+		if err := m.ws.Format(ctx, m.volume(rec.Name)); err != nil {
+			return fmt.Errorf("format workspace: %w", err)
+		}
+		return nil
 	}
-	if err := m.rt.CreateDisk(ctx, spec); err != nil {
-		return fmt.Errorf("create root disk: %w", err)
+	return m.start(ctx, rec, format, func(ctx context.Context) (string, error) {
+		return m.prepareRoot(ctx, rec, progress)
+	})
+}
+
+// prepareRoot makes rec's template ready and its root disk, and returns
+// the template's root.
+func (m *Manager) prepareRoot(ctx context.Context, rec Record, progress io.Writer) (string, error) {
+	began := time.Now()
+	root, err := m.tmpl.Ensure(ctx, rec.Template, progress)
+	if err != nil {
+		return "", fmt.Errorf("template %s: %w", rec.Template, err)
 	}
-	return m.start(ctx, rec, root, true)
+	timingOf(ctx).since("template", began)
+	began = time.Now()
+	if err := m.rt.CreateDisk(ctx, m.spec(rec, root)); err != nil {
+		return "", fmt.Errorf("create root disk: %w", err)
+	}
+	timingOf(ctx).since("root disk", began)
+	return root, nil
 }
 
 // start mounts the workspace and starts the sandbox of rec, whose lock the
-// caller holds. On the first start (fresh) the workspace gets the
-// template's /etc/skel dotfiles.
-func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool) error {
+// caller holds; root makes the template ready and returns its root. On
+// create, format is not nil: it makes the workspace first, and the
+// workspace then gets the template's /etc/skel dotfiles.
+//
+// The workspace and the sandbox are made ready side by side (a create or
+// start then takes the longer of the two, not their sum): the computer's
+// /home is a slave of the shared homeMount, so a workspace mounted at
+// home after the sandbox started reaches it all the same, as the
+// supervisor's remounts do (supervise.go). Nothing runs in the computer
+// but its init before start returns.
+func (m *Manager) start(ctx context.Context, rec Record, format func(context.Context) error, root func(context.Context) (string, error)) error {
 	home := m.home(rec.Name)
 	for _, mp := range []string{home, m.legacyHome(rec.Name)} {
 		if isMountpoint(mp) {
@@ -612,32 +637,57 @@ func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool
 	if err := shareHome(m.homeMount(rec.Name)); err != nil {
 		return err
 	}
-	if err := m.ws.Mount(ctx, m.volume(rec.Name), home); err != nil {
-		unshareHome(m.homeMount(rec.Name))
-		return fmt.Errorf("mount workspace: %w", err)
-	}
-	unmount := func() {
-		m.ws.Unmount(context.WithoutCancel(ctx), home)
-		unshareHome(m.homeMount(rec.Name))
-	}
-	if err := ownHome(home); err != nil {
-		unmount()
-		return err
-	}
-	if fresh {
-		if err := copySkel(filepath.Join(root, "etc", "skel"), home); err != nil {
-			unmount()
-			return fmt.Errorf("workspace: copy /etc/skel: %w", err)
+	mounted := make(chan error, 1)
+	go func() {
+		mounted <- func() error {
+			if format != nil {
+				if err := format(ctx); err != nil {
+					return err
+				}
+			}
+			began := time.Now()
+			if err := m.ws.Mount(ctx, m.volume(rec.Name), home); err != nil {
+				return fmt.Errorf("mount workspace: %w", err)
+			}
+			timingOf(ctx).since("workspace mount", began)
+			if err := sandbox.HardenWorkspace(home); err != nil {
+				return err
+			}
+			return ownHome(home)
+		}()
+	}()
+	templateRoot, err := root(ctx)
+	var inst instance
+	if err == nil {
+		began := time.Now()
+		inst, err = m.rt.Start(ctx, m.spec(rec, templateRoot))
+		timingOf(ctx).since("sandbox start", began)
+		if err != nil {
+			err = fmt.Errorf("start: %w", err)
 		}
 	}
-	spec := m.spec(rec, root)
-	inst, err := m.rt.Start(ctx, spec)
-	if err != nil {
-		m.rt.Cleanup(context.WithoutCancel(ctx), spec)
-		unmount()
-		return fmt.Errorf("start: %w", err)
+	werr := <-mounted
+	if err == nil && werr == nil && format != nil {
+		if err = copySkel(filepath.Join(templateRoot, "etc", "skel"), home); err != nil {
+			err = fmt.Errorf("workspace: copy /etc/skel: %w", err)
+		}
 	}
-	m.setLive(rec.Name, &live{inst: inst, shell: m.shellOf(ctx, rec.Template, root)})
+	if err != nil || werr != nil {
+		cctx := context.WithoutCancel(ctx)
+		if inst != nil {
+			inst.Stop(cctx, 0)
+		}
+		if templateRoot != "" {
+			m.rt.Cleanup(cctx, m.spec(rec, templateRoot))
+		}
+		m.ws.Unmount(cctx, home)
+		unshareHome(m.homeMount(rec.Name))
+		if werr != nil {
+			return werr
+		}
+		return err
+	}
+	m.setLive(rec.Name, &live{inst: inst, shell: m.shellOf(ctx, rec.Template, templateRoot)})
 	if err := m.reg.setState(ctx, rec.Name, StateRunning); err != nil {
 		m.stop(context.WithoutCancel(ctx), rec, "start failed: "+err.Error())
 		return err
@@ -675,6 +725,7 @@ func hasBash(root string) bool {
 // its workspace, which flushes it; reason is recorded as why it stopped.
 func (m *Manager) stop(ctx context.Context, rec Record, reason string) error {
 	var errs []error
+	began := time.Now()
 	if l := m.live(rec.Name); l != nil {
 		if err := l.inst.Stop(ctx, stopGrace); err != nil {
 			errs = append(errs, fmt.Errorf("stop sandbox: %w", err))
@@ -684,6 +735,7 @@ func (m *Manager) stop(ctx context.Context, rec Record, reason string) error {
 		}
 		m.setLive(rec.Name, nil)
 	}
+	timingOf(ctx).since("sandbox stop", began)
 	errs = append(errs, m.unmountHome(ctx, rec.Name)...)
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -739,15 +791,23 @@ func (m *Manager) Start(ctx context.Context, name string) error {
 	if rec.State != StateStopped {
 		return statef("computer %q is already %s", name, rec.State)
 	}
-	return m.startRec(ctx, rec)
+	ctx, tm := withTiming(ctx)
+	if err := m.startRec(ctx, rec); err != nil {
+		return err
+	}
+	m.logf("start %s: %v", name, tm)
+	return nil
 }
 
 func (m *Manager) startRec(ctx context.Context, rec Record) error {
-	root, err := m.tmpl.Ensure(ctx, rec.Template, io.Discard)
-	if err != nil {
-		return fmt.Errorf("start %s: template %s: %w", rec.Name, rec.Template, err)
+	root := func(ctx context.Context) (string, error) {
+		root, err := m.tmpl.Ensure(ctx, rec.Template, io.Discard)
+		if err != nil {
+			return "", fmt.Errorf("template %s: %w", rec.Template, err)
+		}
+		return root, nil
 	}
-	if err := m.start(ctx, rec, root, false); err != nil {
+	if err := m.start(ctx, rec, nil, root); err != nil {
 		return fmt.Errorf("start %s: %w", rec.Name, err)
 	}
 	return nil
@@ -773,9 +833,11 @@ func (m *Manager) Stop(ctx context.Context, name string) error {
 		m.reapDead(ctx, name, l)
 		return nil
 	}
+	ctx, tm := withTiming(ctx)
 	if err := m.stop(ctx, rec, ReasonStopped); err != nil {
 		return fmt.Errorf("stop %s: %w", name, err)
 	}
+	m.logf("stop %s: %v", name, tm)
 	return nil
 }
 
