@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	ohmmount "ohm/internal/ohmfs/mount"
 	"ohm/internal/ohmfs/vfs"
 	"ohm/internal/ohmfs/volume"
+	"ohm/internal/proc"
 )
 
 // The block layout of a workspace (docs/durability.md): the computer's
@@ -170,7 +172,7 @@ func (w *BlockWorkspace) Mount(ctx context.Context, vol, mountpoint string) erro
 	}
 	tm := timingOf(ctx)
 	began := time.Now()
-	recovered, err := w.ensureVolume(ctx, p)
+	incident, err := w.ensureVolume(ctx, p)
 	if err != nil {
 		return err
 	}
@@ -181,7 +183,7 @@ func (w *BlockWorkspace) Mount(ctx context.Context, vol, mountpoint string) erro
 	}
 	src := p.volMount()
 	if block {
-		if recovered || !w.diskHealthy(p) {
+		if incident != "" || !w.diskHealthy(p) {
 			if err := w.closeDisk(ctx, p, true); err != nil {
 				return err
 			}
@@ -233,36 +235,132 @@ func (w *BlockWorkspace) Mount(ctx context.Context, vol, mountpoint string) erro
 		detach(mountpoint)
 		return fmt.Errorf("bind workspace at %s nosuid,nodev: %w", mountpoint, err)
 	}
-	if recovered {
-		msg := fmt.Sprintf("%s: the workspace's storage process had died; its volume and disk were mounted again in %v",
-			time.Now().UTC().Format(time.RFC3339), time.Since(began).Round(time.Millisecond))
+	if incident != "" {
+		msg := fmt.Sprintf("%s: %s; its volume and disk were mounted again in %v",
+			time.Now().UTC().Format(time.RFC3339), incident, time.Since(began).Round(time.Millisecond))
 		os.WriteFile(p.incident(), []byte(msg+"\n"), 0o600)
 	}
 	return nil
 }
 
-// ensureVolume makes sure the volume is mounted at <dir>/vol and answers:
-// a mount whose process died is detached and mounted again (recovered).
-func (w *BlockWorkspace) ensureVolume(ctx context.Context, p blockPaths) (recovered bool, err error) {
+// ensureVolume makes sure the volume is mounted at <dir>/vol and answers,
+// with a keeper that would replace its server should it die. A mount
+// whose processes died is detached and mounted again; one whose keeper
+// died while its server still answers is unmounted cleanly and mounted
+// again (orphaned). incident says which, or is empty if the mount was
+// fine.
+func (w *BlockWorkspace) ensureVolume(ctx context.Context, p blockPaths) (incident string, err error) {
 	if isMountpoint(p.volMount()) {
-		if err := fuseHealth(p.volMount()); err == nil {
+		herr := fuseHealth(p.volMount())
+		if herr == nil {
+			kerr := keeperHealth(p.volMount())
+			if kerr == nil {
+				return "", nil
+			}
+			if err := w.replaceOrphan(ctx, p); err != nil {
+				return "", err
+			}
+			incident = kerr.Error()
+		} else {
+			// The btrfs on it can no longer write anything: let it go
+			// first, then the dead FUSE mount.
+			if err := w.closeDisk(ctx, p, true); err != nil {
+				return "", err
+			}
+			if err := abortFUSE(p.volMount()); err != nil {
+				return "", err
+			}
+			if err := detach(p.volMount()); err != nil {
+				return "", err
+			}
+			incident = "the workspace's storage process had died"
+		}
+	}
+	return incident, w.mountVolume(ctx, p)
+}
+
+// keeperHealth fails if the volume mounted at mp has lost its keeper, the
+// process holding its FUSE connection that replaces a server that dies
+// (docs/fuse-restart.md): the server answers on, but its death would
+// then end the connection under the btrfs.
+func keeperHealth(mp string) error {
+	rec, ok := ohmmount.Info(mp)
+	if !ok || rec.PID <= 0 || proc.Running(rec.PID) {
+		return nil // no record to go by (it could not be written): as before
+	}
+	return fmt.Errorf("the keeper of the workspace's storage (pid %d, the process holding its FUSE connection) had died; its server (pid %d) answered on", rec.PID, rec.Server)
+}
+
+// replaceOrphan takes down the workspace of p whose volume's server
+// answers but whose keeper is gone, as cleanly as it can: the disk is
+// flushed and closed and the volume unmounted while the server answers,
+// so nothing written is lost. Processes of the computer that still hold
+// files of the disk (its bind is detached under them) keep the old
+// filesystem alive, and with it the volume's mount: then the volume's
+// connection is ended, and they get errors from those files.
+func (w *BlockWorkspace) replaceOrphan(ctx context.Context, p blockPaths) error {
+	rec, _ := ohmmount.Info(p.volMount())
+	// Flushed and unmounted; a filesystem still held by the computer's
+	// processes is not waited for long: nothing can make them let go.
+	dctx, cancel := context.WithTimeout(ctx, orphanDiskWait)
+	held, err := w.closeDiskHeld(dctx, p)
+	cancel()
+	if err != nil {
+		if err := w.closeDisk(ctx, p, true); err != nil {
+			return err
+		}
+		held = true
+	}
+	if held || w.unmountVolume(ctx, p) != nil {
+		if err := abortFUSE(p.volMount()); err != nil {
+			return err
+		}
+		if isMountpoint(p.volMount()) {
+			if err := detach(p.volMount()); err != nil {
+				return err
+			}
+		}
+	}
+	// The old server holds the volume's lock until it exits; with its
+	// connection ended or its mount gone it flushes and exits by itself.
+	deadline := time.Now().Add(orphanExit)
+	for rec.Server > 0 && proc.Running(rec.Server) {
+		if time.Now().After(deadline) {
+			unix.Kill(rec.Server, unix.SIGKILL)
+			deadline = time.Now().Add(orphanExit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+// orphanDiskWait is how long replaceOrphan waits for the disk's
+// filesystem to be let go once unmounted.
+const orphanDiskWait = 500 * time.Millisecond
+
+// closeDiskHeld closes the disk of p cleanly (taking it over first if
+// another process mounted it) and reports whether its filesystem was
+// still held by something after its unmount (disk.Disk.Held).
+func (w *BlockWorkspace) closeDiskHeld(ctx context.Context, p blockPaths) (bool, error) {
+	d := w.disk(p)
+	if d == nil {
+		if !isMountpoint(p.diskMount()) {
 			return false, nil
 		}
-		// The btrfs on it can no longer write anything: let it go first,
-		// then the dead FUSE mount.
-		if err := w.closeDisk(ctx, p, true); err != nil {
-			return false, err
+		var err error
+		if d, err = disk.Open(ctx, p.config()); err != nil {
+			return false, fmt.Errorf("take over workspace disk: %w", err)
 		}
-		if err := abortFUSE(p.volMount()); err != nil {
-			return false, err
-		}
-		if err := detach(p.volMount()); err != nil {
-			return false, err
-		}
-		recovered = true
+		w.setDisk(p, d)
 	}
-	return recovered, w.mountVolume(ctx, p)
+	if err := w.closeDisk(ctx, p, false); err != nil {
+		return false, err
+	}
+	return d.Held(), nil
 }
+
+// orphanExit is how long an orphaned server gets to flush and exit.
+const orphanExit = 10 * time.Second
 
 // mountVolume mounts the volume at <dir>/vol, a root-only directory.
 func (w *BlockWorkspace) mountVolume(ctx context.Context, p blockPaths) error {
@@ -493,6 +591,9 @@ func (w *BlockWorkspace) Health(ctx context.Context, vol, mountpoint string) err
 	if err := fuseHealth(p.volMount()); err != nil {
 		return fmt.Errorf("workspace volume: %w", err)
 	}
+	if err := keeperHealth(p.volMount()); err != nil {
+		return fmt.Errorf("workspace volume: %w", err)
+	}
 	if isMountpoint(p.diskMount()) {
 		if err := writable(p.diskMount()); err != nil {
 			return fmt.Errorf("workspace disk: %w", err)
@@ -604,9 +705,16 @@ func (w *BlockWorkspace) Usage(ctx context.Context, vol string) (WorkspaceUsage,
 		u.Layout = "block"
 		u.Capacity = workspaceSize
 	}
+	var incidents []string
 	if b, err := os.ReadFile(p.incident()); err == nil {
-		u.Incident = string(trimNewline(b))
+		incidents = append(incidents, string(trimNewline(b)))
 	}
+	if rec, ok := ohmmount.Info(p.volMount()); ok && rec.Restarts > 0 {
+		// Replaced on the same connection: the computer only waited.
+		incidents = append(incidents, fmt.Sprintf("%s: the workspace's storage server died (%s) and was replaced on the same connection, %d time(s) since the workspace was mounted; the computer's processes only waited",
+			rec.LastDeathAt.Format(time.RFC3339), rec.LastDeath, rec.Restarts))
+	}
+	u.Incident = strings.Join(incidents, "; ")
 	return u, nil
 }
 
