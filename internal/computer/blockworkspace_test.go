@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -434,6 +435,16 @@ func TestComputerBlockLayout(t *testing.T) {
 	f := strings.Fields(strings.Split(strings.TrimSpace(df), "\n")[1])
 	if f[0] != "ohmfs" || f[1] != "1.0P" {
 		t.Errorf("df -h /home/ohm:\n%s\nwant filesystem ohmfs, size 1.0P", df)
+	}
+	// df's used is what the workspace holds, within a few MiB (btrfs's
+	// own trees): 64 MiB written, synced, against du.
+	run(t, m, "blk", "head -c 67108864 /dev/urandom > /home/ohm/data && sync")
+	f = strings.Fields(strings.Split(strings.TrimSpace(run(t, m, "blk", "df -k /home/ohm")), "\n")[1])
+	used, _ := strconv.ParseInt(f[2], 10, 64)
+	du, _ := strconv.ParseInt(strings.Fields(run(t, m, "blk", "du -sk /home/ohm"))[0], 10, 64)
+	t.Logf("df used %d KiB, du %d KiB", used, du)
+	if used < du || used > du+16<<10 {
+		t.Errorf("df -k /home/ohm says %d KiB used, du says the workspace holds %d KiB: want used within 16 MiB above that", used, du)
 	}
 	run(t, m, "blk", "echo kept > /home/ohm/kept && id -u > /home/ohm/uid")
 	began = time.Now()
