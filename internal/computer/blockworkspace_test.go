@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -781,5 +783,80 @@ func TestComputerKeeperDies(t *testing.T) {
 	}
 	if got := run(t, m, "keeper", "cat /home/ohm/synced /home/ohm/after; test -s /home/ohm/bypath && echo bypath"); got != "synced\nafter\nbypath\n" {
 		t.Errorf("after stop and start: %q", got)
+	}
+}
+
+// Deleted files give their space back: 1 GiB written in a workspace and
+// deleted; the btrfs's discards (a trim here, as btrfs's discard=async
+// would within minutes) punch holes in the image, its packs are freed,
+// and gc deletes them from the volume's store.
+func TestBlockWorkspaceDiscardFreesStore(t *testing.T) {
+	requireBlock(t)
+	ctx := context.Background()
+	exe := ohmBinary(t)
+	w := NewBlockWorkspace(exe)
+	vol, mp := computerDir(t)
+	t.Cleanup(func() { w.Destroy(context.Background(), vol) })
+	if err := w.Format(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Mount(ctx, vol, mp); err != nil {
+		t.Fatal(err)
+	}
+	const size = 1 << 30
+	f, err := os.Create(filepath.Join(mp, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4<<20)
+	rng := rand.New(rand.NewSource(1))
+	for n := 0; n < size; n += len(buf) {
+		rng.Read(buf) // incompressible: the store holds what was written
+		if _, err := f.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	// Unmounting folds the image's log into the store.
+	if err := w.Unmount(ctx, mp); err != nil {
+		t.Fatal(err)
+	}
+	full, err := w.Usage(ctx, vol)
+	if err != nil || full.StoredBytes < size {
+		t.Fatalf("usage after 1 GiB was written: %+v (%v), want at least 1 GiB stored", full, err)
+	}
+
+	if err := w.Mount(ctx, vol, mp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(mp, "big")); err != nil {
+		t.Fatal(err)
+	}
+	unix.Sync()
+	began := time.Now()
+	trimmed, err := w.disk(pathsOfVolume(vol)).Trim(ctx, 0, math.MaxUint64)
+	if err != nil {
+		t.Fatalf("trim: %v", err)
+	}
+	t.Logf("trim: %d MiB discarded in %v", trimmed>>20, time.Since(began).Round(time.Millisecond))
+	if err := w.Unmount(ctx, mp); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(exe, "fs", "gc", "--grace", "0s", vol).CombinedOutput(); err != nil {
+		t.Fatalf("ohm fs gc: %v\n%s", err, out)
+	}
+	after, err := w.Usage(ctx, vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("store: %d MiB with the file, %d MiB after delete, trim and gc", full.StoredBytes>>20, after.StoredBytes>>20)
+	if after.StoredBytes > 128<<20 {
+		t.Errorf("the store still holds %d MiB after the file was deleted and trimmed, want it back under 128 MiB", after.StoredBytes>>20)
+	}
+	if out, err := exec.Command(exe, "fs", "fsck", vol).CombinedOutput(); err != nil {
+		t.Errorf("ohm fs fsck: %v\n%s", err, out)
 	}
 }
