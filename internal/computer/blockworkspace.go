@@ -6,13 +6,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"ohm/internal/disk"
+	ohmmount "ohm/internal/ohmfs/mount"
 	"ohm/internal/ohmfs/vfs"
+	"ohm/internal/ohmfs/volume"
+	"ohm/internal/proc"
 )
 
 // The block layout of a workspace (docs/durability.md): the computer's
@@ -110,17 +114,24 @@ func (w *BlockWorkspace) Format(ctx context.Context, vol string) (err error) {
 		return err
 	}
 	p := pathsOfVolume(vol)
-	if err := w.files.Format(ctx, vol); err != nil {
-		return err
+	tm := timingOf(ctx)
+	began := time.Now()
+	// In this process: `ohm fs format` would cost an exec of the ohm
+	// binary, which is most of a volume's format on a busy machine.
+	if err := volume.Format(ctx, vol, volume.FormatOptions{}); err != nil {
+		return fmt.Errorf("format workspace volume: %w", err)
 	}
+	tm.since("volume format", began)
 	defer func() {
 		if err != nil {
 			w.teardown(context.WithoutCancel(ctx), p)
 		}
 	}()
+	began = time.Now()
 	if err := w.mountVolume(ctx, p); err != nil {
 		return err
 	}
+	tm.since("volume mount", began)
 	// The volume's root stays root's, closed to everyone: only the btrfs
 	// root is the computer's user's.
 	if err := os.Chmod(p.volMount(), 0o700); err != nil {
@@ -129,14 +140,18 @@ func (w *BlockWorkspace) Format(ctx context.Context, vol string) (err error) {
 	if err := os.Mkdir(p.diskParent(), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("workspace: %w", err)
 	}
+	began = time.Now()
 	d, err := disk.Create(ctx, p.config(), workspaceSize)
 	if err != nil {
 		return fmt.Errorf("create workspace disk: %w", err)
 	}
+	tm.since("mkfs.btrfs and mount", began)
 	w.setDisk(p, d)
+	began = time.Now()
 	if err := guardSpace(d, p); err != nil {
 		return err
 	}
+	tm.since("space guard", began)
 	if err := d.ChownRoot(homeUID, homeUID); err != nil {
 		return err
 	}
@@ -155,18 +170,20 @@ func (w *BlockWorkspace) Mount(ctx context.Context, vol, mountpoint string) erro
 	if q, ok := pathsOfMount(mountpoint); !ok || q != p {
 		return fmt.Errorf("workspace mountpoint %s is not the one of volume %s", mountpoint, vol)
 	}
+	tm := timingOf(ctx)
 	began := time.Now()
-	recovered, err := w.ensureVolume(ctx, p)
+	incident, err := w.ensureVolume(ctx, p)
 	if err != nil {
 		return err
 	}
+	tm.since("volume", began)
 	block, err := layoutOf(p.volMount())
 	if err != nil {
 		return err
 	}
 	src := p.volMount()
 	if block {
-		if recovered || !w.diskHealthy(p) {
+		if incident != "" || !w.diskHealthy(p) {
 			if err := w.closeDisk(ctx, p, true); err != nil {
 				return err
 			}
@@ -175,9 +192,11 @@ func (w *BlockWorkspace) Mount(ctx context.Context, vol, mountpoint string) erro
 			if err := os.Mkdir(p.diskParent(), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 				return fmt.Errorf("workspace: %w", err)
 			}
+			opened := time.Now()
 			if err := w.openDisk(ctx, p); err != nil {
 				return err
 			}
+			tm.since("disk", opened)
 		}
 		src = p.diskMount()
 		// The root is the computer's user's (a crash right after create
@@ -216,47 +235,170 @@ func (w *BlockWorkspace) Mount(ctx context.Context, vol, mountpoint string) erro
 		detach(mountpoint)
 		return fmt.Errorf("bind workspace at %s nosuid,nodev: %w", mountpoint, err)
 	}
-	if recovered {
-		msg := fmt.Sprintf("%s: the workspace's storage process had died; its volume and disk were mounted again in %v",
-			time.Now().UTC().Format(time.RFC3339), time.Since(began).Round(time.Millisecond))
+	if incident != "" {
+		msg := fmt.Sprintf("%s: %s; its volume and disk were mounted again in %v",
+			time.Now().UTC().Format(time.RFC3339), incident, time.Since(began).Round(time.Millisecond))
 		os.WriteFile(p.incident(), []byte(msg+"\n"), 0o600)
 	}
 	return nil
 }
 
-// ensureVolume makes sure the volume is mounted at <dir>/vol and answers:
-// a mount whose process died is detached and mounted again (recovered).
-func (w *BlockWorkspace) ensureVolume(ctx context.Context, p blockPaths) (recovered bool, err error) {
+// ensureVolume makes sure the volume is mounted at <dir>/vol and answers,
+// with a keeper that would replace its server should it die. A mount
+// whose processes died is detached and mounted again; one whose keeper
+// died while its server still answers is unmounted cleanly and mounted
+// again (orphaned). incident says which, or is empty if the mount was
+// fine.
+func (w *BlockWorkspace) ensureVolume(ctx context.Context, p blockPaths) (incident string, err error) {
 	if isMountpoint(p.volMount()) {
-		if err := fuseHealth(p.volMount()); err == nil {
+		herr := fuseHealth(p.volMount())
+		if herr == nil {
+			kerr := keeperHealth(p.volMount())
+			if kerr == nil {
+				return "", nil
+			}
+			if err := w.replaceOrphan(ctx, p); err != nil {
+				return "", err
+			}
+			incident = kerr.Error()
+		} else {
+			// The btrfs on it can no longer write anything: let it go
+			// first, then the dead FUSE mount.
+			if err := w.closeDisk(ctx, p, true); err != nil {
+				return "", err
+			}
+			if err := abortFUSE(p.volMount()); err != nil {
+				return "", err
+			}
+			if err := detach(p.volMount()); err != nil {
+				return "", err
+			}
+			incident = "the workspace's storage process had died"
+		}
+	}
+	return incident, w.mountVolume(ctx, p)
+}
+
+// keeperHealth fails if the volume mounted at mp has lost its keeper, the
+// process holding its FUSE connection that replaces a server that dies
+// (docs/fuse-restart.md): the server answers on, but its death would
+// then end the connection under the btrfs.
+func keeperHealth(mp string) error {
+	rec, ok := ohmmount.Info(mp)
+	if !ok || rec.PID <= 0 || proc.Running(rec.PID) {
+		return nil // no record to go by (it could not be written): as before
+	}
+	return fmt.Errorf("the keeper of the workspace's storage (pid %d, the process holding its FUSE connection) had died; its server (pid %d) answered on", rec.PID, rec.Server)
+}
+
+// replaceOrphan takes down the workspace of p whose volume's server
+// answers but whose keeper is gone, as cleanly as it can: the disk is
+// flushed and closed and the volume unmounted while the server answers,
+// so nothing written is lost. Processes of the computer that still hold
+// files of the disk (its bind is detached under them) keep the old
+// filesystem alive, and with it the volume's mount: then the volume's
+// connection is ended, and they get errors from those files.
+func (w *BlockWorkspace) replaceOrphan(ctx context.Context, p blockPaths) error {
+	rec, _ := ohmmount.Info(p.volMount())
+	// Flushed and unmounted; a filesystem still held by the computer's
+	// processes is not waited for long: nothing can make them let go.
+	dctx, cancel := context.WithTimeout(ctx, orphanDiskWait)
+	held, err := w.closeDiskHeld(dctx, p)
+	cancel()
+	if err != nil {
+		if err := w.closeDisk(ctx, p, true); err != nil {
+			return err
+		}
+		held = true
+	}
+	if held || w.unmountVolume(ctx, p) != nil {
+		if err := abortFUSE(p.volMount()); err != nil {
+			return err
+		}
+		if isMountpoint(p.volMount()) {
+			if err := detach(p.volMount()); err != nil {
+				return err
+			}
+		}
+	}
+	// The old server holds the volume's lock until it exits; with its
+	// connection ended or its mount gone it flushes and exits by itself.
+	deadline := time.Now().Add(orphanExit)
+	for rec.Server > 0 && proc.Running(rec.Server) {
+		if time.Now().After(deadline) {
+			unix.Kill(rec.Server, unix.SIGKILL)
+			deadline = time.Now().Add(orphanExit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+// orphanDiskWait is how long replaceOrphan waits for the disk's
+// filesystem to be let go once unmounted.
+const orphanDiskWait = 500 * time.Millisecond
+
+// closeDiskHeld closes the disk of p cleanly (taking it over first if
+// another process mounted it) and reports whether its filesystem was
+// still held by something after its unmount (disk.Disk.Held).
+func (w *BlockWorkspace) closeDiskHeld(ctx context.Context, p blockPaths) (bool, error) {
+	d := w.disk(p)
+	if d == nil {
+		if !isMountpoint(p.diskMount()) {
 			return false, nil
 		}
-		// The btrfs on it can no longer write anything: let it go first,
-		// then the dead FUSE mount.
-		if err := w.closeDisk(ctx, p, true); err != nil {
-			return false, err
+		var err error
+		if d, err = disk.Open(ctx, p.config()); err != nil {
+			return false, fmt.Errorf("take over workspace disk: %w", err)
 		}
-		if err := abortFUSE(p.volMount()); err != nil {
-			return false, err
-		}
-		if err := detach(p.volMount()); err != nil {
-			return false, err
-		}
-		recovered = true
+		w.setDisk(p, d)
 	}
-	return recovered, w.mountVolume(ctx, p)
+	if err := w.closeDisk(ctx, p, false); err != nil {
+		return false, err
+	}
+	return d.Held(), nil
 }
+
+// orphanExit is how long an orphaned server gets to flush and exit.
+const orphanExit = 10 * time.Second
 
 // mountVolume mounts the volume at <dir>/vol, a root-only directory.
 func (w *BlockWorkspace) mountVolume(ctx context.Context, p blockPaths) error {
 	if err := os.Mkdir(p.volMount(), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("workspace: %w", err)
 	}
-	if err := w.files.Mount(ctx, p.volume(), p.volMount()); err != nil {
+	// What `ohm fs mount VOLUME MOUNTPOINT --background` does with its
+	// defaults, without that command's own exec in between.
+	c := ohmmount.Config{Volume: p.volume(), Mountpoint: p.volMount(), CacheBytes: volumeCacheBytes, Reserve: workspaceReserve}
+	if err := ohmmount.StartExe(ctx, w.files.Exe, c); err != nil {
 		return fmt.Errorf("mount workspace volume: %w", err)
 	}
 	return nil
 }
+
+// volumeCacheBytes is the block cache of a workspace volume's mount
+// (`ohm fs mount --cache-size`'s default).
+const volumeCacheBytes = 256 << 20
+
+// unmountVolume flushes and unmounts the volume mounted at <dir>/vol, as
+// `ohm fs umount` does, or detaches it if its process is gone.
+func (w *BlockWorkspace) unmountVolume(ctx context.Context, p blockPaths) error {
+	mp := p.volMount()
+	if !isMountpoint(mp) {
+		return nil
+	}
+	if _, err := os.Stat(mp); errors.Is(err, unix.ENOTCONN) {
+		return detach(mp)
+	}
+	if err := ohmmount.Unmount(ctx, mp, volumeUnmountTimeout); err != nil {
+		return fmt.Errorf("unmount workspace volume: %w", err)
+	}
+	return nil
+}
+
+// volumeUnmountTimeout bounds the wait for a volume's process to flush
+// and exit (`ohm fs umount --timeout`'s default).
+const volumeUnmountTimeout = 10 * time.Minute
 
 // layoutOf reports whether the volume mounted at root is in the block
 // layout: its root belongs to root (a file-layout root belongs to the
@@ -309,13 +451,18 @@ func (w *BlockWorkspace) Unmount(ctx context.Context, mountpoint string) error {
 
 // teardown closes the disk and unmounts the volume of p.
 func (w *BlockWorkspace) teardown(ctx context.Context, p blockPaths) error {
+	tm := timingOf(ctx)
+	began := time.Now()
 	if err := w.closeDisk(ctx, p, false); err != nil {
 		return err
 	}
+	tm.since("disk close", began)
 	if isMountpoint(p.volMount()) {
-		if err := w.files.Unmount(ctx, p.volMount()); err != nil {
+		began = time.Now()
+		if err := w.unmountVolume(ctx, p); err != nil {
 			return err
 		}
+		tm.since("volume unmount", began)
 	}
 	return nil
 }
@@ -444,6 +591,9 @@ func (w *BlockWorkspace) Health(ctx context.Context, vol, mountpoint string) err
 	if err := fuseHealth(p.volMount()); err != nil {
 		return fmt.Errorf("workspace volume: %w", err)
 	}
+	if err := keeperHealth(p.volMount()); err != nil {
+		return fmt.Errorf("workspace volume: %w", err)
+	}
 	if isMountpoint(p.diskMount()) {
 		if err := writable(p.diskMount()); err != nil {
 			return fmt.Errorf("workspace disk: %w", err)
@@ -555,9 +705,16 @@ func (w *BlockWorkspace) Usage(ctx context.Context, vol string) (WorkspaceUsage,
 		u.Layout = "block"
 		u.Capacity = workspaceSize
 	}
+	var incidents []string
 	if b, err := os.ReadFile(p.incident()); err == nil {
-		u.Incident = string(trimNewline(b))
+		incidents = append(incidents, string(trimNewline(b)))
 	}
+	if rec, ok := ohmmount.Info(p.volMount()); ok && rec.Restarts > 0 {
+		// Replaced on the same connection: the computer only waited.
+		incidents = append(incidents, fmt.Sprintf("%s: the workspace's storage server died (%s) and was replaced on the same connection, %d time(s) since the workspace was mounted; the computer's processes only waited",
+			rec.LastDeathAt.Format(time.RFC3339), rec.LastDeath, rec.Restarts))
+	}
+	u.Incident = strings.Join(incidents, "; ")
 	return u, nil
 }
 

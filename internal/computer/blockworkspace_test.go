@@ -3,9 +3,13 @@ package computer
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"math"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -434,6 +438,16 @@ func TestComputerBlockLayout(t *testing.T) {
 	if f[0] != "ohmfs" || f[1] != "1.0P" {
 		t.Errorf("df -h /home/ohm:\n%s\nwant filesystem ohmfs, size 1.0P", df)
 	}
+	// df's used is what the workspace holds, within a few MiB (btrfs's
+	// own trees): 64 MiB written, synced, against du.
+	run(t, m, "blk", "head -c 67108864 /dev/urandom > /home/ohm/data && sync")
+	f = strings.Fields(strings.Split(strings.TrimSpace(run(t, m, "blk", "df -k /home/ohm")), "\n")[1])
+	used, _ := strconv.ParseInt(f[2], 10, 64)
+	du, _ := strconv.ParseInt(strings.Fields(run(t, m, "blk", "du -sk /home/ohm"))[0], 10, 64)
+	t.Logf("df used %d KiB, du %d KiB", used, du)
+	if used < du || used > du+16<<10 {
+		t.Errorf("df -k /home/ohm says %d KiB used, du says the workspace holds %d KiB: want used within 16 MiB above that", used, du)
+	}
 	run(t, m, "blk", "echo kept > /home/ohm/kept && id -u > /home/ohm/uid")
 	began = time.Now()
 	if err := m.Stop(ctx, "blk"); err != nil {
@@ -649,5 +663,200 @@ func TestPathsOfMount(t *testing.T) {
 	}
 	if p := pathsOfVolume("/d/computers/a/workspace"); p.dir != "/d/computers/a" || p.home() != "/d/computers/a/mnt/ohm" {
 		t.Errorf("pathsOfVolume: %+v", p)
+	}
+}
+
+// killKeeper kills (-9) only the keeper of the volume mounted at
+// mountpoint, the `ohm fs mount` process holding its FUSE connection, and
+// returns its pid: the server answers on, with nothing to replace it.
+func killKeeper(t *testing.T, mountpoint string) int {
+	t.Helper()
+	rec, ok := ohmmount.Info(mountpoint)
+	if !ok || !proc.Running(rec.PID) {
+		t.Fatalf("no live keeper for %s: %+v", mountpoint, rec)
+	}
+	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill the keeper of %s: %v", mountpoint, err)
+	}
+	return rec.PID
+}
+
+// A running computer whose workspace loses its storage server, then the
+// keeper of its storage: the server is replaced on the same connection
+// (info says so); the keeper's death is repaired by the supervisor, which
+// takes the workspace down cleanly and mounts it again with a new keeper
+// (info says so). A process writing in the workspace all along sees at
+// most errors, every fsynced file is there, and the next commands work.
+func TestComputerKeeperDies(t *testing.T) {
+	requireBlock(t)
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("needs runc")
+	}
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("needs /bin/busybox for the minimal template")
+	}
+	ctx := context.Background()
+	dataDir := t.TempDir()
+	seedTemplates(t, dataDir)
+	m, err := Open(ctx, Options{DataDir: dataDir, Exe: ohmBinary(t), Templates: template.NewStore(dataDir), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		m.Delete(context.Background(), "keeper")
+		m.Close()
+	})
+	if _, err := m.Create(ctx, CreateOptions{Name: "keeper", Template: "minimal", DiskSizeMB: 256}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, m, "keeper", "echo synced > /home/ohm/synced && sync /home/ohm/synced")
+	volMount := filepath.Join(m.dir("keeper"), "vol")
+	incident := func(want string) string {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			info, err := m.Info(ctx, "keeper")
+			if err == nil && info.Workspace != nil && strings.Contains(info.Workspace.Incident, want) {
+				return info.Workspace.Incident
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("info after 30 s: %+v (%v), want an incident saying %q", info.Workspace, err, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	// A writer in the computer for the whole test: one file it holds
+	// open, one it opens by path each time, a line every 20 ms.
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var out, errb bytes.Buffer
+		script := `exec 3>>/home/ohm/held; i=0; e=0; while [ $i -lt 400 ]; do echo $i >&3 || e=$((e+1)); echo $i >> /home/ohm/bypath || e=$((e+1)); i=$((i+1)); sleep 0.02; done; echo errors=$e`
+		code, err := m.Exec(context.Background(), "keeper", ExecOptions{Command: script}, nil, &out, &errb)
+		if err == nil && code != 0 {
+			err = fmt.Errorf("exit %d: %s", code, errb.String())
+		}
+		done <- result{out.String() + errb.String(), err}
+	}()
+	time.Sleep(300 * time.Millisecond) // let it write a little first
+
+	// The server alone: replaced on the same connection.
+	rec, ok := ohmmount.Info(volMount)
+	if !ok {
+		t.Fatal("no mount record for the workspace volume")
+	}
+	if err := syscall.Kill(rec.Server, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("server killed; info: %s", incident("replaced on the same connection"))
+
+	// The keeper: the supervisor mounts the workspace again.
+	killed := time.Now()
+	old := killKeeper(t, volMount)
+	msg := incident("keeper")
+	t.Logf("keeper %d killed; %v later info says: %s", old, time.Since(killed).Round(time.Millisecond), msg)
+	if rec, ok := ohmmount.Info(volMount); !ok || rec.PID == old || !proc.Running(rec.PID) || rec.Restarts != 0 {
+		t.Errorf("mount record after the remount: %+v, %v; want a new live keeper", rec, ok)
+	}
+	if got := run(t, m, "keeper", "cat /home/ohm/synced; echo after > /home/ohm/after; sync /home/ohm/after; cat /home/ohm/after; df -h /home/ohm | tail -1"); !strings.HasPrefix(got, "synced\nafter\nohmfs") {
+		t.Errorf("in the computer after the remount: %q", got)
+	}
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Errorf("writer: %v: %s", r.err, r.out)
+		} else {
+			t.Logf("writer: %s", strings.TrimSpace(r.out))
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the writer did not finish")
+	}
+	if err := m.Stop(ctx, "keeper"); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if err := m.Start(ctx, "keeper"); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if got := run(t, m, "keeper", "cat /home/ohm/synced /home/ohm/after; test -s /home/ohm/bypath && echo bypath"); got != "synced\nafter\nbypath\n" {
+		t.Errorf("after stop and start: %q", got)
+	}
+}
+
+// Deleted files give their space back: 1 GiB written in a workspace and
+// deleted; the btrfs's discards (a trim here, as btrfs's discard=async
+// would within minutes) punch holes in the image, its packs are freed,
+// and gc deletes them from the volume's store.
+func TestBlockWorkspaceDiscardFreesStore(t *testing.T) {
+	requireBlock(t)
+	ctx := context.Background()
+	exe := ohmBinary(t)
+	w := NewBlockWorkspace(exe)
+	vol, mp := computerDir(t)
+	t.Cleanup(func() { w.Destroy(context.Background(), vol) })
+	if err := w.Format(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Mount(ctx, vol, mp); err != nil {
+		t.Fatal(err)
+	}
+	const size = 1 << 30
+	f, err := os.Create(filepath.Join(mp, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4<<20)
+	rng := rand.New(rand.NewSource(1))
+	for n := 0; n < size; n += len(buf) {
+		rng.Read(buf) // incompressible: the store holds what was written
+		if _, err := f.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	// Unmounting folds the image's log into the store.
+	if err := w.Unmount(ctx, mp); err != nil {
+		t.Fatal(err)
+	}
+	full, err := w.Usage(ctx, vol)
+	if err != nil || full.StoredBytes < size {
+		t.Fatalf("usage after 1 GiB was written: %+v (%v), want at least 1 GiB stored", full, err)
+	}
+
+	if err := w.Mount(ctx, vol, mp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(mp, "big")); err != nil {
+		t.Fatal(err)
+	}
+	unix.Sync()
+	began := time.Now()
+	trimmed, err := w.disk(pathsOfVolume(vol)).Trim(ctx, 0, math.MaxUint64)
+	if err != nil {
+		t.Fatalf("trim: %v", err)
+	}
+	t.Logf("trim: %d MiB discarded in %v", trimmed>>20, time.Since(began).Round(time.Millisecond))
+	if err := w.Unmount(ctx, mp); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(exe, "fs", "gc", "--grace", "0s", vol).CombinedOutput(); err != nil {
+		t.Fatalf("ohm fs gc: %v\n%s", err, out)
+	}
+	after, err := w.Usage(ctx, vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("store: %d MiB with the file, %d MiB after delete, trim and gc", full.StoredBytes>>20, after.StoredBytes>>20)
+	if after.StoredBytes > 128<<20 {
+		t.Errorf("the store still holds %d MiB after the file was deleted and trimmed, want it back under 128 MiB", after.StoredBytes>>20)
+	}
+	if out, err := exec.Command(exe, "fs", "fsck", vol).CombinedOutput(); err != nil {
+		t.Errorf("ohm fs fsck: %v\n%s", err, out)
 	}
 }

@@ -604,6 +604,7 @@ func (m *Manager) Create(ctx context.Context, opts CreateOptions) (Computer, err
 	}
 	unlock := m.lock(rec.Name)
 	defer unlock()
+	ctx, tm := withTiming(ctx)
 	if err := m.create(ctx, rec, opts.Progress); err != nil {
 		// Roll back even if ctx is done: that is often why create failed.
 		if rerr := m.destroy(context.WithoutCancel(ctx), rec); rerr != nil {
@@ -611,6 +612,7 @@ func (m *Manager) Create(ctx context.Context, opts CreateOptions) (Computer, err
 		}
 		return Computer{}, fmt.Errorf("create %s: %w", rec.Name, err)
 	}
+	m.logf("create %s: %v", rec.Name, tm)
 	rec.State = StateRunning
 	return Computer{Record: rec}, nil
 }
@@ -619,10 +621,13 @@ func (m *Manager) create(ctx context.Context, rec Record, progress io.Writer) er
 	if progress == nil {
 		progress = io.Discard
 	}
+	tm := timingOf(ctx)
+	began := time.Now()
 	root, err := m.tmpl.Ensure(ctx, rec.Template, progress)
 	if err != nil {
 		return fmt.Errorf("template %s: %w", rec.Template, err)
 	}
+	tm.since("template", began)
 	spec := m.spec(rec, root)
 	if err := os.Mkdir(m.dir(rec.Name), 0o700); err != nil {
 		return err
@@ -633,9 +638,12 @@ func (m *Manager) create(ctx context.Context, rec Record, progress io.Writer) er
 	if err := os.MkdirAll(m.home(rec.Name), 0o755); err != nil {
 		return err
 	}
+	began = time.Now()
 	if err := m.ws.Format(ctx, m.volume(rec.Name)); err != nil {
 		return fmt.Errorf("format workspace: %w", err)
 	}
+	tm.since("workspace format", began)
+	began = time.Now()
 	if spec.DiskMounted {
 		if err := m.createRoot(ctx, rec); err != nil {
 			return err
@@ -643,13 +651,19 @@ func (m *Manager) create(ctx context.Context, rec Record, progress io.Writer) er
 	} else if err := m.rt.CreateDisk(ctx, spec); err != nil {
 		return fmt.Errorf("create root disk: %w", err)
 	}
+	tm.since("root disk", began)
 	return m.start(ctx, rec, root, true)
 }
 
 // start mounts the workspace and starts the sandbox of rec, whose lock the
 // caller holds. On the first start (fresh) the workspace gets the
 // template's /etc/skel dotfiles.
+//
+// The steps run one after another: the root disk is an image in the
+// workspace's volume (rootdisk.go), so the volume is mounted before the
+// root disk is opened, and the sandbox starts on that root disk.
 func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool) error {
+	tm := timingOf(ctx)
 	home := m.home(rec.Name)
 	for _, mp := range []string{home, m.legacyHome(rec.Name)} {
 		if isMountpoint(mp) {
@@ -666,10 +680,12 @@ func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool
 	if err := shareHome(m.homeMount(rec.Name)); err != nil {
 		return err
 	}
+	began := time.Now()
 	if err := m.ws.Mount(ctx, m.volume(rec.Name), home); err != nil {
 		unshareHome(m.homeMount(rec.Name))
 		return fmt.Errorf("mount workspace: %w", err)
 	}
+	tm.since("workspace mount", began)
 	unmount := func() {
 		m.closeRoot(context.WithoutCancel(ctx), rec.Name)
 		m.ws.Unmount(context.WithoutCancel(ctx), home)
@@ -688,17 +704,21 @@ func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool
 	spec := m.spec(rec, root)
 	if spec.DiskMounted {
 		// The volume is mounted now (the workspace's Mount).
+		began = time.Now()
 		if err := m.openRoot(ctx, rec); err != nil {
 			unmount()
 			return err
 		}
+		tm.since("root disk open", began)
 	}
+	began = time.Now()
 	inst, err := m.rt.Start(ctx, spec)
 	if err != nil {
 		m.rt.Cleanup(context.WithoutCancel(ctx), spec)
 		unmount()
 		return fmt.Errorf("start: %w", err)
 	}
+	tm.since("sandbox start", began)
 	m.setLive(rec.Name, &live{inst: inst, shell: m.shellOf(ctx, rec.Template, root)})
 	if err := m.reg.setState(ctx, rec.Name, StateRunning); err != nil {
 		m.stop(context.WithoutCancel(ctx), rec, "start failed: "+err.Error())
@@ -738,6 +758,7 @@ func hasBash(root string) bool {
 // its workspace, which flushes it; reason is recorded as why it stopped.
 func (m *Manager) stop(ctx context.Context, rec Record, reason string) error {
 	var errs []error
+	began := time.Now()
 	if l := m.live(rec.Name); l != nil {
 		if err := l.inst.Stop(ctx, stopGrace); err != nil {
 			errs = append(errs, fmt.Errorf("stop sandbox: %w", err))
@@ -747,6 +768,7 @@ func (m *Manager) stop(ctx context.Context, rec Record, reason string) error {
 		}
 		m.setLive(rec.Name, nil)
 	}
+	timingOf(ctx).since("sandbox stop", began)
 	m.endFeeds(rec.Name, reason)
 	errs = append(errs, m.unmountHome(ctx, rec.Name)...)
 	if err := errors.Join(errs...); err != nil {
@@ -804,7 +826,12 @@ func (m *Manager) Start(ctx context.Context, name string) error {
 	if rec.State != StateStopped {
 		return statef("computer %q is already %s", name, rec.State)
 	}
-	return m.startRec(ctx, rec)
+	ctx, tm := withTiming(ctx)
+	if err := m.startRec(ctx, rec); err != nil {
+		return err
+	}
+	m.logf("start %s: %v", name, tm)
+	return nil
 }
 
 func (m *Manager) startRec(ctx context.Context, rec Record) error {
@@ -838,9 +865,11 @@ func (m *Manager) Stop(ctx context.Context, name string) error {
 		m.reapDead(ctx, name, l)
 		return nil
 	}
+	ctx, tm := withTiming(ctx)
 	if err := m.stop(ctx, rec, ReasonStopped); err != nil {
 		return fmt.Errorf("stop %s: %w", name, err)
 	}
+	m.logf("stop %s: %v", name, tm)
 	return nil
 }
 

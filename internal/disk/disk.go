@@ -106,6 +106,7 @@ type Disk struct {
 	size   int64
 	frozen bool
 	closed bool
+	held   bool // after Close: something else still held the filesystem
 	guard  *guard
 }
 
@@ -603,9 +604,16 @@ func (d *Disk) Close(ctx context.Context) error {
 	}
 	d.closed = true
 	var errs []error
-	if !d.loop.waitUnbound(5 * time.Second) {
-		// Autoclear did not happen (something else opened the device):
-		// detach explicitly; the kernel finishes when it is let go.
+	wait := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		wait = max(min(wait, time.Until(dl)), 0)
+	}
+	if !d.loop.waitUnbound(wait) {
+		// Autoclear did not happen: something else opened the device, or
+		// holds the filesystem (a copy of its mount lazily detached under
+		// a process that has a file open there). Detach explicitly; the
+		// kernel finishes when it is let go.
+		d.held = true
 		if dev, err := os.OpenFile(d.loop.path(), os.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
 			errs = append(errs, detachLoop(dev))
 		}
@@ -621,6 +629,16 @@ func (d *Disk) Close(ctx context.Context) error {
 	}
 	errs = append(errs, d.img.Close())
 	return errors.Join(errs...)
+}
+
+// Held reports, after Close, whether the filesystem outlived its unmount
+// at the mountpoint (within the wait that ctx allowed Close): something
+// else holds it, and with it the loop device and the image, until it lets
+// go. Its data was flushed before the unmount.
+func (d *Disk) Held() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed && d.held
 }
 
 // Release lets the disk go without unmounting it: the space guard stops

@@ -177,8 +177,10 @@ func (s *Sandbox) start(ctx context.Context) error {
 	if err := writeBundle(s.spec, p); err != nil {
 		return err
 	}
-	if s.spec.HomeMount != "" {
-		if err := HardenWorkspace(filepath.Join(s.spec.HomeMount, "ohm")); err != nil {
+	// A workspace mounted after the sandbox starts (the manager mounts it
+	// alongside) is hardened by whoever mounts it, when it is mounted.
+	if ws := filepath.Join(s.spec.HomeMount, "ohm"); s.spec.HomeMount != "" && mounted(ws) {
+		if err := HardenWorkspace(ws); err != nil {
 			return err
 		}
 	}

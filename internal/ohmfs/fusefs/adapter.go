@@ -72,6 +72,7 @@ func (f *fileSystem) Init(s *fuse.Server) {
 	// what we asked for is granted when offered.
 	if ks := s.KernelSettings(); f.wantWriteback && ks != nil && ks.Flags64()&fuse.CAP_WRITEBACK_CACHE != 0 {
 		f.writeback.Store(true)
+		f.fs.SetKernelTimes(true)
 	}
 }
 

@@ -139,6 +139,10 @@ type keeper struct {
 	server   *exec.Cmd
 	exited   chan error // the server's Wait
 	restarts int
+	// lastDeath is how the last server that was replaced ended, and
+	// when: for Record.
+	lastDeath   string
+	lastDeathAt time.Time
 }
 
 // start starts a server process and waits until it answers the mount.
@@ -189,7 +193,7 @@ func (k *keeper) start() error {
 		return fmt.Errorf("the server of %s exited before it answered", k.c.Mountpoint)
 	}
 	k.server, k.exited = cmd, exited
-	rec := Record{PID: os.Getpid(), Server: cmd.Process.Pid, Restarts: k.restarts, Volume: k.c.Volume, Mountpoint: k.conn.Mountpoint}
+	rec := Record{PID: os.Getpid(), Server: cmd.Process.Pid, Restarts: k.restarts, LastDeath: k.lastDeath, LastDeathAt: k.lastDeathAt, Volume: k.c.Volume, Mountpoint: k.conn.Mountpoint}
 	if _, err := writeRecord(rec); err != nil {
 		k.logger.Printf("ohm: %v (ohm fs umount will not wait for this process)", err)
 	}
@@ -234,6 +238,7 @@ func (k *keeper) run(ctx context.Context) error {
 			}
 		}
 		k.restarts++
+		k.lastDeath, k.lastDeathAt = err.Error(), time.Now().UTC()
 		k.logger.Printf("ohm: the server of %s %v; starting another on the same connection", k.conn.Mountpoint, err)
 		start := time.Now()
 		if err := k.start(); err != nil {

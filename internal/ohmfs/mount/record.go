@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"ohm/internal/proc"
 )
@@ -17,11 +18,15 @@ const RunDir = "/run/ohm/mounts"
 
 // Record is what a serving process leaves in RunDir while it serves.
 type Record struct {
-	PID        int    `json:"pid"`                // the keeper: Serve's process, which holds the connection
-	Server     int    `json:"server,omitempty"`   // the process answering the mount now
-	Restarts   int    `json:"restarts,omitempty"` // servers started after the first one died
-	Volume     string `json:"volume"`
-	Mountpoint string `json:"mountpoint"`
+	PID      int `json:"pid"`                // the keeper: Serve's process, which holds the connection
+	Server   int `json:"server,omitempty"`   // the process answering the mount now
+	Restarts int `json:"restarts,omitempty"` // servers started after the first one died
+	// LastDeath is how the last server that died ended ("signal:
+	// killed"), at LastDeathAt; empty while none did.
+	LastDeath   string    `json:"last_death,omitempty"`
+	LastDeathAt time.Time `json:"last_death_at,omitzero"`
+	Volume      string    `json:"volume"`
+	Mountpoint  string    `json:"mountpoint"`
 }
 
 // recordPath is the record of the mount at mountpoint.

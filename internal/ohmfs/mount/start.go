@@ -53,12 +53,22 @@ func (c Config) Args() []string {
 // answers, or with the error that kept it from mounting. The process
 // serves until the mount is unmounted (Unmount) or it gets SIGTERM.
 func Start(ctx context.Context, c Config) error {
-	if err := c.check(); err != nil {
-		return err
-	}
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", c.Mountpoint, err)
+	}
+	return StartExe(ctx, exe, c)
+}
+
+// StartExe is Start with the mount process running exe, an ohm binary:
+// for a long-lived process that is not one itself (the daemon's tests),
+// or that starts mounts without an `ohm fs mount --background` in
+// between (one exec less on the path of `ohm computer create`). The
+// caller stays the mount process's parent and reaps it when it exits; a
+// mount outlives its caller all the same.
+func StartExe(ctx context.Context, exe string, c Config) error {
+	if err := c.check(); err != nil {
+		return err
 	}
 	logPath := LogPath(c.Volume)
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
@@ -104,7 +114,10 @@ func Start(ctx context.Context, c Config) error {
 	}
 	switch {
 	case line == readyOK:
-		return cmd.Process.Release()
+		// Reaped when it exits, not left a zombie of a caller that lives
+		// on; a caller that exits first leaves it to init.
+		go cmd.Wait()
+		return nil
 	case strings.HasPrefix(line, readyError):
 		cmd.Wait()
 		return errors.New(strings.TrimPrefix(line, readyError))

@@ -148,6 +148,10 @@ type FS struct {
 
 	metaCommit *groupCommit // meta.Commit, grouped
 
+	// kernelTimes: the kernel keeps the mtime and ctime of regular files
+	// and sends them (SetKernelTimes).
+	kernelTimes atomic.Bool
+
 	// The write-ahead log of device images (image.go, wal.go, fold.go).
 	walMu       sync.Mutex          // serializes opening it
 	walp        atomic.Pointer[wal] // nil until the volume has an image

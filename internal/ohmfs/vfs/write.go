@@ -9,6 +9,16 @@ import (
 	"ohm/internal/ohmfs/meta"
 )
 
+// SetKernelTimes says whether the kernel keeps the mtime and ctime of
+// regular files itself (FUSE's writeback cache): it stamps them at each
+// write(2) and sends them in a SETATTR when it writes the inode back.
+// Writes then leave the times alone. Stamping them here too would race
+// with that SETATTR: the kernel's periodic writeback sends the SETATTR
+// without waiting for the WRITEs it has queued, and a WRITE handled after
+// it would leave this server's later time in place of the one the
+// kernel showed, for good.
+func (fs *FS) SetKernelTimes(on bool) { fs.kernelTimes.Store(on) }
+
 // Write writes data at off.
 func (fs *FS) Write(ctx context.Context, ino meta.Ino, fh Handle, off int64, data []byte) (int, error) {
 	if off < 0 {
@@ -70,7 +80,9 @@ func (fs *FS) Write(ctx context.Context, ino meta.Ino, fh Handle, off int64, dat
 	if pos > f.size {
 		f.size = pos
 	}
-	now := time.Now()
-	f.mtime, f.ctime, f.timesDirty = now, now, true
+	if !fs.kernelTimes.Load() {
+		now := time.Now()
+		f.mtime, f.ctime, f.timesDirty = now, now, true
+	}
 	return written, nil
 }
