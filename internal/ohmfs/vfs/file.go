@@ -46,6 +46,11 @@ type file struct {
 	// chunks. metaSize is the size meta has from the last fold.
 	image bool
 	spans spans
+
+	// durable are the image's byte ranges whose writes are durable when
+	// acknowledged (XattrDurableRanges), once durableLoaded.
+	durable       []byteRange
+	durableLoaded bool
 }
 
 func (f *file) init(a meta.Attr, inlineMax int) {

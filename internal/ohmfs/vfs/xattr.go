@@ -20,6 +20,9 @@ func (fs *FS) SetXattr(ctx context.Context, ino meta.Ino, name string, value []b
 	if name == XattrLayout {
 		return fs.setLayout(ctx, ino, value, flags)
 	}
+	if name == XattrDurableRanges {
+		return fs.setDurableRanges(ctx, ino, value, flags)
+	}
 	if err := fs.admitSpace(uint64(len(name) + len(value))); err != nil {
 		return err
 	}
@@ -38,6 +41,9 @@ func (fs *FS) RemoveXattr(ctx context.Context, ino meta.Ino, name string) error 
 			return err
 		}
 		return syscall.EPERM // an image stays an image
+	}
+	if name == XattrDurableRanges {
+		return fs.removeDurableRanges(ctx, ino)
 	}
 	return fs.m.RemoveXattr(ctx, ino, name)
 }
