@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,7 +49,7 @@ func parseDurableRanges(v string) ([]byteRange, error) {
 			return nil, fmt.Errorf("offset %q: %w", off, err)
 		}
 		l, err := strconv.ParseUint(n, 10, 63)
-		if err != nil || l == 0 || o+l < o {
+		if err != nil || l == 0 || o+l > math.MaxInt64 {
 			return nil, fmt.Errorf("length %q is not a positive size", n)
 		}
 		rs = append(rs, byteRange{o, o + l})
