@@ -51,6 +51,10 @@ type file struct {
 	// acknowledged (XattrDurableRanges), once durableLoaded.
 	durable       []byteRange
 	durableLoaded bool
+
+	// raLast is where the latest reads of an image ended, raNext how far
+	// its packs are being read ahead (imageread.go).
+	raLast, raNext uint64
 }
 
 func (f *file) init(a meta.Attr, inlineMax int) {
