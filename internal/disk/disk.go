@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -298,7 +299,8 @@ func (d *Disk) mount() (err error) {
 		return err
 	}
 	defer target.Close()
-	if err := mountDevice(d.cfg.Kind, devDir, src, target, d.cfg.mountOptions()); err != nil {
+	opts := slices.Concat(d.cfg.mountOptions(), flushOptions(d.cfg.Kind, d.img))
+	if err := mountDevice(d.cfg.Kind, devDir, src, target, opts); err != nil {
 		return fmt.Errorf("mount disk %s at %s: %w", d.cfg.Image, d.cfg.Mountpoint, err)
 	}
 	if err := d.loop.tune(d.cfg.MaxIOKB, d.cfg.QueueDepth); err != nil {

@@ -347,7 +347,18 @@ func (f *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte
 	if err != nil {
 		return uint32(n), f.status("write", err)
 	}
-	return uint32(n), fuse.OK
+	return uint32(n), f.afterDurableWrite(in, n)
+}
+
+// afterDurableWrite runs what follows an fsync after a write that vfs made
+// durable as it was acknowledged (a commit block of an image,
+// vfs.XattrDurableRanges): such a write stands for the flush a
+// filesystem mounted without flush requests no longer sends.
+func (f *fileSystem) afterDurableWrite(in *fuse.WriteIn, n int) fuse.Status {
+	if f.afterFsync == nil || !f.fs.DurableWrite(f.ctx, vfs.Handle(in.Fh), int64(in.Offset), n) {
+		return fuse.OK
+	}
+	return f.status("write", f.afterFsync(f.ctx))
 }
 
 // Writev takes a WRITE whose payload arrived in pieces without copying it
@@ -369,7 +380,7 @@ func (f *fileSystem) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]b
 		}
 		off += int64(n)
 	}
-	return total, fuse.OK
+	return total, f.afterDurableWrite(in, int(total))
 }
 
 // Flush answers ENOSYS, which makes the kernel stop sending FLUSH: a round

@@ -46,6 +46,15 @@ type file struct {
 	// chunks. metaSize is the size meta has from the last fold.
 	image bool
 	spans spans
+
+	// durable are the image's byte ranges whose writes are durable when
+	// acknowledged (XattrDurableRanges), once durableLoaded.
+	durable       []byteRange
+	durableLoaded bool
+
+	// raLast is where the latest reads of an image ended, raNext how far
+	// its packs are being read ahead (imageread.go).
+	raLast, raNext uint64
 }
 
 func (f *file) init(a meta.Attr, inlineMax int) {

@@ -182,6 +182,15 @@ func (fs *FS) fold(ctx context.Context) (uint64, error) {
 	for _, p := range pb.packs {
 		ids = append(ids, p.ID)
 	}
+	// The packs may hold bytes of records after end that the capture
+	// read: those records are made durable before anything can commit
+	// the extents that hold their bytes, or a crash could keep a write
+	// without the writes acknowledged before it, and the log's order is
+	// what a filesystem without flushes relies on (XattrDurableRanges).
+	if err := w.sync(); err != nil {
+		pb.discard()
+		return 0, fmt.Errorf("sync the write-ahead log before folding: %w", err)
+	}
 	if err := fs.applyFold(ctx, pb.packs, parts, end); err != nil {
 		if ferr := fs.m.FreeIdlePacks(ctx, ids); ferr != nil {
 			err = errors.Join(err, ferr)

@@ -324,9 +324,13 @@ func (fs *FS) readImage(ctx context.Context, f *file, off uint64, buf []byte) er
 		gaps = append(gaps, [2]uint64{cur, end})
 	}
 	ino := f.ino
+	raFrom, raTo := f.imageReadaheadLocked(off, end)
 	fs.unlockFile(f)
 	if err != nil {
 		return logFail("read", ino, err)
+	}
+	if raTo > raFrom {
+		fs.prefetchImage(ctx, ino, raFrom, raTo)
 	}
 	if len(gaps) == 0 {
 		return nil

@@ -43,7 +43,12 @@ func (fs *FS) Write(ctx context.Context, ino meta.Ino, fh Handle, off int64, dat
 	if err != nil {
 		return 0, err
 	}
-	defer fs.unlockFile(f)
+	locked := true
+	defer func() {
+		if locked {
+			fs.unlockFile(f)
+		}
+	}()
 	if f.dead {
 		return 0, syscall.ESTALE
 	}
@@ -55,7 +60,22 @@ func (fs *FS) Write(ctx context.Context, ino meta.Ino, fh Handle, off int64, dat
 	}
 	fs.io.written.Add(uint64(len(data)))
 	if f.image {
-		return fs.writeImageLocked(f, uint64(off), data)
+		n, err := fs.writeImageLocked(f, uint64(off), data)
+		if err != nil {
+			return n, err
+		}
+		durable, err := fs.overlapsDurable(ctx, f, uint64(off), uint64(off)+uint64(n))
+		if err != nil || !durable {
+			return n, err
+		}
+		// A commit block (XattrDurableRanges): durable before it is
+		// acknowledged, without holding the file while the log syncs.
+		locked = false
+		fs.unlockFile(f)
+		if err := fs.fsyncImage(ctx, f); err != nil {
+			return 0, err
+		}
+		return n, nil
 	}
 	pos := uint64(off)
 	written := 0

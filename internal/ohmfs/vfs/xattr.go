@@ -30,6 +30,9 @@ func (fs *FS) SetXattr(ctx context.Context, ino meta.Ino, name string, value []b
 		_, _, err := fs.CloneTo(ctx, ino, string(value))
 		return err
 	}
+	if name == XattrDurableRanges {
+		return fs.setDurableRanges(ctx, ino, value, flags)
+	}
 	if err := fs.admitSpace(uint64(len(name) + len(value))); err != nil {
 		return err
 	}
@@ -48,6 +51,9 @@ func (fs *FS) RemoveXattr(ctx context.Context, ino meta.Ino, name string) error 
 			return err
 		}
 		return syscall.EPERM // an image stays an image
+	}
+	if name == XattrDurableRanges {
+		return fs.removeDurableRanges(ctx, ino)
 	}
 	return fs.m.RemoveXattr(ctx, ino, name)
 }
