@@ -36,7 +36,7 @@ func TestMCP(t *testing.T) {
 	for _, tool := range tools.Tools {
 		names = append(names, tool.Name)
 	}
-	if got := strings.Join(names, " "); got != "checkpoint checkpoints create delete expose fork list read_file resize restore run set start stop unexpose write_file" {
+	if got := strings.Join(names, " "); got != "changes checkpoint checkpoints create delete expose fork list read_file resize restore run set start stop unexpose write_file" {
 		t.Errorf("tools: %s", got)
 	}
 
@@ -79,6 +79,20 @@ func TestMCP(t *testing.T) {
 	}
 	if res := call("set", map[string]any{"name": "agent", "idle_timeout_seconds": -1}, nil); !res.IsError {
 		t.Errorf("set of a negative idle timeout: not an error")
+	}
+	var ch mcpserver.ChangesOutput
+	if res := call("changes", map[string]any{"name": "agent", "command": "mkdir -p /home/ohm/built && echo x > /home/ohm/built/out.txt && echo done"}, &ch); res.IsError || ch.ExitCode != 0 || ch.Stdout != "done\n" {
+		t.Errorf("changes: %+v %+v", res, ch)
+	}
+	sawOut := false
+	for _, e := range ch.Changes {
+		sawOut = sawOut || e.Path == "/home/ohm/built/out.txt" && e.Type == "created"
+	}
+	if !sawOut {
+		t.Errorf("changes: no created event for /home/ohm/built/out.txt in %+v", ch.Changes)
+	}
+	if res := call("changes", map[string]any{"name": "agent", "command": ""}, nil); !res.IsError {
+		t.Errorf("changes without a command: not an error")
 	}
 	call("stop", map[string]any{"name": "agent"}, nil)
 	call("start", map[string]any{"name": "agent"}, nil)

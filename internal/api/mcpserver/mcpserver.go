@@ -1,7 +1,7 @@
 // Package mcpserver exposes Ohm computers to AI agents as Model Context
 // Protocol tools (create, list, run, read_file, write_file, stop, start,
 // delete, set, expose, unexpose, checkpoint, checkpoints, restore, fork,
-// resize), each a call to the Ohm daemon through package ohm/client. `ohm
+// resize, changes), each a call to the Ohm daemon through package ohm/client. `ohm
 // mcp` serves it over stdio; `ohm serve` serves it at /mcp over MCP's
 // streamable HTTP transport (HTTPHandler), behind the same bearer token as
 // the rest of the API on TCP.
@@ -49,6 +49,7 @@ func New(c *client.Client, version string) *mcp.Server {
 	mcp.AddTool(s, &mcp.Tool{Name: "expose", Description: "Expose a TCP port of a computer (a dev server listening on 0.0.0.0 or 127.0.0.1 inside) and return its preview URL, which HTTP and WebSocket traffic reaches it through; give the URL to the user to open in a browser."}, t.expose)
 	mcp.AddTool(s, &mcp.Tool{Name: "unexpose", Description: "Remove the preview URL of a port of a computer."}, t.unexpose)
 	addCheckpointTools(s, t)
+	addChangesTool(s, t)
 	mcp.AddTool(s, resizeTool, t.resize)
 	return s
 }
