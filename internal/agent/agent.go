@@ -48,6 +48,7 @@ const drainAfterExit = 200 * time.Millisecond
 func Run(ctx context.Context, socket string) error {
 	r := newReaper()
 	go r.run()
+	defer r.stop()
 
 	bringLoopbackUp() // best effort: the runtime usually has done it already
 
@@ -176,19 +177,22 @@ func othersAlive() bool {
 
 // reaper waits for every child of this process, so that orphans reparented
 // to PID 1 do not linger as zombies, and hands the status of the children
-// it started to whoever waits for them.
+// it started to whoever waits for them. An agent that is not PID 1 (one
+// run inside a test process) waits for its own children only: the
+// others are someone else's to wait for.
 type reaper struct {
 	mu      sync.Mutex
 	waiting map[int]chan unix.WaitStatus
 	sigc    chan os.Signal
+	init    bool // PID 1: reap every child
 	// commandOOM is the oom_score_adj of the commands it starts: 1000
 	// above its own (at most 1000), when it runs as a computer's init.
 	commandOOM string
 }
 
 func newReaper() *reaper {
-	r := &reaper{waiting: make(map[int]chan unix.WaitStatus), sigc: make(chan os.Signal, 1)}
-	if os.Getpid() == 1 {
+	r := &reaper{waiting: make(map[int]chan unix.WaitStatus), sigc: make(chan os.Signal, 1), init: os.Getpid() == 1}
+	if r.init {
 		if b, err := os.ReadFile("/proc/self/oom_score_adj"); err == nil {
 			if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
 				r.commandOOM = strconv.Itoa(min(n+1000, 1000))
@@ -206,7 +210,17 @@ func (r *reaper) run() {
 	}
 }
 
+// stop ends run; the process's SIGCHLD is no longer the reaper's.
+func (r *reaper) stop() {
+	signal.Stop(r.sigc)
+	close(r.sigc)
+}
+
 func (r *reaper) reap() {
+	if !r.init {
+		r.reapOwn()
+		return
+	}
 	for {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
@@ -218,6 +232,27 @@ func (r *reaper) reap() {
 		}
 		// start holds mu from fork to registration, so a child reaped
 		// before it was registered is found here all the same.
+		r.mu.Lock()
+		ch := r.waiting[pid]
+		delete(r.waiting, pid)
+		r.mu.Unlock()
+		if ch != nil {
+			ch <- ws
+		}
+	}
+}
+
+// reapOwn waits, without blocking, for each child start started.
+func (r *reaper) reapOwn() {
+	for _, pid := range r.children() {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		for err == unix.EINTR {
+			got, err = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		}
+		if got != pid {
+			continue
+		}
 		r.mu.Lock()
 		ch := r.waiting[pid]
 		delete(r.waiting, pid)
