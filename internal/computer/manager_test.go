@@ -443,6 +443,9 @@ func TestInitDeathStopsComputer(t *testing.T) {
 	if err := m.Start(ctx, "box"); err != nil {
 		t.Fatal(err)
 	}
+	if rec := mustGet(t, m, "box"); rec.StopReason != "" || !rec.StoppedAt.IsZero() {
+		t.Errorf("running again, it still has the stop reason %q (at %v)", rec.StopReason, rec.StoppedAt)
+	}
 	if err := m.Stop(ctx, "box"); err != nil {
 		t.Fatal(err)
 	}

@@ -163,9 +163,15 @@ func (r *registry) insert(ctx context.Context, rec Record) error {
 	return nil
 }
 
+// setState records name's state. A running computer has no stop reason:
+// the one of its last stop is cleared.
 func (r *registry) setState(ctx context.Context, name string, s State) error {
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	res, err := r.db.ExecContext(ctx, `UPDATE computers SET state = ?, updated_at = ? WHERE name = ?`, s, now, name)
+	q := `UPDATE computers SET state = ?, updated_at = ? WHERE name = ?`
+	if s == StateRunning {
+		q = `UPDATE computers SET state = ?, stop_reason = '', stopped_at = '', updated_at = ? WHERE name = ?`
+	}
+	res, err := r.db.ExecContext(ctx, q, s, now, name)
 	if err != nil {
 		return fmt.Errorf("set state of %s: %w", name, err)
 	}
