@@ -425,6 +425,12 @@ func (f *Feed) resolve(fi *fid) (string, bool) {
 	if err != nil {
 		return "", false
 	}
+	// Removed between the Fstat and the Readlink, the link would end in
+	// " (deleted)": a path that never was. Counted again after the read,
+	// a link count of 0 says so (a name that really ends so keeps its 1).
+	if err := unix.Fstat(fd, &st); err != nil || st.Nlink == 0 {
+		return "", false
+	}
 	rel, ok := strings.CutPrefix(link, f.rootLink)
 	if !ok || rel != "" && rel[0] != '/' {
 		return "", false // not below Root (another mount of the filesystem)
