@@ -17,7 +17,7 @@ import (
 	"ohm/internal/sandbox"
 )
 
-// The root disk (README, "Root disk"; docs/block-layout.md, "The root
+// The root disk (README, "What"; docs/block-layout.md, "The root
 // disk"). A computer made with the block layout keeps it in its volume,
 // as root.img beside workspace.img at the root of the volume's FUSE mount
 // (<dir>/vol): ext4 on a loop device (internal/disk), mounted at

@@ -13,8 +13,8 @@ import (
 )
 
 // XattrDurableRanges names the byte ranges of a device image whose writes
-// are durable when they are acknowledged (docs/durability.md, "Commit
-// blocks"): a write that overlaps one returns only once it, and every
+// are durable when they are acknowledged (docs/block-layout.md,
+// "Flushes"): a write that overlaps one returns only once it, and every
 // write acknowledged before it, is durable, as if a flush had followed it.
 //
 // It is what lets a kernel filesystem whose commit record has a fixed
