@@ -47,7 +47,7 @@ func TestMCPOverHTTP(t *testing.T) {
 		names = append(names, tool.Name)
 	}
 	slices.Sort(names)
-	if got := strings.Join(names, " "); got != "create delete list read_file run set start stop write_file" {
+	if got := strings.Join(names, " "); got != "changes checkpoint checkpoints create delete expose fork list read_file resize restore run set start stop unexpose write_file" {
 		t.Errorf("tools: %s", got)
 	}
 	call := func(name string, args map[string]any, out any) *mcp.CallToolResult {

@@ -10,8 +10,8 @@ Standard library only. See the README for the whole surface, and
 :class:`ohm.AsyncOhm` for asyncio.
 """
 
-from .aio import AsyncCommandStream, AsyncComputer, AsyncOhm, AsyncProcess, AsyncShell
-from .client import DEFAULT_DISK_SIZE_MB, CommandStream, Computer, Computers, Files, Ohm, Process, Shell
+from .aio import AsyncCommandStream, AsyncComputer, AsyncOhm, AsyncProcess, AsyncShell, AsyncWatch
+from .client import DEFAULT_DISK_SIZE_MB, CommandStream, Computer, Computers, Files, Ohm, Process, Shell, Watch
 from .errors import (
     AlreadyExists,
     BadRequest,
@@ -35,7 +35,9 @@ from .models import (
     FileInfo,
     FileList,
     Limits,
+    Port,
     ProcessInfo,
+    WatchEvent,
     WorkspaceUsage,
 )
 
@@ -43,8 +45,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Ohm", "AsyncOhm", "Computers", "Computer", "AsyncComputer", "Files", "Process", "AsyncProcess",
-    "Shell", "AsyncShell", "CommandStream", "AsyncCommandStream", "CommandResult", "Event",
-    "Checkpoint", "ComputerInfo", "ProcessInfo", "FileInfo", "FileList", "DiskUsage", "WorkspaceUsage", "Limits",
+    "Shell", "AsyncShell", "CommandStream", "AsyncCommandStream", "Watch", "AsyncWatch", "CommandResult", "Event",
+    "WatchEvent", "Port", "Checkpoint", "ComputerInfo", "ProcessInfo", "FileInfo", "FileList", "DiskUsage", "WorkspaceUsage", "Limits",
     "DEFAULT_DISK_SIZE_MB",
     "OhmError", "BadRequest", "Unauthorized", "NotFound", "Conflict", "AlreadyExists", "WrongState",
     "TooLarge", "ComputerUnreachable", "InternalError", "DaemonUnreachable", "CommandFailed",

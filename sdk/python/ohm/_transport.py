@@ -121,9 +121,13 @@ class _TLSConnection(http.client.HTTPSConnection):
 class Response:
     """An answer of the daemon whose body has not been read yet."""
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: _Response):
+    def __init__(self, conn: http.client.HTTPConnection, resp: _Response, sock=None):
         self._conn = conn
         self._resp = resp
+        # The connection's socket: http.client drops it from conn when the
+        # answer ends with the connection (no length, no chunks), and
+        # close must still cut a read blocked on it in another thread.
+        self._sock = sock if sock is not None else conn.sock
         self.status = resp.status
         self.headers = resp.headers
         self._lock = threading.Lock()
@@ -171,7 +175,7 @@ class Response:
             if self._closed:
                 return
             self._closed = True
-        sock = self._conn.sock
+        sock = self._sock
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -277,8 +281,10 @@ class Transport:
             body = json.dumps(json_body).encode()
             h["Content-Type"] = "application/json"
         conn = self._connection()
+        sock = None
         try:
             conn.connect()
+            sock = conn.sock
             c = current_canceller()
             if c is not None:
                 c.register(conn.sock)
@@ -292,7 +298,7 @@ class Transport:
         except BaseException:
             conn.close()
             raise
-        r = Response(conn, resp)
+        r = Response(conn, resp, sock)
         if resp.status >= 300:
             try:
                 raise decode_error(resp.status, resp.read(_MAX_ERROR_BODY))

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from ._transport import Canceller, set_canceller
-from .client import Command, CommandStream, Computer, Ohm, Process, Shell, DEFAULT_DISK_SIZE_MB
-from .models import CommandResult, Event, FileInfo, FileList
+from .client import Command, CommandStream, Computer, Ohm, Process, Shell, Watch, DEFAULT_DISK_SIZE_MB
+from .models import CommandResult, Event, FileInfo, FileList, Port, WatchEvent
 
 _STOP = object()
 
@@ -157,6 +157,27 @@ class AsyncComputer:
     async def fork(self, name: Optional[str] = None, checkpoint: Optional[str] = None) -> "AsyncComputer":
         return AsyncComputer(self._ohm, await self._ohm._call(self.sync.fork, name, checkpoint))
 
+    async def resize(self, disk_size_mb: int) -> "AsyncComputer":
+        """As :meth:`ohm.Computer.resize`."""
+        await self._ohm._call(self.sync.resize, disk_size_mb)
+        return self
+
+    async def expose(self, port: int, *, public: bool = False) -> Port:
+        """As :meth:`ohm.Computer.expose`."""
+        return await self._ohm._call(self.sync.expose, port, public=public)
+
+    async def ports(self) -> List[Port]:
+        return await self._ohm._call(self.sync.ports)
+
+    async def unexpose(self, port: int) -> Port:
+        return await self._ohm._call(self.sync.unexpose, port)
+
+    async def watch(self, path: Optional[str] = None) -> "AsyncWatch":
+        """As :meth:`ohm.Computer.watch`: ``async with await c.watch() as
+        w: async for ev in w``. Cancelling a task waiting on the next
+        event ends the watch."""
+        return AsyncWatch(self._ohm, await self._ohm._call(self.sync.watch, path))
+
     async def run(self, command: Command, *, check: bool = False, input: Union[bytes, str, None] = None, **kwargs) -> CommandResult:
         """As :meth:`ohm.Computer.run`; cancelling the task kills the command."""
         if input is not None:
@@ -217,6 +238,52 @@ class AsyncCommandStream:
 
     async def collect(self) -> CommandResult:
         return await self._guard(self.sync.collect)
+
+    async def aclose(self) -> None:
+        self.sync.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        self.sync.close()
+
+
+class AsyncWatch:
+    """The changes under a path of a computer's workspace as they come:
+    ``async for ev in watch`` (:class:`ohm.WatchEvent` s, the last one
+    ``"ended"``); ``path`` and ``reason`` as :class:`ohm.Watch`. Closing
+    it (``aclose``, ``close``, leaving ``async with``) ends the watch and
+    the loop."""
+
+    def __init__(self, ohm: AsyncOhm, watch: Watch):
+        self._ohm = ohm
+        self.sync = watch
+
+    @property
+    def path(self) -> str:
+        return self.sync.path
+
+    @property
+    def reason(self) -> Optional[str]:
+        return self.sync.reason
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        try:
+            ev = await self._ohm._call(next, self.sync._it, _STOP)
+        except asyncio.CancelledError:
+            self.sync.close()
+            raise
+        if ev is _STOP:
+            raise StopAsyncIteration
+        return ev
+
+    def close(self) -> None:
+        """Ends the watch; safe while another task waits on the next event."""
+        self.sync.close()
 
     async def aclose(self) -> None:
         self.sync.close()

@@ -16,7 +16,20 @@ from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optio
 from . import _websocket as wsock
 from ._transport import Response, Transport, decode_error, event_data, split_command
 from .errors import OhmError, error_for
-from .models import Checkpoint, CommandResult, ComputerInfo, DiskUsage, Event, FileInfo, FileList, Limits, ProcessInfo, WorkspaceUsage
+from .models import (
+    Checkpoint,
+    CommandResult,
+    ComputerInfo,
+    DiskUsage,
+    Event,
+    FileInfo,
+    FileList,
+    Limits,
+    Port,
+    ProcessInfo,
+    WatchEvent,
+    WorkspaceUsage,
+)
 
 Command = Union[str, Sequence[str]]
 
@@ -286,6 +299,76 @@ class Computer:
             body["checkpoint"] = checkpoint
         return Computer(self._ohm, ComputerInfo.from_wire(self._ohm._t.request("POST", self._path + "/fork", json_body=body).json()))
 
+    # -- the root disk
+
+    def resize(self, disk_size_mb: int) -> "Computer":
+        """Grows the root disk (the space outside /home/ohm) to
+        ``disk_size_mb``: a running computer at once (``df`` inside shows
+        it as this returns), a stopped one at its next start. A root disk
+        never shrinks: a smaller size, or growth the host cannot give,
+        raises :class:`ohm.BadRequest`; a computer still being created
+        :class:`ohm.WrongState`. The computer's state comes back with its
+        new ``disk_size_mb`` and ``disk`` use."""
+        body = {"disk_size_mb": int(disk_size_mb)}
+        self._set(ComputerInfo.from_wire(self._ohm._t.request("POST", self._path + "/resize", json_body=body).json()))
+        return self
+
+    # -- preview URLs of ports
+
+    def expose(self, port: int, *, public: bool = False) -> Port:
+        """Exposes TCP ``port`` of the computer at a preview URL on the
+        daemon's TCP listener (``ohm serve --listen``): HTTP and WebSocket
+        requests to ``Port.url`` reach the port inside, which a server
+        there listens on (0.0.0.0 or 127.0.0.1; until one does, requests
+        answer 502). A private preview (the default) takes the share token
+        its URL carries, or the API token; ``public=True`` opens it to
+        anyone who can reach the listener. Exposing an exposed port
+        changes only ``public``. A port outside 1-65535 raises
+        :class:`ohm.BadRequest`."""
+        body = {"public": True} if public else {}
+        return Port.from_wire(self._ohm._t.request("POST", "%s/ports/%d" % (self._path, int(port)), json_body=body).json())
+
+    def ports(self) -> List[Port]:
+        """The computer's exposed ports with their preview URLs."""
+        out = self._ohm._t.request("GET", self._path + "/ports").json()
+        return [Port.from_wire(p) for p in out["ports"]]
+
+    def unexpose(self, port: int) -> Port:
+        """Removes the preview URL of ``port`` (connections already open
+        through it stay until they close) and returns what it was;
+        :class:`ohm.NotFound` if it is not exposed."""
+        return Port.from_wire(self._ohm._t.request("DELETE", "%s/ports/%d" % (self._path, int(port))).json())
+
+    # -- changes to files
+
+    def watch(self, path: Optional[str] = None) -> "Watch":
+        """Watches the changes to files under ``path`` (``/home/ohm``, the
+        default, or below it; it need not exist yet) of the running
+        computer, and returns once the watch is in place: changes made
+        after it returns are reported. Iterate the returned
+        :class:`Watch` for :class:`ohm.WatchEvent` s (created, modified,
+        deleted, moved, overflow), the last one ``"ended"`` when the
+        computer stops; closing it (or leaving its ``with`` block) ends
+        the watch. Bursts are coalesced per path; a reader that falls
+        behind loses events and gets an ``"overflow"`` event instead of
+        holding the computer up. A path outside /home/ohm raises
+        :class:`ohm.BadRequest`; a computer that is not running, or whose
+        workspace predates the block layout, :class:`ohm.WrongState`. A
+        watch is not activity: it does not keep the computer from
+        stopping as idle."""
+        r = self._ohm._t.request("GET", self._path + "/watch", query={"path": path or None}, headers={"Accept": "application/x-ndjson"})
+        w = Watch(r)
+        try:
+            first = next(w._it, None)
+        except BaseException:
+            w.close()
+            raise
+        if first is None or first.type != "watching":
+            w.close()
+            raise OhmError("watch %s: the daemon began with %s, not a watching event" % (self.name, first.type if first else "nothing"))
+        w.path = first.path
+        return w
+
     # -- commands
 
     def run(
@@ -436,6 +519,59 @@ class CommandStream:
     def close(self) -> None:
         """Stops reading: kills the command unless it runs in the
         background. Safe from another thread."""
+        self._r.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Watch:
+    """The changes under a path of a computer's workspace as they come:
+    iterate for :class:`ohm.WatchEvent` s; the last one is ``"ended"``
+    (``reason`` says why; the computer stopped). ``path`` is the watched
+    path. :meth:`close` ends the watch (safe from another thread: a loop
+    blocked on the next event then ends); so does leaving a ``with``
+    block. A stream the daemon cut before its ended event raises
+    :class:`ohm.OhmError`."""
+
+    def __init__(self, response: Response):
+        self._r = response
+        self.path = ""
+        #: Why the watch ended, once its ended event was read.
+        self.reason: Optional[str] = None
+        self._closed = False
+        self._it = self._events()
+
+    def _events(self) -> Iterator[WatchEvent]:
+        try:
+            for d in self._r.lines():
+                ev = WatchEvent.from_wire(d)
+                if ev.type == "ended":
+                    self.reason = ev.reason
+                    yield ev
+                    return
+                yield ev
+            if not self._closed:
+                raise OhmError("the daemon ended the watch without an ended event")
+        except Exception:  # noqa: BLE001 - whatever a read cut by close raised
+            if self._closed:
+                return  # closed while a read waited: the watch is simply over
+            raise
+        finally:
+            self._r.close()
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        return self._it
+
+    def __next__(self) -> WatchEvent:
+        return next(self._it)
+
+    def close(self) -> None:
+        """Ends the watch. Safe from another thread."""
+        self._closed = True
         self._r.close()
 
     def __enter__(self):

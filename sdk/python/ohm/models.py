@@ -209,9 +209,58 @@ class ProcessInfo:
 
 
 @dataclass
+class Port:
+    """An exposed port of a computer and its preview URL: HTTP and
+    WebSocket requests to ``url`` (on the daemon's TCP listener) reach the
+    port inside the computer. ``url`` carries the port's share token
+    unless ``public``; it is "" when the daemon serves no TCP listener."""
+
+    port: int
+    public: bool = False
+    url: str = ""
+    created_at: Optional[_dt.datetime] = None
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> "Port":
+        return cls(port=d["port"], public=d.get("public", False), url=d.get("url", ""), created_at=parse_time(d.get("created_at")))
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change under a watched path of a computer's workspace.
+
+    ``type`` is ``"created"``, ``"modified"``, ``"deleted"`` or ``"moved"``
+    (``old_path`` was renamed to ``path``), with ``path`` as the computer
+    sees it and ``dir`` true for a directory; ``"overflow"``: events were
+    dropped (at least ``dropped``, 0 unknown) because the reader fell
+    behind, list ``path`` again to catch up; ``"ended"``, always the last:
+    the watch is over (``reason`` says why, e.g. the computer stopped).
+    """
+
+    type: str
+    path: str = ""
+    old_path: str = ""
+    dir: bool = False
+    dropped: int = 0
+    reason: str = ""
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> "WatchEvent":
+        return cls(
+            type=d["type"],
+            path=d.get("path", ""),
+            old_path=d.get("old_path", ""),
+            dir=d.get("dir", False),
+            dropped=d.get("dropped", 0),
+            reason=d.get("reason", ""),
+        )
+
+
+@dataclass
 class ComputerInfo:
     """A computer as the daemon reports it; ``disk``, ``workspace`` and
-    ``limits`` come with :meth:`ohm.Computer.refresh` and ``get``."""
+    ``limits`` come with :meth:`ohm.Computer.refresh` and ``get``
+    (its exposed ports with :meth:`ohm.Computer.ports`)."""
 
     name: str
     state: str  # creating, running or stopped

@@ -34,4 +34,9 @@ OPERATIONS = {
     "deleteCheckpoint": "Computer.delete_checkpoint",
     "restoreComputer": "Computer.restore",
     "forkComputer": "Computer.fork",
+    "resizeComputer": "Computer.resize",
+    "exposePort": "Computer.expose",
+    "listPorts": "Computer.ports",
+    "unexposePort": "Computer.unexpose",
+    "watchComputer": "Computer.watch",
 }

@@ -12,6 +12,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+import threading
 import time
 import unittest
 import uuid
@@ -52,6 +53,7 @@ class _Scenario:
         cls.ohm = cls.client()
         lines = []
         cls.c = cls.ohm.computers.create(_name(cls.prefix), template=TEMPLATE, disk_size_mb=256, env={"GREETING": "hi"}, on_progress=lines.append)
+        cls.created = cls.c.info  # as create answered (tests before test_created restore and stop it)
         cls.tmp = tempfile.mkdtemp()
 
     @classmethod
@@ -73,7 +75,7 @@ class _Scenario:
         self.assertIsNotNone(got.limits)
         self.assertGreater(got.disk.size_bytes, 0)
         self.assertEqual(got.workspace.layout, "block")
-        self.assertEqual(got.stop_reason, "")
+        self.assertEqual(self.created.stop_reason, "")
 
     def test_set(self):
         self.assertEqual(self.c.idle_timeout_seconds, 1800)  # the daemon's default
@@ -256,6 +258,19 @@ class _Scenario:
                 async with await c.shell(rows=10, cols=50) as sh:
                     await sh.send("stty size\n")
                     self.assertIn(b"10 50", await sh.read_until("10 50"))
+                self.assertEqual((await c.expose(4000)).port, 4000)
+                self.assertEqual([p.port for p in await c.ports()], [4000])
+                self.assertEqual((await c.unexpose(4000)).port, 4000)
+                async with await c.watch("/home/ohm/aw") as w:
+                    self.assertEqual(w.path, "/home/ohm/aw")
+                    await c.run("mkdir -p /home/ohm/aw && touch /home/ohm/aw/f", check=True)
+
+                    async def created():
+                        async for ev in w:
+                            if ev.path == "/home/ohm/aw/f":
+                                return ev
+
+                    self.assertEqual((await asyncio.wait_for(created(), 60)).type, "created")
                 # Cancelling a run kills its command.
                 task = asyncio.ensure_future(c.run("echo x > /tmp/cancel-started; exec sleep 1003"))
                 while not await c.files.exists("/tmp/cancel-started"):
@@ -293,9 +308,88 @@ class _Scenario:
         self.c.delete_checkpoint(ck.id)
         self.assertNotIn(ck.id, [x.id for x in self.c.checkpoints()])
 
+    def test_resize(self):
+        try:
+            self.c.resize(320)
+        except ohm.WrongState as e:
+            # This host cannot grow a mounted ext4 (no CAP_SYS_RESOURCE):
+            # the size is recorded and the disk grows at the next start.
+            self.assertIn("CAP_SYS_RESOURCE", str(e))
+            self.c.stop()
+            self.c.start()
+        else:
+            self.assertEqual(self.c.disk_size_mb, 320)
+        got = self.ohm.computers.get(self.c.name)
+        self.assertEqual(got.disk_size_mb, 320)
+        self.assertEqual(got.disk.size_bytes, 320 << 20)
+        with self.assertRaises(ohm.BadRequest) as cm:
+            self.c.resize(256)
+        self.assertIn("shrink", str(cm.exception))
+        with self.assertRaises(ohm.NotFound):
+            self.ohm.computer("ghost").resize(512)
+
+    def test_ports(self):
+        self.assertEqual(self.c.ports(), [])
+        # Nothing needs to listen on a port to expose it (a request would
+        # then answer 502).
+        p = self.c.expose(3000)
+        self.assertEqual((p.port, p.public), (3000, False))
+        self.assertIsNotNone(p.created_at)
+        # The daemon serves TCP, so the URL is there whichever way this client came.
+        self.assertTrue(p.url.startswith("http://3000-%s.localhost:" % self.c.name), p.url)
+        self.assertIn("ohm_token=", p.url)
+        pub = self.c.expose(3000, public=True)
+        self.assertTrue(pub.public)
+        self.assertNotIn("ohm_token", pub.url)
+        self.c.expose(8080)
+        self.assertEqual(sorted((x.port, x.public) for x in self.c.ports()), [(3000, True), (8080, False)])
+        self.assertEqual(self.c.unexpose(3000).port, 3000)
+        self.assertEqual([x.port for x in self.c.ports()], [8080])
+        self.c.unexpose(8080)
+        self.assertEqual(self.c.ports(), [])
+        with self.assertRaises(ohm.NotFound):
+            self.c.unexpose(3000)
+        with self.assertRaises(ohm.BadRequest):
+            self.c.expose(0)
+        with self.assertRaises(ohm.NotFound):
+            self.ohm.computer("ghost").ports()
+
+    def test_watch(self):
+        with self.assertRaises(ohm.BadRequest):
+            self.c.watch("/etc")
+        with self.assertRaises(ohm.NotFound):
+            self.ohm.computer("ghost").watch()
+        with self.c.watch("/home/ohm/watched") as w:
+            self.assertEqual(w.path, "/home/ohm/watched")
+            guard = threading.Timer(60, w.close)  # a watch that never sees it ends
+            guard.start()
+            try:
+                self.c.run("mkdir -p /home/ohm/watched && echo hi > /home/ohm/watched/new.txt && touch /home/ohm/elsewhere", check=True)
+                seen = []
+                for ev in w:
+                    seen.append(ev)
+                    if ev.path == "/home/ohm/watched/new.txt":
+                        break
+            finally:
+                guard.cancel()
+        self.assertIn(ohm.WatchEvent("created", "/home/ohm/watched/new.txt"), seen)
+        self.assertNotIn("/home/ohm/elsewhere", [e.path for e in seen])
+        self.assertEqual(list(w), [], "a closed watch has no more events")
+
     def test_z_lifecycle(self):
         self.c.files.write("/home/ohm/keep.txt", "durable")
+        w = self.c.watch()
+        guard = threading.Timer(60, w.close)
+        guard.start()
         self.assertEqual(self.c.stop().state, "stopped")
+        try:
+            evs = list(w)
+        finally:
+            guard.cancel()
+        self.assertEqual(evs[-1].type, "ended", evs)
+        self.assertIn("stopped", w.reason)
+        with self.assertRaises(ohm.WrongState):
+            self.c.watch()
         self.assertEqual(self.ohm.computers.get(self.c.name).state, "stopped")
         self.assertEqual(self.c.start().state, "running")
         self.assertEqual(self.c.files.read("/home/ohm/keep.txt"), b"durable")

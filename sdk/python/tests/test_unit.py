@@ -1,6 +1,7 @@
 """Tests of the SDK that need no daemon: its coverage of the OpenAPI
 document, error mapping, the WebSocket client and safe extraction."""
 
+import asyncio
 import http.server
 import io
 import json
@@ -12,6 +13,7 @@ import tarfile
 import tempfile
 import threading
 import unittest
+import urllib.parse
 
 import ohm
 from ohm import _websocket as ws
@@ -150,6 +152,133 @@ class ErrorMappingTest(unittest.TestCase):
             os.environ.update(env)
         with self.assertRaises(ValueError):
             ohm.Ohm(url="ftp://x")
+
+
+class _WatchHandler(http.server.BaseHTTPRequestHandler):
+    """A daemon's watch stream, one kind per computer name: live (held
+    open until the client goes), ended, cut (no ended event), odd (no
+    watching event first), failed (an error event), bad (a 400)."""
+
+    protocol_version = "HTTP/1.0"  # the body ends when the connection does
+    gone = None  # threading.Event: the live stream's client went away
+
+    def log_message(self, *args):
+        pass
+
+    def address_string(self):
+        return "unix"
+
+    def do_GET(self):
+        u = urllib.parse.urlsplit(self.path)
+        name = u.path.split("/")[3]
+        path = urllib.parse.parse_qs(u.query).get("path", ["/home/ohm"])[0]
+        if name == "bad":
+            body = json.dumps({"error": {"code": "invalid_argument", "message": "path outside /home/ohm"}}).encode()
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.end_headers()
+
+        def line(ev):
+            self.wfile.write(json.dumps(ev).encode() + b"\n")
+            self.wfile.flush()
+
+        if name != "odd":
+            line({"type": "watching", "path": path, "dir": True})
+        line({"type": "created", "path": path + "/a", "dir": True})
+        if name == "failed":
+            line({"error": {"code": "internal", "message": "the feed broke"}})
+        elif name == "ended":
+            line({"type": "moved", "path": path + "/b", "old_path": path + "/a/b"})
+            line({"type": "overflow", "path": path, "dropped": 7, "reason": "the reader fell behind"})
+            line({"type": "ended", "reason": "the computer stopped: stopped on request"})
+        elif name == "live":
+            self.rfile.read()  # until the client goes
+            self.gone.set()
+
+
+class WatchTest(unittest.TestCase):
+    """Watch streams parsed, ended, cut and closed, against a fake daemon."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp()
+        cls.sock = os.path.join(cls.dir, "ohm.sock")
+        cls.srv = _UnixHTTPServer(cls.sock, _WatchHandler)
+        threading.Thread(target=cls.srv.serve_forever, daemon=True).start()
+        cls.ohm = ohm.Ohm(socket=cls.sock)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.shutdown()
+        cls.srv.server_close()
+        os.unlink(cls.sock)
+        os.rmdir(cls.dir)
+
+    def test_events(self):
+        with self.ohm.computer("ended").watch("/home/ohm/src") as w:
+            self.assertEqual(w.path, "/home/ohm/src")
+            evs = list(w)
+        self.assertEqual(evs, [
+            ohm.WatchEvent("created", "/home/ohm/src/a", dir=True),
+            ohm.WatchEvent("moved", "/home/ohm/src/b", old_path="/home/ohm/src/a/b"),
+            ohm.WatchEvent("overflow", "/home/ohm/src", dropped=7, reason="the reader fell behind"),
+            ohm.WatchEvent("ended", reason="the computer stopped: stopped on request"),
+        ])
+        self.assertEqual(w.reason, "the computer stopped: stopped on request")
+
+    def test_broken_streams(self):
+        with self.assertRaises(ohm.BadRequest):
+            self.ohm.computer("bad").watch("/etc")
+        with self.assertRaises(ohm.OhmError) as cm:
+            self.ohm.computer("odd").watch()
+        self.assertIn("watching", str(cm.exception))
+        with self.ohm.computer("cut").watch() as w:
+            self.assertEqual(next(w).type, "created")
+            with self.assertRaises(ohm.OhmError) as cm:
+                next(w)
+            self.assertIn("without an ended event", str(cm.exception))
+        with self.ohm.computer("failed").watch() as w:
+            self.assertEqual(next(w).type, "created")
+            with self.assertRaises(ohm.InternalError):
+                next(w)
+
+    def test_close_from_another_thread(self):
+        _WatchHandler.gone = threading.Event()
+        w = self.ohm.computer("live").watch()
+        self.assertEqual(next(w).type, "created")
+        rest = []
+        reader = threading.Thread(target=lambda: rest.extend(w))
+        reader.start()
+        w.close()  # while the reader waits for the next event, or before
+        reader.join(10)
+        self.assertFalse(reader.is_alive(), "close did not end a loop over the watch")
+        self.assertEqual(rest, [])
+        self.assertTrue(_WatchHandler.gone.wait(10), "the daemon did not see the watch end")
+
+    def test_async(self):
+        async def scenario():
+            _WatchHandler.gone = threading.Event()
+            async with ohm.AsyncOhm(socket=self.sock) as a:
+                async with await a.computer("ended").watch() as w:
+                    self.assertEqual(w.path, "/home/ohm")
+                    types = [ev.type async for ev in w]
+                self.assertEqual(types, ["created", "moved", "overflow", "ended"])
+                self.assertEqual(w.reason, "the computer stopped: stopped on request")
+                w = await a.computer("live").watch()
+                self.assertEqual((await w.__anext__()).type, "created")
+                # Cancelling a wait for the next event ends the watch.
+                with self.assertRaises(asyncio.TimeoutError):
+                    await asyncio.wait_for(w.__anext__(), 0.2)
+                self.assertTrue(await asyncio.get_running_loop().run_in_executor(None, _WatchHandler.gone.wait, 10))
+                with self.assertRaises(ohm.BadRequest):
+                    await a.computer("bad").watch("/etc")
+
+        asyncio.run(scenario())
 
 
 def _server_frame(opcode, payload, fin=True, masked=False, rsv=0):

@@ -20,13 +20,17 @@ import {
   FileList,
   Limits,
   OutputEvent,
+  Port,
   ProcessInfo,
+  WatchEvent,
   WorkspaceUsage,
   checkpointFromWire,
   computerFromWire,
   fileFromWire,
+  portFromWire,
   processFromWire,
   result,
+  watchEventFromWire,
 } from "./models.js";
 import { Body, OhmOptions, Transport, decodeError, eventData, ndjson, readLimited } from "./transport.js";
 
@@ -304,7 +308,7 @@ export class Computer implements ComputerInfo {
 
   /** Puts the disks back to `checkpoint`; a running computer is stopped and started again. */
   async restore(checkpoint: string): Promise<this> {
-    this.set(computerFromWire(await this.ohm.t.json("POST", this.path + "/restore", { json: { checkpoint } })));
+    this.assign(computerFromWire(await this.ohm.t.json("POST", this.path + "/restore", { json: { checkpoint } })));
     return this;
   }
 
@@ -314,6 +318,90 @@ export class Computer implements ComputerInfo {
     if (opts.name) body.name = opts.name;
     if (opts.checkpoint) body.checkpoint = opts.checkpoint;
     return new Computer(this.ohm, computerFromWire(await this.ohm.t.json("POST", this.path + "/fork", { json: body })));
+  }
+
+  /**
+   * Grows the root disk (the space outside /home/ohm) to `diskSizeMb`: a
+   * running computer at once (`df` inside shows it as this resolves), a
+   * stopped one at its next start. A root disk never shrinks: a smaller
+   * size, or growth the host cannot give, rejects with BadRequestError; a
+   * computer still being created with WrongStateError. The computer's
+   * state comes back with its new `diskSizeMb` and `disk` use.
+   */
+  async resize(diskSizeMb: number): Promise<this> {
+    this.assign(computerFromWire(await this.ohm.t.json("POST", this.path + "/resize", { json: { disk_size_mb: diskSizeMb } })));
+    return this;
+  }
+
+  /**
+   * Exposes TCP `port` of the computer at a preview URL on the daemon's
+   * TCP listener (`ohm serve --listen`): HTTP and WebSocket requests to
+   * `url` reach the port inside, which a server there listens on (0.0.0.0
+   * or 127.0.0.1; until one does, requests answer 502). A private preview
+   * (the default) takes the share token its URL carries, or the API
+   * token; `public: true` opens it to anyone who can reach the listener.
+   * Exposing an exposed port changes only `public`. A port outside
+   * 1-65535 rejects with BadRequestError.
+   */
+  async expose(port: number, opts: { public?: boolean } = {}): Promise<Port> {
+    return portFromWire(await this.ohm.t.json("POST", `${this.path}/ports/${port}`, { json: opts.public ? { public: true } : {} }));
+  }
+
+  /** The computer's exposed ports with their preview URLs. */
+  async ports(): Promise<Port[]> {
+    const out = await this.ohm.t.json<{ ports: unknown[] }>("GET", this.path + "/ports");
+    return out.ports.map(portFromWire);
+  }
+
+  /**
+   * Removes the preview URL of `port` (connections already open through
+   * it stay until they close) and resolves with what it was;
+   * NotFoundError if it is not exposed.
+   */
+  async unexpose(port: number): Promise<Port> {
+    return portFromWire(await this.ohm.t.json("DELETE", `${this.path}/ports/${port}`));
+  }
+
+  /**
+   * Watches the changes to files under `path` (/home/ohm, the default, or
+   * below it; it need not exist yet) of the running computer, and
+   * resolves once the watch is in place: changes made after that are
+   * reported. `for await (const ev of watch)` gives {@link WatchEvent}s
+   * (created, modified, deleted, moved, overflow), the last one "ended"
+   * when the computer stops; `close()` (or aborting `signal`, which
+   * before the watch is in place rejects this) ends the watch and the
+   * loop. Bursts are coalesced per path; a reader that
+   * falls behind loses events and gets an "overflow" event instead of
+   * holding the computer up. A path outside /home/ohm rejects with
+   * BadRequestError; a computer that is not running, or whose workspace
+   * predates the block layout, with WrongStateError. A watch is not
+   * activity: it does not keep the computer from stopping as idle.
+   */
+  async watch(opts: { path?: string; signal?: AbortSignal } = {}): Promise<Watch> {
+    const res = await this.ohm.t.request("GET", this.path + "/watch", { query: { path: opts.path }, headers: NDJSON, signal: opts.signal });
+    const w = new Watch(res);
+    let first: IteratorResult<WatchEvent>;
+    try {
+      first = await w[Symbol.asyncIterator]().next();
+    } catch (e) {
+      w.close();
+      throw e;
+    }
+    if (first.done || first.value.type !== "watching") {
+      w.close();
+      throw new OhmError(`watch ${this.name}: the daemon began with ${first.done ? "nothing" : first.value.type}, not a watching event`);
+    }
+    w.path = first.value.path;
+    if (opts.signal) {
+      const signal = opts.signal;
+      if (signal.aborted) w.close();
+      else {
+        const abort = () => w.close();
+        signal.addEventListener("abort", abort, { once: true });
+        w.onClose = () => signal.removeEventListener("abort", abort);
+      }
+    }
+    return w;
   }
 
   /**
@@ -446,6 +534,61 @@ export class CommandStream implements AsyncIterable<OutputEvent> {
   close(): void {
     this.res.destroy();
     void this.it.return(undefined);
+  }
+}
+
+/**
+ * The changes under a path of a computer's workspace as they come: `for
+ * await (const ev of watch)` (the last event is "ended", with `reason`
+ * saying why: the computer stopped). `path` is the watched path. `close()`
+ * ends the watch; a loop waiting on the next event then ends, without an
+ * error. A stream the daemon cut before its ended event throws OhmError.
+ */
+export class Watch implements AsyncIterable<WatchEvent> {
+  /** The watched path. */
+  path = "";
+  /** Why the watch ended, once its ended event was read. */
+  reason?: string;
+  /** @internal */
+  onClose?: () => void;
+  private closed = false;
+  private readonly it: AsyncGenerator<WatchEvent>;
+
+  /** @internal */
+  constructor(private readonly res: IncomingMessage) {
+    this.it = this.events();
+  }
+
+  private async *events(): AsyncGenerator<WatchEvent> {
+    try {
+      for await (const d of ndjson(this.res)) {
+        const ev = watchEventFromWire(d);
+        if (ev.type === "ended") {
+          this.reason = ev.reason ?? "";
+          yield ev;
+          return;
+        }
+        yield ev;
+      }
+      if (!this.closed) throw new OhmError("the daemon ended the watch without an ended event");
+    } catch (e) {
+      if (!this.closed) throw e;
+      // Closed while a read waited: the watch is simply over.
+    } finally {
+      this.res.destroy();
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<WatchEvent> {
+    return this.it;
+  }
+
+  /** Ends the watch. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.onClose?.();
+    this.res.destroy();
   }
 }
 

@@ -10,9 +10,9 @@
  * ```
  */
 
-export { Ohm, Computers, Computer, CommandStream, Process, Shell, Files, DEFAULT_DISK_SIZE_MB } from "./client.js";
+export { Ohm, Computers, Computer, CommandStream, Process, Shell, Files, Watch, DEFAULT_DISK_SIZE_MB } from "./client.js";
 export type { Command, CreateOptions, RunOptions, SetOptions } from "./client.js";
-export type { Checkpoint, CommandResult, ComputerInfo, DiskUsage, FileInfo, FileList, Limits, OutputEvent, ProcessInfo, WorkspaceUsage } from "./models.js";
+export type { Checkpoint, CommandResult, ComputerInfo, DiskUsage, FileInfo, FileList, Limits, OutputEvent, Port, ProcessInfo, WatchEvent, WorkspaceUsage } from "./models.js";
 export type { OhmOptions, Body } from "./transport.js";
 export { DEFAULT_SOCKET, defaultSocket } from "./transport.js";
 export {

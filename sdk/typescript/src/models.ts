@@ -196,3 +196,50 @@ export interface Checkpoint {
 export function checkpointFromWire(d: any): Checkpoint {
   return { id: d.id, label: d.label ?? "", createdAt: time(d.created_at), bytes: d.bytes ?? 0, disks: d.disks ?? [] };
 }
+
+/**
+ * An exposed port of a computer and its preview URL: HTTP and WebSocket
+ * requests to `url` (on the daemon's TCP listener) reach the port inside
+ * the computer.
+ */
+export interface Port {
+  port: number;
+  /** Open to anyone who can reach the daemon's TCP listener, without a token. */
+  public: boolean;
+  /** The preview URL, with the share token unless public; "" when the daemon serves no TCP listener. */
+  url: string;
+  createdAt?: Date;
+}
+
+export function portFromWire(d: any): Port {
+  return { port: d.port, public: d.public ?? false, url: d.url ?? "", createdAt: time(d.created_at) };
+}
+
+/**
+ * One change under a watched path of a computer's workspace: `created`,
+ * `modified`, `deleted`, or `moved` (`oldPath` was renamed to `path`),
+ * with paths as the computer sees them and `dir` true for a directory;
+ * `overflow`: events were dropped (at least `dropped`, 0 unknown) because
+ * the reader fell behind, list `path` again to catch up; `ended`, always
+ * the last: the watch is over (`reason` says why, e.g. the computer
+ * stopped).
+ */
+export interface WatchEvent {
+  type: "watching" | "created" | "modified" | "deleted" | "moved" | "overflow" | "ended";
+  path: string;
+  oldPath?: string;
+  dir: boolean;
+  dropped?: number;
+  reason?: string;
+}
+
+export function watchEventFromWire(d: any): WatchEvent {
+  return {
+    type: d.type,
+    path: d.path ?? "",
+    oldPath: d.old_path || undefined,
+    dir: d.dir ?? false,
+    dropped: d.dropped ?? undefined,
+    reason: d.reason || undefined,
+  };
+}

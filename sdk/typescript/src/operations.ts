@@ -34,4 +34,9 @@ export const OPERATIONS: Record<string, string> = {
   deleteCheckpoint: "Computer.deleteCheckpoint",
   restoreComputer: "Computer.restore",
   forkComputer: "Computer.fork",
+  resizeComputer: "Computer.resize",
+  exposePort: "Computer.expose",
+  listPorts: "Computer.ports",
+  unexposePort: "Computer.unexpose",
+  watchComputer: "Computer.watch",
 };

@@ -208,11 +208,86 @@ function scenario(title: string, prefix: string, opts: OhmOptions | undefined, e
       await eventually(async () => !(await ps(c)).includes("sleep 1003"), "an aborted run to be killed");
     });
 
+    it("grows the root disk", async () => {
+      try {
+        await c.resize(320);
+        assert.equal(c.diskSizeMb, 320);
+      } catch (e) {
+        // This host cannot grow a mounted ext4 (no CAP_SYS_RESOURCE): the
+        // size is recorded and the disk grows at the next start.
+        if (!(e instanceof sdk.WrongStateError) || !/CAP_SYS_RESOURCE/.test(e.message)) throw e;
+        await c.stop();
+        await c.start();
+      }
+      const got = await ohm.computers.get(c.name);
+      assert.equal(got.diskSizeMb, 320);
+      assert.equal(got.disk?.sizeBytes, 320 * 1024 * 1024);
+      await assert.rejects(c.resize(256), (e: Error) => e instanceof sdk.BadRequestError && /shrink/.test(e.message));
+      await assert.rejects(ohm.computer("ghost").resize(512), sdk.NotFoundError);
+    });
+
+    it("exposes ports", async () => {
+      assert.deepEqual(await c.ports(), []);
+      // Nothing needs to listen on a port to expose it (a request would then answer 502).
+      const p = await c.expose(3000);
+      assert.deepEqual([p.port, p.public], [3000, false]);
+      assert.ok(p.createdAt);
+      // The daemon serves TCP, so the URL is there whichever way this client came.
+      assert.ok(p.url.startsWith(`http://3000-${c.name}.localhost:`) && p.url.includes("ohm_token="), p.url);
+      const pub = await c.expose(3000, { public: true });
+      assert.equal(pub.public, true);
+      assert.ok(!pub.url.includes("ohm_token"), pub.url);
+      await c.expose(8080);
+      assert.deepEqual((await c.ports()).map((x) => [x.port, x.public]).sort(), [[3000, true], [8080, false]]);
+      assert.equal((await c.unexpose(3000)).port, 3000);
+      assert.deepEqual((await c.ports()).map((x) => x.port), [8080]);
+      await c.unexpose(8080);
+      assert.deepEqual(await c.ports(), []);
+      await assert.rejects(c.unexpose(3000), sdk.NotFoundError);
+      await assert.rejects(c.expose(0), sdk.BadRequestError);
+      await assert.rejects(ohm.computer("ghost").ports(), sdk.NotFoundError);
+    });
+
+    it("watches changes to files", async () => {
+      await assert.rejects(c.watch({ path: "/etc" }), sdk.BadRequestError);
+      await assert.rejects(ohm.computer("ghost").watch(), sdk.NotFoundError);
+      const w = await c.watch({ path: "/home/ohm/watched" });
+      assert.equal(w.path, "/home/ohm/watched");
+      const guard = setTimeout(() => w.close(), 60000); // a watch that never sees it ends
+      const seen: sdk.WatchEvent[] = [];
+      try {
+        await c.run("mkdir -p /home/ohm/watched && echo hi > /home/ohm/watched/new.txt && touch /home/ohm/elsewhere", { check: true });
+        for await (const ev of w) {
+          seen.push(ev);
+          if (ev.path === "/home/ohm/watched/new.txt") break;
+        }
+      } finally {
+        clearTimeout(guard);
+        w.close();
+      }
+      assert.ok(seen.some((e) => e.type === "created" && e.path === "/home/ohm/watched/new.txt" && !e.dir), JSON.stringify(seen));
+      assert.ok(!seen.some((e) => e.path === "/home/ohm/elsewhere"), JSON.stringify(seen));
+      // Aborting a signal ends a watch as close does.
+      const ac = new AbortController();
+      const w2 = await c.watch({ signal: ac.signal });
+      const next = w2[Symbol.asyncIterator]().next();
+      ac.abort();
+      assert.equal((await next).done, true);
+    });
+
     extra?.(() => ({ ohm, c }));
 
     it("stops, starts and deletes (last)", async () => {
       await c.files.write("/home/ohm/keep.txt", "durable");
+      const w = await c.watch();
+      const guard = setTimeout(() => w.close(), 60000);
       assert.equal((await c.stop()).state, "stopped");
+      const evs: sdk.WatchEvent[] = [];
+      for await (const ev of w) evs.push(ev);
+      clearTimeout(guard);
+      assert.equal(evs.at(-1)?.type, "ended", JSON.stringify(evs));
+      assert.match(w.reason ?? "", /stopped/);
+      await assert.rejects(c.watch(), sdk.WrongStateError);
       assert.equal((await ohm.computers.get(c.name)).state, "stopped");
       assert.equal((await c.start()).state, "running");
       assert.equal(await c.files.readText("/home/ohm/keep.txt"), "durable");

@@ -121,6 +121,101 @@ describe("errors from a daemon", () => {
   });
 });
 
+describe("watches", () => {
+  // A daemon's watch stream, one kind per computer name: live (held open
+  // until the client goes), ended, cut (no ended event), odd (no watching
+  // event first), failed (an error event), bad (a 400).
+  let dir: string;
+  let sock: string;
+  let srv: http.Server;
+  let gone: Promise<void>;
+  let wentAway: () => void = () => undefined;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "ohm-ts-w-"));
+    sock = path.join(dir, "ohm.sock");
+    srv = http.createServer((req, res) => {
+      const u = new URL(req.url ?? "/", "http://ohm");
+      const name = u.pathname.split("/")[3];
+      const p = u.searchParams.get("path") ?? "/home/ohm";
+      if (name === "bad") {
+        const body = JSON.stringify({ error: { code: "invalid_argument", message: "path outside /home/ohm" } });
+        res.writeHead(400, { "Content-Length": Buffer.byteLength(body) });
+        res.end(body);
+        return;
+      }
+      res.writeHead(200, { "Content-Type": "application/x-ndjson" });
+      const line = (ev: unknown) => res.write(JSON.stringify(ev) + "\n");
+      if (name !== "odd") line({ type: "watching", path: p, dir: true });
+      line({ type: "created", path: p + "/a", dir: true });
+      if (name === "failed") {
+        line({ error: { code: "internal", message: "the feed broke" } });
+        res.end();
+      } else if (name === "ended") {
+        line({ type: "moved", path: p + "/b", old_path: p + "/a/b" });
+        line({ type: "overflow", path: p, dropped: 7, reason: "the reader fell behind" });
+        line({ type: "ended", reason: "the computer stopped: stopped on request" });
+        res.end();
+      } else if (name === "live") {
+        res.on("close", () => wentAway());
+      } else {
+        res.end();
+      }
+    });
+    await new Promise<void>((r) => srv.listen(sock, r));
+  });
+  after(() => {
+    srv.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("gives the events up to ended", async () => {
+    const o = new Ohm({ socket: sock });
+    const w = await o.computer("ended").watch({ path: "/home/ohm/src" });
+    assert.equal(w.path, "/home/ohm/src");
+    const evs: sdk.WatchEvent[] = [];
+    for await (const ev of w) evs.push(ev);
+    assert.deepEqual(evs, [
+      { type: "created", path: "/home/ohm/src/a", oldPath: undefined, dir: true, dropped: undefined, reason: undefined },
+      { type: "moved", path: "/home/ohm/src/b", oldPath: "/home/ohm/src/a/b", dir: false, dropped: undefined, reason: undefined },
+      { type: "overflow", path: "/home/ohm/src", oldPath: undefined, dir: false, dropped: 7, reason: "the reader fell behind" },
+      { type: "ended", path: "", oldPath: undefined, dir: false, dropped: undefined, reason: "the computer stopped: stopped on request" },
+    ]);
+    assert.equal(w.reason, "the computer stopped: stopped on request");
+    o.close();
+  });
+
+  it("says what is wrong with a broken stream", async () => {
+    const o = new Ohm({ socket: sock });
+    await assert.rejects(o.computer("bad").watch({ path: "/etc" }), sdk.BadRequestError);
+    await assert.rejects(o.computer("odd").watch(), /watching/);
+    const cut = (await o.computer("cut").watch())[Symbol.asyncIterator]();
+    assert.equal((await cut.next()).value?.type, "created");
+    await assert.rejects(cut.next(), /without an ended event/);
+    const failed = (await o.computer("failed").watch())[Symbol.asyncIterator]();
+    assert.equal((await failed.next()).value?.type, "created");
+    await assert.rejects(failed.next(), sdk.InternalError);
+    o.close();
+  });
+
+  it("ends on close and on abort", async () => {
+    const o = new Ohm({ socket: sock });
+    for (const how of ["close", "abort"]) {
+      gone = new Promise((r) => (wentAway = r));
+      const ac = new AbortController();
+      const w = await o.computer("live").watch({ signal: ac.signal });
+      const it = w[Symbol.asyncIterator]();
+      assert.equal((await it.next()).value?.type, "created");
+      const pending = it.next(); // waits: nothing more comes
+      if (how === "close") w.close();
+      else ac.abort();
+      assert.deepEqual(await pending, { done: true, value: undefined }, how);
+      await gone;
+    }
+    o.close();
+  });
+});
+
 describe("directory downloads", () => {
   it("refuse what would write outside the destination", async () => {
     // The same archive an evil computer could send: a symlink out, then a file through it.
