@@ -76,6 +76,8 @@ class _Scenario:
         self.assertGreater(got.disk.size_bytes, 0)
         self.assertEqual(got.workspace.layout, "block")
         self.assertEqual(self.created.stop_reason, "")
+        self.assertEqual(got.state, "running")
+        self.assertEqual(got.stop_reason, "")  # running, even after a restore: no stop reason
 
     def test_set(self):
         self.assertEqual(self.c.idle_timeout_seconds, 1800)  # the daemon's default
