@@ -59,25 +59,7 @@ func (m *Manager) Fork(ctx context.Context, name, newName, checkpoint string) (C
 	rec.Name, rec.State = newName, StateCreating
 	rec.CreatedAt = time.Now().UTC().Truncate(time.Millisecond)
 	rec.StopReason, rec.StoppedAt = "", time.Time{}
-	m.mu.Lock()
-	recs, err := m.reg.list(ctx)
-	if err != nil {
-		m.mu.Unlock()
-		return Computer{}, err
-	}
-	if err := m.checkDiskRoom(recs, rec.DiskSizeMB); err != nil {
-		m.mu.Unlock()
-		return Computer{}, err
-	}
-	if rec.Name == "" {
-		taken := map[string]bool{}
-		for _, r := range recs {
-			taken[r.Name] = true
-		}
-		rec.Name = pickName(taken)
-	}
-	err = m.reg.insert(ctx, rec)
-	m.mu.Unlock()
+	rec, err = m.reserve(ctx, rec)
 	if err != nil {
 		return Computer{}, err
 	}

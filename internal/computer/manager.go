@@ -577,28 +577,7 @@ func (m *Manager) Create(ctx context.Context, opts CreateOptions) (Computer, err
 
 		IdleTimeoutSeconds: opts.IdleTimeout.Seconds(),
 	}
-	// Reserve the name and the disk space: the row in state creating
-	// holds both, so two creates at once cannot both count the same free
-	// space.
-	m.mu.Lock()
-	recs, err := m.reg.list(ctx)
-	if err != nil {
-		m.mu.Unlock()
-		return Computer{}, err
-	}
-	if err := m.checkDiskRoom(recs, rec.DiskSizeMB); err != nil {
-		m.mu.Unlock()
-		return Computer{}, err
-	}
-	if rec.Name == "" {
-		taken := map[string]bool{}
-		for _, r := range recs {
-			taken[r.Name] = true
-		}
-		rec.Name = pickName(taken)
-	}
-	err = m.reg.insert(ctx, rec)
-	m.mu.Unlock()
+	rec, err := m.reserve(ctx, rec)
 	if err != nil {
 		return Computer{}, err
 	}
@@ -1121,4 +1100,31 @@ func (m *Manager) reconcile(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// reserve records rec, in state creating, under its name (a free one
+// picked when it has none): the row holds the name and the disk space,
+// so two creates (or forks) at once cannot both count the same free
+// space.
+func (m *Manager) reserve(ctx context.Context, rec Record) (Record, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	recs, err := m.reg.list(ctx)
+	if err != nil {
+		return Record{}, err
+	}
+	if err := m.checkDiskRoom(recs, rec.DiskSizeMB); err != nil {
+		return Record{}, err
+	}
+	if rec.Name == "" {
+		taken := map[string]bool{}
+		for _, r := range recs {
+			taken[r.Name] = true
+		}
+		rec.Name = pickName(taken)
+	}
+	if err := m.reg.insert(ctx, rec); err != nil {
+		return Record{}, err
+	}
+	return rec, nil
 }
