@@ -527,6 +527,7 @@ func writeFileSync(path string, data []byte, perm os.FileMode) error {
 	return f.Close()
 }
 
+// syncDir makes dir's entries durable (fsync of the directory), best effort.
 func syncDir(dir string) {
 	if f, err := os.Open(dir); err == nil {
 		f.Sync()

@@ -221,7 +221,7 @@ func Compare(ctx context.Context, fss []FS, opts Options) ([]Result, error) {
 				logf(opts, "  %-12s %-48s %8.2fs", fs.Name, r.Name, d.Seconds())
 				// Untimed: what the step left in caches reaches the
 				// storage, so that its bytes count against it.
-				syncDir(fs.Dir)
+				syncFS(fs.Dir)
 				if fi == 0 {
 					r.Written = ioWritten() - io0
 				}
@@ -271,8 +271,8 @@ func ioWritten() uint64 {
 	return self + uint64(ru.Oublock)*512
 }
 
-// syncDir writes back the dirty data of the filesystem holding dir.
-func syncDir(dir string) {
+// syncFS writes back the dirty data of the filesystem holding dir (syncfs).
+func syncFS(dir string) {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return
