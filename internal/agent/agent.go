@@ -230,15 +230,7 @@ func (r *reaper) reap() {
 		if pid <= 0 {
 			return
 		}
-		// start holds mu from fork to registration, so a child reaped
-		// before it was registered is found here all the same.
-		r.mu.Lock()
-		ch := r.waiting[pid]
-		delete(r.waiting, pid)
-		r.mu.Unlock()
-		if ch != nil {
-			ch <- ws
-		}
+		r.deliver(pid, ws)
 	}
 }
 
@@ -250,16 +242,22 @@ func (r *reaper) reapOwn() {
 		for err == unix.EINTR {
 			got, err = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
 		}
-		if got != pid {
-			continue
+		if got == pid {
+			r.deliver(pid, ws)
 		}
-		r.mu.Lock()
-		ch := r.waiting[pid]
-		delete(r.waiting, pid)
-		r.mu.Unlock()
-		if ch != nil {
-			ch <- ws
-		}
+	}
+}
+
+// deliver hands the status of reaped child pid to whoever waits for it,
+// if start started it. start holds mu from fork to registration, so a
+// child reaped before it was registered is found here all the same.
+func (r *reaper) deliver(pid int, ws unix.WaitStatus) {
+	r.mu.Lock()
+	ch := r.waiting[pid]
+	delete(r.waiting, pid)
+	r.mu.Unlock()
+	if ch != nil {
+		ch <- ws
 	}
 }
 
