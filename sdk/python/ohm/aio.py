@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from ._transport import Canceller, set_canceller
 from .client import Command, CommandStream, Computer, Ohm, Process, Shell, Watch, DEFAULT_DISK_SIZE_MB
-from .models import CommandResult, Event, FileInfo, FileList, Port, WatchEvent
+from .models import CommandResult, Event, FileInfo, FileList, Port
 
 _STOP = object()
 
@@ -209,16 +209,14 @@ class AsyncComputer:
         return AsyncShell(self._ohm, await self._ohm._call(self.sync.shell, command, **kwargs))
 
 
-class AsyncCommandStream:
-    """A command's output as it comes: ``async for ev in stream``."""
+class _AsyncStream:
+    """What the async forms of the sync streams share: ``async for``
+    over the sync stream's iterator in a worker thread, the stream closed
+    when a wait is cancelled, and ``aclose``/``async with``."""
 
-    def __init__(self, ohm: AsyncOhm, stream: CommandStream):
+    def __init__(self, ohm: AsyncOhm, stream):
         self._ohm = ohm
         self.sync = stream
-
-    @property
-    def exit_code(self) -> Optional[int]:
-        return self.sync.exit_code
 
     async def _guard(self, fn, *args):
         try:
@@ -230,14 +228,11 @@ class AsyncCommandStream:
     def __aiter__(self):
         return self
 
-    async def __anext__(self) -> Event:
+    async def __anext__(self):
         ev = await self._guard(next, self.sync._it, _STOP)
         if ev is _STOP:
             raise StopAsyncIteration
         return ev
-
-    async def collect(self) -> CommandResult:
-        return await self._guard(self.sync.collect)
 
     async def aclose(self) -> None:
         self.sync.close()
@@ -249,16 +244,27 @@ class AsyncCommandStream:
         self.sync.close()
 
 
-class AsyncWatch:
+class AsyncCommandStream(_AsyncStream):
+    """A command's output as it comes: ``async for ev in stream``."""
+
+    sync: CommandStream
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        return self.sync.exit_code
+
+    async def collect(self) -> CommandResult:
+        return await self._guard(self.sync.collect)
+
+
+class AsyncWatch(_AsyncStream):
     """The changes under a path of a computer's workspace as they come:
     ``async for ev in watch`` (:class:`ohm.WatchEvent` s, the last one
     ``"ended"``); ``path`` and ``reason`` as :class:`ohm.Watch`. Closing
     it (``aclose``, ``close``, leaving ``async with``) ends the watch and
     the loop."""
 
-    def __init__(self, ohm: AsyncOhm, watch: Watch):
-        self._ohm = ohm
-        self.sync = watch
+    sync: Watch
 
     @property
     def path(self) -> str:
@@ -268,30 +274,8 @@ class AsyncWatch:
     def reason(self) -> Optional[str]:
         return self.sync.reason
 
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self) -> WatchEvent:
-        try:
-            ev = await self._ohm._call(next, self.sync._it, _STOP)
-        except asyncio.CancelledError:
-            self.sync.close()
-            raise
-        if ev is _STOP:
-            raise StopAsyncIteration
-        return ev
-
     def close(self) -> None:
         """Ends the watch; safe while another task waits on the next event."""
-        self.sync.close()
-
-    async def aclose(self) -> None:
-        self.sync.close()
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
         self.sync.close()
 
 
