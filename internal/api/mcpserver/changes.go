@@ -102,29 +102,14 @@ func (t tools) changes(ctx context.Context, _ *mcp.CallToolRequest, in ChangesIn
 		code, err := t.c.Exec(ctx, in.Name, client.ExecRequest{Command: in.Command, TimeoutSeconds: in.TimeoutSeconds}, stdout, stderr)
 		done <- result{code, err}
 	}()
-	var runErr error
-	running := true
-	for running {
-		select {
-		case e, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			add(e)
-		case r := <-done:
-			out.ExitCode, runErr = r.code, r.err
-			running = false
-		}
-	}
-	if runErr != nil {
-		return nil, ChangesOutput{}, runErr
-	}
-	// Let what the command's last writes made reach the feed.
+	// Events are collected while the command runs, then until the feed
+	// has been quiet for settle (what the command's last writes made
+	// reaches it a little later), at most settleMax.
 	quiet := time.NewTimer(settle)
+	quiet.Stop()
 	defer quiet.Stop()
-	deadline := time.After(settleMax)
-	for events != nil {
+	var quietC, deadline <-chan time.Time // set once the command is done
+	for done != nil || events != nil {
 		select {
 		case e, ok := <-events:
 			if !ok {
@@ -132,8 +117,17 @@ func (t tools) changes(ctx context.Context, _ *mcp.CallToolRequest, in ChangesIn
 				continue
 			}
 			add(e)
+			if quietC != nil {
+				quiet.Reset(settle)
+			}
+		case r := <-done:
+			if r.err != nil {
+				return nil, ChangesOutput{}, r.err
+			}
+			out.ExitCode, done = r.code, nil
 			quiet.Reset(settle)
-		case <-quiet.C:
+			quietC, deadline = quiet.C, time.After(settleMax)
+		case <-quietC:
 			events = nil
 		case <-deadline:
 			events = nil
