@@ -121,13 +121,14 @@ class _TLSConnection(http.client.HTTPSConnection):
 class Response:
     """An answer of the daemon whose body has not been read yet."""
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: _Response, sock=None):
+    def __init__(self, conn: http.client.HTTPConnection, resp: _Response, sock: Optional[socket.socket]):
         self._conn = conn
         self._resp = resp
-        # The connection's socket: http.client drops it from conn when the
-        # answer ends with the connection (no length, no chunks), and
-        # close must still cut a read blocked on it in another thread.
-        self._sock = sock if sock is not None else conn.sock
+        # The connection's socket, as it was before getresponse: http.client
+        # drops it from conn when the answer ends with the connection (no
+        # length, no chunks), and close must still cut a read blocked on it
+        # in another thread.
+        self._sock = sock
         self.status = resp.status
         self.headers = resp.headers
         self._lock = threading.Lock()
