@@ -81,15 +81,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return "unix"
 
 
-class ErrorMappingTest(unittest.TestCase):
-    """Each error code of the daemon comes out as its class, with the
-    daemon's message, over a Unix socket."""
+class _FakeDaemonTest(unittest.TestCase):
+    """A test case with a fake daemon (its class's handler) serving HTTP
+    on a Unix socket, cls.sock, for the class's tests."""
+
+    handler = None
 
     @classmethod
     def setUpClass(cls):
         cls.dir = tempfile.mkdtemp()
         cls.sock = os.path.join(cls.dir, "ohm.sock")
-        cls.srv = _UnixHTTPServer(cls.sock, _Handler)
+        cls.srv = _UnixHTTPServer(cls.sock, cls.handler)
         threading.Thread(target=cls.srv.serve_forever, daemon=True).start()
 
     @classmethod
@@ -98,6 +100,13 @@ class ErrorMappingTest(unittest.TestCase):
         cls.srv.server_close()
         os.unlink(cls.sock)
         os.rmdir(cls.dir)
+
+
+class ErrorMappingTest(_FakeDaemonTest):
+    """Each error code of the daemon comes out as its class, with the
+    daemon's message, over a Unix socket."""
+
+    handler = _Handler
 
     def test_codes(self):
         cases = {
@@ -201,23 +210,15 @@ class _WatchHandler(http.server.BaseHTTPRequestHandler):
             self.gone.set()
 
 
-class WatchTest(unittest.TestCase):
+class WatchTest(_FakeDaemonTest):
     """Watch streams parsed, ended, cut and closed, against a fake daemon."""
+
+    handler = _WatchHandler
 
     @classmethod
     def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp()
-        cls.sock = os.path.join(cls.dir, "ohm.sock")
-        cls.srv = _UnixHTTPServer(cls.sock, _WatchHandler)
-        threading.Thread(target=cls.srv.serve_forever, daemon=True).start()
+        super().setUpClass()
         cls.ohm = ohm.Ohm(socket=cls.sock)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.srv.shutdown()
-        cls.srv.server_close()
-        os.unlink(cls.sock)
-        os.rmdir(cls.dir)
 
     def test_events(self):
         with self.ohm.computer("ended").watch("/home/ohm/src") as w:
