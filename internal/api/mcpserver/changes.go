@@ -53,9 +53,6 @@ func (t tools) changes(ctx context.Context, _ *mcp.CallToolRequest, in ChangesIn
 	if in.Command == "" {
 		return nil, ChangesOutput{}, errors.New("changes: command is empty")
 	}
-	if in.TimeoutSeconds == 0 {
-		in.TimeoutSeconds = 600
-	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Starting the command starts a stopped computer; a watch needs it
@@ -92,15 +89,14 @@ func (t tools) changes(ctx context.Context, _ *mcp.CallToolRequest, in ChangesIn
 		}
 		out.Changes = append(out.Changes, e)
 	}
-	stdout, stderr := &capped{n: maxOutput}, &capped{n: maxOutput}
 	type result struct {
-		code int
-		err  error
+		run RunOutput
+		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		code, err := t.c.Exec(ctx, in.Name, client.ExecRequest{Command: in.Command, TimeoutSeconds: in.TimeoutSeconds}, stdout, stderr)
-		done <- result{code, err}
+		run, err := t.exec(ctx, RunInput{Name: in.Name, Command: in.Command, TimeoutSeconds: in.TimeoutSeconds})
+		done <- result{run, err}
 	}()
 	// Events are collected while the command runs, then until the feed
 	// has been quiet for settle (what the command's last writes made
@@ -124,7 +120,9 @@ func (t tools) changes(ctx context.Context, _ *mcp.CallToolRequest, in ChangesIn
 			if r.err != nil {
 				return nil, ChangesOutput{}, r.err
 			}
-			out.ExitCode, done = r.code, nil
+			out.ExitCode, out.Stdout, out.Stderr = r.run.ExitCode, r.run.Stdout, r.run.Stderr
+			out.Truncated = out.Truncated || r.run.Truncated
+			done = nil
 			quiet.Reset(settle)
 			quietC, deadline = quiet.C, time.After(settleMax)
 		case <-quietC:
@@ -133,8 +131,6 @@ func (t tools) changes(ctx context.Context, _ *mcp.CallToolRequest, in ChangesIn
 			events = nil
 		}
 	}
-	out.Stdout, out.Stderr = stdout.String(), stderr.String()
-	out.Truncated = out.Truncated || stdout.truncated || stderr.truncated
 	if out.Changes == nil {
 		out.Changes = []client.WatchEvent{}
 	}

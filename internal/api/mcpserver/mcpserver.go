@@ -158,15 +158,25 @@ func (c *capped) Write(p []byte) (int, error) {
 func (c *capped) String() string { return strings.ToValidUTF8(c.buf.String(), "\uFFFD") }
 
 func (t tools) run(ctx context.Context, _ *mcp.CallToolRequest, in RunInput) (*mcp.CallToolResult, RunOutput, error) {
+	out, err := t.exec(ctx, in)
+	if err != nil {
+		return nil, RunOutput{}, err
+	}
+	return nil, out, nil
+}
+
+// exec runs in's command (600 s at most unless in says otherwise) and
+// returns its exit code and the first maxOutput bytes of each stream.
+func (t tools) exec(ctx context.Context, in RunInput) (RunOutput, error) {
 	if in.TimeoutSeconds == 0 {
 		in.TimeoutSeconds = 600
 	}
 	stdout, stderr := &capped{n: maxOutput}, &capped{n: maxOutput}
 	code, err := t.c.Exec(ctx, in.Name, client.ExecRequest{Command: in.Command, User: in.User, Workdir: in.Workdir, TimeoutSeconds: in.TimeoutSeconds}, stdout, stderr)
 	if err != nil {
-		return nil, RunOutput{}, err
+		return RunOutput{}, err
 	}
-	return nil, RunOutput{ExitCode: code, Stdout: stdout.String(), Stderr: stderr.String(), Truncated: stdout.truncated || stderr.truncated}, nil
+	return RunOutput{ExitCode: code, Stdout: stdout.String(), Stderr: stderr.String(), Truncated: stdout.truncated || stderr.truncated}, nil
 }
 
 // FileInput names a file.
