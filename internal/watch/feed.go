@@ -417,18 +417,15 @@ func (f *Feed) resolve(fi *fid) (string, bool) {
 		return "", false
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil || st.Nlink == 0 || st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return "", false
-	}
 	link, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
 	if err != nil {
 		return "", false
 	}
-	// Removed between the Fstat and the Readlink, the link would end in
-	// " (deleted)": a path that never was. Counted again after the read,
-	// a link count of 0 says so (a name that really ends so keeps its 1).
-	if err := unix.Fstat(fd, &st); err != nil || st.Nlink == 0 {
+	// A directory removed before the Readlink has a link ending in
+	// " (deleted)": a path that never was. Counted after the read, a link
+	// count of 0 says so (a name that really ends so keeps its 1).
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Nlink == 0 || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return "", false
 	}
 	rel, ok := strings.CutPrefix(link, f.rootLink)
