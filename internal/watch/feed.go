@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -64,17 +65,17 @@ type Feed struct {
 	err     error
 
 	// Owned by run.
+	window  []raw // the window's events, their directories not yet resolved
 	co      *coalescer
-	lost    int    // events dropped since the last Overflow sent
-	lostWhy string // and where; "" with lost == 0 and no kernel overflow
-	batch   map[string]string
+	lost    int               // events dropped since the last Overflow sent
+	lostWhy string            // and where; "" with lost == 0 and no kernel overflow
+	batch   map[string]string // dir handle -> its path, this resolution pass
 	known   map[string]string // dir handle -> last path it resolved to
 }
 
-// Open starts a feed of the changes under opts.Path. It needs
-// CAP_SYS_ADMIN and a filesystem that reports file handles to fanotify
-// (btrfs, ext4, XFS, tmpfs; not FUSE).
-func Open(opts Options) (*Feed, error) {
+// open makes a feed whose group is marked (the kernel queues events from
+// here on) but not yet read: Open starts its reader.
+func open(opts Options) (*Feed, error) {
 	if opts.Path == "" {
 		opts.Path = opts.Prefix
 	}
@@ -118,6 +119,17 @@ func Open(opts Options) (*Feed, error) {
 		events: make(chan Event, opts.Buffer), done: make(chan struct{}),
 		co: newCoalescer(opts.MaxPending), batch: map[string]string{}, known: map[string]string{},
 	}
+	return f, nil
+}
+
+// Open starts a feed of the changes under opts.Path. It needs
+// CAP_SYS_ADMIN and a filesystem that reports file handles to fanotify
+// (btrfs, ext4, XFS, tmpfs; not FUSE).
+func Open(opts Options) (*Feed, error) {
+	f, err := open(opts)
+	if err != nil {
+		return nil, err
+	}
 	go f.run()
 	return f, nil
 }
@@ -144,10 +156,12 @@ func (f *Feed) Err() error {
 // the feed holds nothing of the filesystem open, so that it can be
 // unmounted.
 func (f *Feed) Close() {
+	// Under mu, so that run cannot set its own deadline over this one
+	// after it last looked at closing.
 	f.mu.Lock()
 	f.closing = true
-	f.mu.Unlock()
 	f.fan.SetReadDeadline(time.Now()) // wakes run's read
+	f.mu.Unlock()
 	<-f.done
 }
 
@@ -170,37 +184,44 @@ func (f *Feed) run() {
 	for {
 		// Without anything waiting, block until the kernel has events.
 		var deadline time.Time
-		if !f.co.empty() || f.lostPending() {
+		if len(f.window) > 0 || f.lostPending() {
 			if flushAt.IsZero() {
 				flushAt = time.Now().Add(f.opts.Window)
 			}
 			deadline = flushAt
 		}
+		f.mu.Lock()
+		if f.closing {
+			deadline = time.Now()
+		}
 		f.fan.SetReadDeadline(deadline)
+		f.mu.Unlock()
 		n, err := f.fan.Read(buf)
 		if n > 0 {
 			f.parse(buf[:n])
 		}
 		if f.isClosing() {
 			f.drain(buf)
-			f.flush()
+			f.flush(buf)
 			return
 		}
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			f.mu.Lock()
 			f.err = fmt.Errorf("watch: read fanotify events: %w", err)
 			f.mu.Unlock()
-			f.flush()
+			f.flush(nil)
 			return
 		}
-		if !flushAt.IsZero() && !time.Now().Before(flushAt) {
-			f.flush()
+		if !flushAt.IsZero() && !time.Now().Before(flushAt) || len(f.window) >= maxWindow(f.opts.MaxPending) {
+			f.flush(buf)
 			flushAt = time.Time{}
 		}
 	}
 }
 
-// drain reads what the kernel still holds, without waiting.
+// drain reads what the kernel still holds, without waiting. It reads the
+// descriptor directly (Control, not Read), for a deadline set to end a
+// window or by Close has passed and would stop Read before it reads.
 func (f *Feed) drain(buf []byte) {
 	rc, err := f.fan.SyscallConn()
 	if err != nil {
@@ -209,9 +230,8 @@ func (f *Feed) drain(buf []byte) {
 	for {
 		var n int
 		var rerr error
-		if err := rc.Read(func(fd uintptr) bool {
+		if err := rc.Control(func(fd uintptr) {
 			n, rerr = unix.Read(int(fd), buf)
-			return true
 		}); err != nil || rerr != nil || n <= 0 {
 			return
 		}
@@ -219,10 +239,14 @@ func (f *Feed) drain(buf []byte) {
 	}
 }
 
-// flush sends the window's events, dropping (and counting) what does not
-// fit in the buffer. One slot of the buffer is kept for the Overflow
-// event, so that the signal to rescan is never lost.
-func (f *Feed) flush() {
+// flush resolves the window's events (reading what the kernel has queued
+// since, see settle; buf nil when reading has failed) and sends them,
+// dropping (and counting) what does not fit in the buffer. One slot of the
+// buffer is kept for the Overflow event, so that the signal to rescan is
+// never lost.
+func (f *Feed) flush(buf []byte) {
+	f.settle(buf)
+	f.translate()
 	evs, dropped := f.co.take()
 	if dropped > 0 {
 		f.lose(dropped, "too many paths at once")
@@ -273,9 +297,8 @@ type fid struct {
 	name   string
 }
 
-// parse turns the events of one read into coalescer entries.
+// parse adds the events of one read to the window.
 func (f *Feed) parse(b []byte) {
-	clear(f.batch) // paths read during earlier batches may have moved since
 	for len(b) >= metaLen {
 		md := (*unix.FanotifyEventMetadata)(unsafe.Pointer(&b[0]))
 		size := int(md.Event_len)
@@ -308,7 +331,7 @@ func (f *Feed) parse(b []byte) {
 				newFid = parseFid(rec)
 			}
 		}
-		f.event(md.Mask, dfid, oldFid, newFid)
+		f.window = append(f.window, raw{mask: md.Mask, dfid: dfid, oldFid: oldFid, newFid: newFid})
 	}
 }
 
@@ -323,51 +346,14 @@ func parseFid(rec []byte) *fid {
 	if 20+hb > len(rec) {
 		return nil
 	}
-	fi := &fid{typ: int32(binary.NativeEndian.Uint32(rec[16:20])), handle: rec[20 : 20+hb]}
+	// The handle is kept past the read buffer's reuse: copied.
+	fi := &fid{typ: int32(binary.NativeEndian.Uint32(rec[16:20])), handle: bytes.Clone(rec[20 : 20+hb])}
 	name := rec[20+hb:]
 	if i := strings.IndexByte(string(name), 0); i >= 0 {
 		name = name[:i]
 	}
 	fi.name = string(name)
 	return fi
-}
-
-// event adds the events of one kernel event. A merged mask is replayed in
-// the only order one inode allows (the fid of the target keeps different
-// inodes apart): created, changed, deleted.
-func (f *Feed) event(mask uint64, dfid, oldFid, newFid *fid) {
-	dir := mask&unix.FAN_ONDIR != 0
-	if mask&unix.FAN_RENAME != 0 {
-		if dir {
-			clear(f.known) // every path below it changed
-		}
-		from, okFrom := f.pathOf(oldFid)
-		to, okTo := f.pathOf(newFid)
-		inFrom, inTo := okFrom && under(from, f.opts.Path), okTo && under(to, f.opts.Path)
-		switch {
-		case inFrom && inTo:
-			f.co.add(Event{Kind: Moved, Path: to, OldPath: from, Dir: dir})
-		case inFrom:
-			f.co.add(Event{Kind: Deleted, Path: from, Dir: dir})
-		case inTo:
-			f.co.add(Event{Kind: Created, Path: to, Dir: dir})
-		}
-	}
-	// An entry of a directory gone before its event was read resolves
-	// to nothing: the directory's own deletion, in its parent, reports it.
-	p, ok := f.pathOf(dfid)
-	if !ok || !under(p, f.opts.Path) {
-		return
-	}
-	if mask&unix.FAN_CREATE != 0 {
-		f.co.add(Event{Kind: Created, Path: p, Dir: dir})
-	}
-	if mask&(unix.FAN_MODIFY|unix.FAN_ATTRIB) != 0 {
-		f.co.add(Event{Kind: Modified, Path: p, Dir: dir})
-	}
-	if mask&unix.FAN_DELETE != 0 {
-		f.co.add(Event{Kind: Deleted, Path: p, Dir: dir})
-	}
 }
 
 // pathOf is the path in the computer of a record's directory and name.

@@ -184,3 +184,58 @@ func TestOpenErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestFeedRenamedBeforeRead: the events of a window are read only after
+// the directories they name were renamed (the feed's reader starts after
+// the changes), and still carry the paths of their own moment.
+func TestFeedRenamedBeforeRead(t *testing.T) {
+	root := mountTmpfs(t)
+	p := func(s string) string { return filepath.Join(root, s) }
+	for _, path := range []string{"", "/home/ohm/src"} {
+		t.Run("path="+path, func(t *testing.T) {
+			must(t, os.RemoveAll(p("top")))
+			f, err := open(Options{Root: root, Prefix: "/home/ohm", Path: path})
+			if err != nil {
+				t.Fatal(err)
+			}
+			must(t, os.Mkdir(p("src"), 0o755))
+			must(t, os.WriteFile(p("a"), []byte("1"), 0o644))
+			must(t, os.Rename(p("a"), p("src/c")))
+			must(t, os.Rename(p("src"), p("renamed")))
+			must(t, os.Mkdir(p("top"), 0o755))
+			must(t, os.Rename(p("renamed"), p("top/r")))
+			must(t, os.WriteFile(p("top/r/d"), nil, 0o644))
+			must(t, os.WriteFile(p("top/r/end"), nil, 0o644))
+			go f.run()
+			t.Cleanup(f.Close)
+			var got []Event
+			if path == "" {
+				got = collect(t, f, marker("end"))
+			}
+			want := []Event{
+				{Kind: Created, Path: "/home/ohm/src", Dir: true},
+				{Kind: Created, Path: "/home/ohm/a"},
+				{Kind: Moved, OldPath: "/home/ohm/a", Path: "/home/ohm/src/c"},
+				{Kind: Moved, OldPath: "/home/ohm/src", Path: "/home/ohm/renamed", Dir: true},
+				{Kind: Created, Path: "/home/ohm/top", Dir: true},
+				{Kind: Moved, OldPath: "/home/ohm/renamed", Path: "/home/ohm/top/r", Dir: true},
+				{Kind: Created, Path: "/home/ohm/top/r/d"},
+				{Kind: Created, Path: "/home/ohm/top/r/end"},
+			}
+			if path != "" {
+				// Only src and what moved in and out of it; the marker is
+				// outside, so the feed is closed to read to the end.
+				f.Close()
+				got = nil
+				for e := range f.Events() {
+					got = append(got, e)
+				}
+				// (src created, then moved out: deleted, in one window.)
+				want = []Event{{Kind: Created, Path: "/home/ohm/src/c"}}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("got\n%v\nwant\n%v", got, want)
+			}
+		})
+	}
+}
