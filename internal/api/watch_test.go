@@ -213,8 +213,14 @@ func TestWatchBurst(t *testing.T) {
 	mk := func(dir string) string {
 		return fmt.Sprintf("mkdir %[1]s && cd %[1]s && i=0; while [ $i -lt %[2]d ]; do : > f$i; i=$((i+1)); done", dir, n)
 	}
+	sh := func(cmd string) {
+		t.Helper()
+		if out, code := run(t, c, "burst", cmd); code != 0 {
+			t.Fatalf("%.60s...: exit %d: %s", cmd, code, out)
+		}
+	}
 	start := time.Now()
-	run(t, c, "burst", mk("/home/ohm/unwatched"))
+	sh(mk("/home/ohm/unwatched"))
 	base := time.Since(start)
 
 	reader, err := c.Watch(ctx, "burst", "")
@@ -230,7 +236,7 @@ func TestWatchBurst(t *testing.T) {
 	rs := streamWatch(reader)
 
 	start = time.Now()
-	run(t, c, "burst", mk("/home/ohm/watched")+" && touch /home/ohm/end")
+	sh(mk("/home/ohm/watched") + " && touch /home/ohm/end")
 	watched := time.Since(start)
 	t.Logf("%d files: %v unwatched, %v with two watches (one not read)", n, base, watched)
 
@@ -251,7 +257,7 @@ func TestWatchBurst(t *testing.T) {
 
 	// The stalled one is read only now: it dropped most and says so.
 	ss := streamWatch(stalled)
-	run(t, c, "burst", "touch /home/ohm/end2")
+	sh("touch /home/ohm/end2")
 	evs = ss.until(t, named("/home/ohm/end2"))
 	created, overflow, dropped := 0, false, 0
 	for _, e := range evs {

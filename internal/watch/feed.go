@@ -213,7 +213,10 @@ func (f *Feed) run() {
 			return
 		}
 		if !flushAt.IsZero() && !time.Now().Before(flushAt) || len(f.window) >= maxWindow(f.opts.MaxPending) {
-			f.flush(buf)
+			// Not reading again here: a drain of each window between
+			// reads left the feed blind to later events now and then
+			// (TestWatchBurst, about one run in 15); not understood yet.
+			f.flush(nil)
 			flushAt = time.Time{}
 		}
 	}
