@@ -202,21 +202,22 @@ func (f *Feed) run() {
 		}
 		if f.isClosing() {
 			f.drain(buf)
-			f.flush(buf)
+			f.flush()
 			return
 		}
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			f.mu.Lock()
 			f.err = fmt.Errorf("watch: read fanotify events: %w", err)
 			f.mu.Unlock()
-			f.flush(nil)
+			f.flush()
 			return
 		}
 		if !flushAt.IsZero() && !time.Now().Before(flushAt) || len(f.window) >= maxWindow(f.opts.MaxPending) {
-			// Not reading again here: a drain of each window between
-			// reads left the feed blind to later events now and then
-			// (TestWatchBurst, about one run in 15); not understood yet.
-			f.flush(nil)
+			// Not reading the queue again first: a drain at each
+			// window's end left the feed blind to later events now
+			// and then (TestWatchBurst, about one run in 15), for a
+			// reason not found yet.
+			f.flush()
 			flushAt = time.Time{}
 		}
 	}
@@ -242,13 +243,11 @@ func (f *Feed) drain(buf []byte) {
 	}
 }
 
-// flush resolves the window's events (reading what the kernel has queued
-// since, see settle; buf nil when reading has failed) and sends them,
+// flush resolves the window's events (translate) and sends them,
 // dropping (and counting) what does not fit in the buffer. One slot of the
 // buffer is kept for the Overflow event, so that the signal to rescan is
 // never lost.
-func (f *Feed) flush(buf []byte) {
-	f.settle(buf)
+func (f *Feed) flush() {
 	f.translate()
 	evs, dropped := f.co.take()
 	if dropped > 0 {

@@ -12,9 +12,8 @@ import (
 // A handle resolves to the path its directory has when it is resolved,
 // not when the event happened: `mv a src/c && mv src renamed` read after
 // both renames would report a moved to renamed/c. So a window's events are
-// resolved together, at its end (settle), and each is given the paths of
-// its own moment by undoing the directory renames that came after it
-// (translate).
+// resolved together, at its end, and each is given the paths of its own
+// moment by undoing the directory renames that came after it (translate).
 type raw struct {
 	mask                 uint64
 	dfid, oldFid, newFid *fid
@@ -29,41 +28,6 @@ func (r raw) dirRename() bool {
 // for the memory a burst can take (a few hundred bytes each).
 func maxWindow(maxPending int) int { return 2 * maxPending }
 
-// settlePasses bounds how often settle resolves a window again because a
-// directory was renamed meanwhile.
-const settlePasses = 4
-
-// settle resolves every directory of the window, then reads what the
-// kernel queued meanwhile (buf nil: nothing more to read): a directory
-// renamed before the resolution has its rename there, after the events
-// it changes the paths of, and translate undoes it. A rename read only now
-// may have come after some of the resolutions, so the window is resolved
-// again, as one moment, until no directory rename arrives during a pass.
-func (f *Feed) settle(buf []byte) {
-	for pass := 0; ; pass++ {
-		clear(f.batch)
-		for _, r := range f.window {
-			for _, fi := range [...]*fid{r.dfid, r.oldFid, r.newFid} {
-				if fi != nil {
-					f.dirPath(fi)
-				}
-			}
-		}
-		if buf == nil || pass == settlePasses-1 {
-			return
-		}
-		n := len(f.window)
-		f.drain(buf)
-		renamed := false
-		for _, r := range f.window[n:] {
-			renamed = renamed || r.dirRename()
-		}
-		if !renamed {
-			return // what drain read is resolved on demand, in translate
-		}
-	}
-}
-
 // resolved is one event with the paths it names at the moment it happened.
 type resolved struct {
 	mask             uint64
@@ -75,6 +39,7 @@ type resolved struct {
 // the window. Walking back from the newest event, every directory rename
 // met is undone on the paths of the events before it.
 func (f *Feed) translate() {
+	clear(f.batch) // paths resolved for earlier windows may have moved since
 	type rename struct{ from, to string }
 	var later []rename // newest first
 	back := func(p string) string {
