@@ -197,9 +197,10 @@ func TestSpaceGuard(t *testing.T) {
 	// CAP_SYS_RESOURCE, as on machines that drop it from root). The guard
 	// tries again at every check; so does this.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		root, _ := d.root()
-		unix.Syncfs(int(root.Fd()))
-		root.Close()
+		if root, err := d.root(); err == nil {
+			unix.Syncfs(int(root.Fd()))
+			root.Close()
+		}
 		err := d.CheckSpace()
 		if err == nil {
 			break
