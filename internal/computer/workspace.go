@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"ohm/internal/mountinfo"
-
 	"ohm/internal/ohmfs/volume"
 )
 
