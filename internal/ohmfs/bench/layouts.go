@@ -242,9 +242,9 @@ func orDefault(a, b []string) []string {
 // fuseConn is the FUSE connection of the mount at mnt: the minor of its
 // device number.
 func fuseConn(mnt string) uint32 {
-	var st unix.Stat_t
-	if err := unix.Stat(mnt, &st); err != nil {
+	m, ok, err := mountinfo.At(mnt)
+	if err != nil || !ok {
 		return 0
 	}
-	return unix.Minor(st.Dev)
+	return m.Minor
 }
