@@ -670,6 +670,11 @@ func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool
 			}
 		}
 	}
+	if remoteVolume(rec) {
+		if err := m.remakeDir(rec); err != nil {
+			return err
+		}
+	}
 	if err := shareHome(m.homeMount(rec.Name)); err != nil {
 		return err
 	}

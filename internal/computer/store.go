@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -149,3 +150,23 @@ func (m *Manager) volumeURL(ctx context.Context, vol string) (string, error) {
 
 // remoteVolume reports whether rec's volume lives in an object store.
 func remoteVolume(rec Record) bool { return rec.Volume != "" }
+
+// remakeDir makes again what create made of the directory of rec, whose
+// volume is in an object store, and this host lost (or never had): all
+// of it is this host's state, the disks are in the volume.
+func (m *Manager) remakeDir(rec Record) error {
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{
+		{m.dir(rec.Name), 0o700},
+		{filepath.Join(m.dir(rec.Name), "sandbox"), 0o700},
+		{m.homeMount(rec.Name), 0o755},
+		{m.home(rec.Name), 0o755},
+	} {
+		if err := os.Mkdir(d.path, d.mode); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("computer directory: %w", err)
+		}
+	}
+	return nil
+}

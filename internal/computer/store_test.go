@@ -95,9 +95,10 @@ func objectsUnder(t *testing.T, srv *s3test.Server, bucket, prefix string) []str
 
 // TestComputerOnS3 runs a real computer whose volume is in the S3 test
 // server (Options.Store) through its life, and loses its host: stopped,
-// its volume's local state (the metadata cache) deleted and the daemon
-// opened again without a store, it starts and reads back what it wrote
-// in its workspace and on its root disk. Checkpoint and restore work on
+// its whole directory on the host deleted (the volume's metadata cache
+// with it; the daemon's record stays) and the daemon opened again
+// without a store, it starts and reads back what it wrote in its
+// workspace and on its root disk. Checkpoint and restore work on
 // it, fork refuses it in one sentence, and delete leaves no object.
 func TestComputerOnS3(t *testing.T) {
 	requireBlock(t)
@@ -165,8 +166,9 @@ func TestComputerOnS3(t *testing.T) {
 		t.Errorf("fork refusal does not say why: %v", err)
 	}
 
-	// The host is lost: the volume's local state goes, the record stays,
-	// and the daemon comes back without --store.
+	// The host is lost: the computer's directory goes, the volume's
+	// local state with it; the record stays, and the daemon comes back
+	// without --store.
 	if err := m.Stop(ctx, "far"); err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +178,7 @@ func TestComputerOnS3(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.RemoveAll(cache); err != nil {
+	if err := os.RemoveAll(filepath.Dir(cache)); err != nil {
 		t.Fatal(err)
 	}
 	m = open("")
