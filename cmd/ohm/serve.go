@@ -3,12 +3,17 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"os"
 
 	"github.com/spf13/cobra"
 
 	"ohm/internal/api"
 	"ohm/internal/datadir"
 )
+
+// storeEnv is the environment variable that gives `ohm serve --store` its
+// default, so that a daemon the CLI starts by itself gets it too.
+const storeEnv = "OHM_STORE"
 
 func init() { extraCommands = append(extraCommands, newServeCmd, newTokenCmd) }
 
@@ -33,6 +38,7 @@ same token). Logs are JSON lines on stderr.`,
 	f.StringVar(&cfg.Listen, "listen", "", "also serve TCP on this address (e.g. 127.0.0.1:7070), with bearer token auth")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (PEM) for --listen")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key (PEM) for --listen")
+	f.StringVar(&cfg.Store, "store", os.Getenv(storeEnv), "put new computers' volumes (both their disks) under this S3 prefix, s3://bucket/prefix, so that they survive the loss of the host; credentials and endpoint from AWS_* (or $"+storeEnv+")")
 	f.StringVar(&cfg.PreviewDomain, "preview-domain", api.DefaultPreviewDomain, "domain of preview URLs on --listen: <port>-<name>.<domain> must resolve to this daemon")
 	return cmd
 }

@@ -58,6 +58,10 @@ const workspaceSize = 1 << 50
 // <dir>/workspace and the mountpoint <dir>/mnt/ohm.
 type BlockWorkspace struct {
 	files OhmfsWorkspace
+	// locate names the URL of the volume whose local path is vol when
+	// it is not the file volume there (store.go): set by the manager.
+	// nil, or an empty URL: the file volume.
+	locate func(ctx context.Context, vol string) (string, error)
 
 	mu    sync.Mutex
 	disks map[string]*disk.Disk // by computer directory
@@ -117,9 +121,13 @@ func (w *BlockWorkspace) Format(ctx context.Context, vol string) (err error) {
 	p := pathsOfVolume(vol)
 	tm := timingOf(ctx)
 	began := time.Now()
+	loc, err := w.volumeOf(ctx, vol)
+	if err != nil {
+		return err
+	}
 	// In this process: `ohm fs format` would cost an exec of the ohm
 	// binary, which is most of a volume's format on a busy machine.
-	if err := volume.Format(ctx, vol, volume.FormatOptions{}); err != nil {
+	if err := volume.Format(ctx, loc.url, volume.FormatOptions{}); err != nil {
 		return fmt.Errorf("format workspace volume: %w", err)
 	}
 	tm.since("volume format", began)
@@ -368,9 +376,13 @@ func (w *BlockWorkspace) mountVolume(ctx context.Context, p blockPaths) error {
 	if err := os.Mkdir(p.volMount(), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("workspace: %w", err)
 	}
+	loc, err := w.volumeOf(ctx, p.volume())
+	if err != nil {
+		return err
+	}
 	// What `ohm fs mount VOLUME MOUNTPOINT --background` does with its
 	// defaults, without that command's own exec in between.
-	c := ohmmount.Config{Volume: p.volume(), Mountpoint: p.volMount(), CacheBytes: volumeCacheBytes, Reserve: workspaceReserve}
+	c := ohmmount.Config{Volume: loc.url, CacheDir: loc.cacheDir, Mountpoint: p.volMount(), CacheBytes: volumeCacheBytes, Reserve: workspaceReserve}
 	if err := ohmmount.StartExe(ctx, w.files.Exe, c); err != nil {
 		return fmt.Errorf("mount workspace volume: %w", err)
 	}
@@ -669,7 +681,7 @@ func (w *BlockWorkspace) Destroy(ctx context.Context, vol string) error {
 	if err := w.teardown(ctx, p); err != nil {
 		return err
 	}
-	if err := w.files.Destroy(ctx, vol); err != nil {
+	if err := w.destroyVolume(ctx, vol); err != nil {
 		return err
 	}
 	for _, d := range []string{p.volMount(), p.diskMount(), p.diskParent()} {
@@ -685,7 +697,7 @@ func (w *BlockWorkspace) Destroy(ctx context.Context, vol string) error {
 // own figures. What the storage process last went through is in Incident.
 func (w *BlockWorkspace) Usage(ctx context.Context, vol string) (WorkspaceUsage, error) {
 	p := pathsOfVolume(vol)
-	u, err := w.files.Usage(ctx, vol)
+	u, err := w.volumeUsage(ctx, vol)
 	if err != nil {
 		return u, err
 	}

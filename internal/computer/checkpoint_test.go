@@ -85,11 +85,18 @@ func TestCheckpointRestoreFork(t *testing.T) {
 	run(t, m, "par", "echo one > /home/ohm/a && mkdir -p /home/ohm/d && head -c 20000000 /dev/urandom > /home/ohm/d/big && sync")
 	runRoot(t, m, "par", "echo rootone > /etc/marker && sync")
 	before := run(t, m, "par", sums)
+	// The start time of the computer's init, in clock ticks since boot:
+	// the same after a checkpoint if the computer kept running.
+	const initStart = "cut -d' ' -f22 /proc/1/stat"
+	initBefore := runRoot(t, m, "par", initStart)
 
 	began := time.Now()
 	c1, err := m.Checkpoint(ctx, "par", "before change")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := runRoot(t, m, "par", initStart); got != initBefore {
+		t.Errorf("the computer's init started at %q before the checkpoint, %q after: it did not keep running", initBefore, got)
 	}
 	t.Logf("checkpoint (running, 20 MB workspace): %v, id %s, disks %v, %d bytes of its own", time.Since(began).Round(time.Millisecond), c1.ID, c1.Disks, c1.Bytes)
 	if len(c1.Disks) != 2 {
@@ -98,8 +105,13 @@ func TestCheckpointRestoreFork(t *testing.T) {
 	run(t, m, "par", "echo two > /home/ohm/a && rm /home/ohm/d/big && sync")
 	runRoot(t, m, "par", "echo roottwo > /etc/marker && sync")
 
+	// A later checkpoint, which restoring the earlier one must keep.
+	c2, err := m.Checkpoint(ctx, "par", "after change")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cs, err := m.Checkpoints(ctx, "par")
-	if err != nil || len(cs) != 1 || cs[0].ID != c1.ID || cs[0].Label != "before change" {
+	if err != nil || len(cs) != 2 || cs[0].ID != c1.ID || cs[0].Label != "before change" || cs[1].ID != c2.ID {
 		t.Fatalf("checkpoints: %+v, %v", cs, err)
 	}
 	t.Logf("after the change, the checkpoint alone holds %d bytes", cs[0].Bytes)
@@ -131,8 +143,8 @@ func TestCheckpointRestoreFork(t *testing.T) {
 	if got := run(t, m, "par", "cat /etc/marker"); got != "rootone\n" {
 		t.Fatalf("root disk after restore: %q", got)
 	}
-	if cs, _ := m.Checkpoints(ctx, "par"); len(cs) != 1 {
-		t.Fatalf("checkpoints after restore: %+v", cs)
+	if cs, _ := m.Checkpoints(ctx, "par"); len(cs) != 2 || cs[1].ID != c2.ID {
+		t.Fatalf("checkpoints after restore: %+v, want both, the later one kept", cs)
 	}
 
 	began = time.Now()
@@ -178,6 +190,9 @@ func TestCheckpointRestoreFork(t *testing.T) {
 	if err := m.Delete(ctx, "par"); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := os.Lstat(m.dir("par")); !os.IsNotExist(err) {
+		t.Errorf("delete left the parent's state at %s: %v", m.dir("par"), err)
+	}
 	if err := m.Stop(ctx, "kid"); err != nil {
 		t.Fatal(err)
 	}
@@ -206,15 +221,36 @@ func TestCheckpointRestoreFork(t *testing.T) {
 	if err := m.DeleteCheckpoint(ctx, "kid", c1.ID); ErrorCode(err) != CodeNotFound {
 		t.Errorf("delete of another computer's checkpoint: %v", err)
 	}
-	c2, err := m.Checkpoint(ctx, "kid", "")
+	c3, err := m.Checkpoint(ctx, "kid", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.DeleteCheckpoint(ctx, "kid", c2.ID); err != nil {
+	if err := m.DeleteCheckpoint(ctx, "kid", c3.ID); err != nil {
 		t.Fatal(err)
 	}
 	if cs, _ := m.Checkpoints(ctx, "kid"); len(cs) != 0 {
 		t.Errorf("checkpoints after delete: %+v", cs)
+	}
+
+	// A checkpoint of a computer being deleted: the two are serialised,
+	// so the checkpoint either comes first (and goes with the computer)
+	// or finds no computer; nothing of it is left either way.
+	checkpointed := make(chan error, 1)
+	go func() {
+		_, err := m.Checkpoint(ctx, "grandkid", "racing the delete")
+		checkpointed <- err
+	}()
+	if err := m.Delete(ctx, "grandkid"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-checkpointed; err != nil && ErrorCode(err) != CodeNotFound {
+		t.Errorf("checkpoint of a computer being deleted: %v, want success before the delete or a not-found error", err)
+	}
+	if _, err := m.Checkpoints(ctx, "grandkid"); ErrorCode(err) != CodeNotFound {
+		t.Errorf("checkpoints of the deleted computer: %v", err)
+	}
+	if _, err := os.Lstat(m.dir("grandkid")); !os.IsNotExist(err) {
+		t.Errorf("delete left state at %s: %v", m.dir("grandkid"), err)
 	}
 }
 

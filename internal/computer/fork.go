@@ -52,6 +52,9 @@ func (m *Manager) Fork(ctx context.Context, name, newName, checkpoint string) (C
 	if _, err := m.blockWorkspace(); err != nil {
 		return Computer{}, err
 	}
+	if remoteVolume(parent) {
+		return Computer{}, statef("computer %q keeps its volume in an object store (%s), and only file volumes can be forked (docs/checkpoints.md)", name, parent.Volume)
+	}
 	if checkpoint != "" && !checkpointID.MatchString(checkpoint) {
 		return Computer{}, &Error{Code: CodeNotFound, Msg: fmt.Sprintf("computer %q has no checkpoint %q", name, checkpoint)}
 	}
@@ -59,7 +62,7 @@ func (m *Manager) Fork(ctx context.Context, name, newName, checkpoint string) (C
 	rec.Name, rec.State = newName, StateCreating
 	rec.CreatedAt = time.Now().UTC().Truncate(time.Millisecond)
 	rec.StopReason, rec.StoppedAt = "", time.Time{}
-	rec, err = m.reserve(ctx, rec)
+	rec, err = m.reserve(ctx, rec, false)
 	if err != nil {
 		return Computer{}, err
 	}

@@ -63,6 +63,12 @@ type Options struct {
 	// MinIdleTimeout is the shortest idle timeout accepted (default: one
 	// minute); tests lower it to see idle stops in seconds.
 	MinIdleTimeout time.Duration
+	// Store, if set, is an S3 prefix (s3://bucket/prefix) that new
+	// computers get their workspace volumes under, so that their disks
+	// outlive the host (store.go; credentials and endpoint from the AWS_*
+	// environment). Empty: file volumes in the data directory. Either
+	// way, existing computers keep the volumes they were made with.
+	Store string
 
 	sandboxes sandboxes // default: internal/sandbox; tests inject failures
 }
@@ -79,6 +85,7 @@ type Manager struct {
 	logf    func(format string, args ...any)
 	// resolvers: Options.Resolvers
 	resolvers []string
+	store     string    // Options.Store
 	roots     rootDisks // root disks in the computers' volumes (rootdisk.go)
 
 	mu      sync.Mutex           // guards the fields below and name choice
@@ -120,6 +127,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		rt:        opts.sandboxes,
 		logf:      opts.Logf,
 		resolvers: opts.Resolvers,
+		store:     opts.Store,
 		locks:     map[string]*nameLock{},
 		running:   map[string]*live{},
 		idle:      newIdleState(opts.MinIdleTimeout),
@@ -134,6 +142,12 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	if m.ws == nil {
 		m.ws = NewBlockWorkspace(m.exe)
+	}
+	if err := checkStore(m.store, m.ws); err != nil {
+		return nil, err
+	}
+	if bw, ok := m.ws.(*BlockWorkspace); ok {
+		bw.locate = m.volumeURL
 	}
 	if m.tmpl == nil {
 		m.tmpl = template.NewStore(opts.DataDir)
@@ -578,7 +592,7 @@ func (m *Manager) Create(ctx context.Context, opts CreateOptions) (Computer, err
 
 		IdleTimeoutSeconds: opts.IdleTimeout.Seconds(),
 	}
-	rec, err := m.reserve(ctx, rec)
+	rec, err := m.reserve(ctx, rec, m.store != "")
 	if err != nil {
 		return Computer{}, err
 	}
@@ -655,6 +669,11 @@ func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool
 			if err := m.ws.Unmount(ctx, mp); err != nil {
 				return fmt.Errorf("unmount stale workspace: %w", err)
 			}
+		}
+	}
+	if remoteVolume(rec) {
+		if err := m.remakeDir(rec); err != nil {
+			return err
 		}
 	}
 	if err := shareHome(m.homeMount(rec.Name)); err != nil {
@@ -1106,8 +1125,8 @@ func (m *Manager) reconcile(ctx context.Context) error {
 // reserve records rec, in state creating, under its name (a free one
 // picked when it has none): the row holds the name and the disk space,
 // so two creates (or forks) at once cannot both count the same free
-// space.
-func (m *Manager) reserve(ctx context.Context, rec Record) (Record, error) {
+// space. With inStore, rec gets a new volume in m's store (store.go).
+func (m *Manager) reserve(ctx context.Context, rec Record, inStore bool) (Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	recs, err := m.reg.list(ctx)
@@ -1123,6 +1142,11 @@ func (m *Manager) reserve(ctx context.Context, rec Record) (Record, error) {
 			taken[r.Name] = true
 		}
 		rec.Name = pickName(taken)
+	}
+	if inStore {
+		if rec.Volume, err = m.storeVolume(rec.Name); err != nil {
+			return Record{}, err
+		}
 	}
 	if err := m.reg.insert(ctx, rec); err != nil {
 		return Record{}, err

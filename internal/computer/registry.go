@@ -53,6 +53,12 @@ type Record struct {
 	// shell, file or port traffic before it stops itself (0: never); see
 	// IdleTimeout and idle.go. In seconds, as the API carries it.
 	IdleTimeoutSeconds float64 `json:"idle_timeout_seconds"`
+	// Volume is the URL of the computer's workspace volume when it lives
+	// in an object store (s3://bucket/prefix/<name>-<id>, docs/durability.md),
+	// its metadata cached in <dir>/workspace; empty for the file volume
+	// <dir>/workspace. Set at create (Options.Store), kept for the
+	// computer's life; not part of the API.
+	Volume string `json:"-"`
 }
 
 // Reasons a computer stopped, besides its init's end (which the sandbox
@@ -90,6 +96,8 @@ var migrations = []string{
 	// Computers made before idle stop keep running until stopped (0).
 	`ALTER TABLE computers ADD COLUMN idle_timeout_ms INTEGER NOT NULL DEFAULT 0;`,
 	portsMigration, // exposed ports (ports.go)
+	// Computers made before volumes in object stores have file volumes ('').
+	`ALTER TABLE computers ADD COLUMN volume TEXT NOT NULL DEFAULT '';`,
 }
 
 // migrate brings the registry's schema up to date, one transaction per
@@ -150,10 +158,10 @@ func (r *registry) insert(ctx context.Context, rec Record) error {
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	_, err = r.db.ExecContext(ctx, `INSERT INTO computers
-		(name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, egress, created_at, updated_at, idle_timeout_ms)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		(name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, egress, created_at, updated_at, idle_timeout_ms, volume)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		rec.Name, rec.State, rec.Template, rec.DiskSizeMB, rec.CPUs, rec.MemoryMB, rec.PIDs, string(env), rec.Network, string(eg),
-		rec.CreatedAt.UTC().Format(time.RFC3339Nano), now, rec.IdleTimeout().Milliseconds())
+		rec.CreatedAt.UTC().Format(time.RFC3339Nano), now, rec.IdleTimeout().Milliseconds(), rec.Volume)
 	if err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed") {
 		return &Error{Code: CodeExists, Msg: fmt.Sprintf("computer %q already exists", rec.Name)}
 	}
@@ -222,13 +230,13 @@ func (r *registry) remove(ctx context.Context, name string) error {
 	return nil
 }
 
-const columns = `name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, created_at, stop_reason, stopped_at, egress, idle_timeout_ms`
+const columns = `name, state, template, disk_size_mb, cpus, memory_mb, pids, env, network, created_at, stop_reason, stopped_at, egress, idle_timeout_ms, volume`
 
 func scanRecord(row interface{ Scan(...any) error }) (Record, error) {
 	var rec Record
 	var env, created, stopped, eg string
 	var idleMS int64
-	if err := row.Scan(&rec.Name, &rec.State, &rec.Template, &rec.DiskSizeMB, &rec.CPUs, &rec.MemoryMB, &rec.PIDs, &env, &rec.Network, &created, &rec.StopReason, &stopped, &eg, &idleMS); err != nil {
+	if err := row.Scan(&rec.Name, &rec.State, &rec.Template, &rec.DiskSizeMB, &rec.CPUs, &rec.MemoryMB, &rec.PIDs, &env, &rec.Network, &created, &rec.StopReason, &stopped, &eg, &idleMS, &rec.Volume); err != nil {
 		return Record{}, err
 	}
 	rec.IdleTimeoutSeconds = float64(idleMS) / 1000

@@ -101,12 +101,7 @@ func (w OhmfsWorkspace) Usage(ctx context.Context, vol string) (WorkspaceUsage, 
 	if err != nil {
 		return WorkspaceUsage{}, err
 	}
-	u := WorkspaceUsage{UsedBytes: st.UsedBytes, StoredBytes: st.StoredBytes, Files: st.Files, Capacity: st.Capacity}
-	if st.Replica != nil {
-		lag := st.Replica.LagSeconds
-		u.ReplicaLagSeconds = &lag
-	}
-	return u, nil
+	return usageOfStatus(st), nil
 }
 
 func (w OhmfsWorkspace) run(ctx context.Context, args ...string) error {

@@ -604,7 +604,20 @@ func (v *Volume) gc(ctx context.Context, grace time.Duration) (GCResult, error) 
 // volume is open, and with ErrNotVolume (removing nothing) if url holds no
 // volume.
 func Destroy(ctx context.Context, url string) error {
-	b, err := resolve(ctx, url, backendOptions{})
+	return DestroyWith(ctx, url, DestroyOptions{})
+}
+
+// DestroyOptions tune DestroyWith.
+type DestroyOptions struct {
+	// CacheDir is an S3 volume's local metadata directory, as in
+	// OpenOptions; it goes with the volume.
+	CacheDir string
+}
+
+// DestroyWith is Destroy with options: an S3 volume's metadata cache
+// elsewhere than the default.
+func DestroyWith(ctx context.Context, url string, opts DestroyOptions) error {
+	b, err := resolve(ctx, url, backendOptions{cacheDir: opts.CacheDir})
 	if err != nil {
 		return err
 	}
