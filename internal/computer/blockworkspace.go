@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ohm/internal/disk"
+	"ohm/internal/mountinfo"
 	ohmmount "ohm/internal/ohmfs/mount"
 	"ohm/internal/ohmfs/vfs"
 	"ohm/internal/ohmfs/volume"
@@ -225,7 +226,7 @@ func (w *BlockWorkspace) Mount(ctx context.Context, vol, mountpoint string) erro
 			return fmt.Errorf("make %s private: %w", src, err)
 		}
 	}
-	if isMountpoint(mountpoint) {
+	if mountinfo.IsMountpoint(mountpoint) {
 		if err := detach(mountpoint); err != nil {
 			return err
 		}
@@ -258,7 +259,7 @@ func (w *BlockWorkspace) Mount(ctx context.Context, vol, mountpoint string) erro
 // again (orphaned). incident says which, or is empty if the mount was
 // fine.
 func (w *BlockWorkspace) ensureVolume(ctx context.Context, p blockPaths) (incident string, err error) {
-	if isMountpoint(p.volMount()) {
+	if mountinfo.IsMountpoint(p.volMount()) {
 		herr := fuseHealth(p.volMount())
 		if herr == nil {
 			kerr := keeperHealth(p.volMount())
@@ -323,7 +324,7 @@ func (w *BlockWorkspace) replaceOrphan(ctx context.Context, p blockPaths) error 
 		if err := abortFUSE(p.volMount()); err != nil {
 			return err
 		}
-		if isMountpoint(p.volMount()) {
+		if mountinfo.IsMountpoint(p.volMount()) {
 			if err := detach(p.volMount()); err != nil {
 				return err
 			}
@@ -352,7 +353,7 @@ const orphanDiskWait = 500 * time.Millisecond
 func (w *BlockWorkspace) closeDiskHeld(ctx context.Context, p blockPaths) (bool, error) {
 	d := w.disk(p)
 	if d == nil {
-		if !isMountpoint(p.diskMount()) {
+		if !mountinfo.IsMountpoint(p.diskMount()) {
 			return false, nil
 		}
 		var err error
@@ -396,7 +397,7 @@ const volumeCacheBytes = 256 << 20
 // `ohm fs umount` does, or detaches it if its process is gone.
 func (w *BlockWorkspace) unmountVolume(ctx context.Context, p blockPaths) error {
 	mp := p.volMount()
-	if !isMountpoint(mp) {
+	if !mountinfo.IsMountpoint(mp) {
 		return nil
 	}
 	if _, err := os.Stat(mp); errors.Is(err, unix.ENOTCONN) {
@@ -448,10 +449,10 @@ func layoutOf(root string) (block bool, err error) {
 // file layout always was.
 func (w *BlockWorkspace) Unmount(ctx context.Context, mountpoint string) error {
 	p, ok := pathsOfMount(mountpoint)
-	if !ok || !isMountpoint(p.volMount()) && !isMountpoint(p.diskMount()) {
+	if !ok || !mountinfo.IsMountpoint(p.volMount()) && !mountinfo.IsMountpoint(p.diskMount()) {
 		return w.files.Unmount(ctx, mountpoint)
 	}
-	for isMountpoint(mountpoint) {
+	for mountinfo.IsMountpoint(mountpoint) {
 		if err := unix.Unmount(mountpoint, unix.UMOUNT_NOFOLLOW); err != nil {
 			if err := detach(mountpoint); err != nil {
 				return err
@@ -469,7 +470,7 @@ func (w *BlockWorkspace) teardown(ctx context.Context, p blockPaths) error {
 		return err
 	}
 	tm.since("disk close", began)
-	if isMountpoint(p.volMount()) {
+	if mountinfo.IsMountpoint(p.volMount()) {
 		began = time.Now()
 		if err := w.unmountVolume(ctx, p); err != nil {
 			return err
@@ -484,7 +485,7 @@ func (w *BlockWorkspace) teardown(ctx context.Context, p blockPaths) error {
 // detached rather than flushed.
 func (w *BlockWorkspace) closeDisk(ctx context.Context, p blockPaths, dead bool) error {
 	d := w.disk(p)
-	if d == nil && isMountpoint(p.diskMount()) {
+	if d == nil && mountinfo.IsMountpoint(p.diskMount()) {
 		if dead {
 			if err := detach(p.diskMount()); err != nil {
 				return err
@@ -499,7 +500,7 @@ func (w *BlockWorkspace) closeDisk(ctx context.Context, p blockPaths, dead bool)
 	if d == nil {
 		return nil
 	}
-	if dead && isMountpoint(p.diskMount()) {
+	if dead && mountinfo.IsMountpoint(p.diskMount()) {
 		if err := detach(p.diskMount()); err != nil {
 			return err
 		}
@@ -585,7 +586,7 @@ func (w *BlockWorkspace) setDisk(p blockPaths, d *disk.Disk) {
 // diskHealthy reports whether the disk of p, if mounted, answers and is
 // still writable (btrfs turns read-only when its device fails).
 func (w *BlockWorkspace) diskHealthy(p blockPaths) bool {
-	if !isMountpoint(p.diskMount()) {
+	if !mountinfo.IsMountpoint(p.diskMount()) {
 		return true // nothing to replace; Open mounts it
 	}
 	return writable(p.diskMount()) == nil
@@ -597,7 +598,7 @@ func (w *BlockWorkspace) diskHealthy(p blockPaths) bool {
 // Mount again, which replaces what failed.
 func (w *BlockWorkspace) Health(ctx context.Context, vol, mountpoint string) error {
 	p := pathsOfVolume(vol)
-	if !isMountpoint(p.volMount()) {
+	if !mountinfo.IsMountpoint(p.volMount()) {
 		return nil // mounted by an older daemon directly at mountpoint
 	}
 	if err := fuseHealth(p.volMount()); err != nil {
@@ -606,7 +607,7 @@ func (w *BlockWorkspace) Health(ctx context.Context, vol, mountpoint string) err
 	if err := keeperHealth(p.volMount()); err != nil {
 		return fmt.Errorf("workspace volume: %w", err)
 	}
-	if isMountpoint(p.diskMount()) {
+	if mountinfo.IsMountpoint(p.diskMount()) {
 		if err := writable(p.diskMount()); err != nil {
 			return fmt.Errorf("workspace disk: %w", err)
 		}
@@ -618,7 +619,7 @@ func (w *BlockWorkspace) Health(ctx context.Context, vol, mountpoint string) err
 			}
 		}
 	}
-	if !isMountpoint(mountpoint) {
+	if !mountinfo.IsMountpoint(mountpoint) {
 		return errors.New("workspace not mounted")
 	}
 	return nil
@@ -701,11 +702,11 @@ func (w *BlockWorkspace) Usage(ctx context.Context, vol string) (WorkspaceUsage,
 		return u, err
 	}
 	u.Layout = "file"
-	if block, err := layoutOf(p.volMount()); err == nil && block && isMountpoint(p.volMount()) {
+	if block, err := layoutOf(p.volMount()); err == nil && block && mountinfo.IsMountpoint(p.volMount()) {
 		u.Layout = "block"
 		u.Capacity = workspaceSize
 	}
-	if isMountpoint(p.diskMount()) {
+	if mountinfo.IsMountpoint(p.diskMount()) {
 		u.Layout = "block"
 		if st, err := statfsTimeout(p.diskMount()); err == nil {
 			bs := uint64(st.Bsize)

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ohm/internal/mountinfo"
 	"ohm/internal/ohmfs/vfs"
 )
 
@@ -101,12 +102,12 @@ func (m *Manager) withVolumeKeep(ctx context.Context, name string, keep bool, fn
 		return err
 	}
 	p := ckptPaths{pathsOfVolume(m.volume(name))}
-	if !isMountpoint(p.volMount()) {
+	if !mountinfo.IsMountpoint(p.volMount()) {
 		if err := bw.mountVolume(ctx, p.blockPaths); err != nil {
 			return err
 		}
 		defer func() {
-			if !keep && isMountpoint(p.volMount()) && !isMountpoint(p.diskMount()) {
+			if !keep && mountinfo.IsMountpoint(p.volMount()) && !mountinfo.IsMountpoint(p.diskMount()) {
 				if err := bw.files.Unmount(context.WithoutCancel(ctx), p.volMount()); err != nil {
 					m.logf("%s: unmount workspace volume: %v", name, err)
 				}
@@ -249,7 +250,7 @@ func (m *Manager) freeze(ctx context.Context, bw *BlockWorkspace, p ckptPaths) (
 			thaw()
 		}
 	}()
-	if isMountpoint(p.diskMount()) {
+	if mountinfo.IsMountpoint(p.diskMount()) {
 		d := bw.disk(p.blockPaths)
 		if d == nil {
 			if err := bw.openDisk(ctx, p.blockPaths); err != nil {
@@ -271,7 +272,7 @@ func (m *Manager) freeze(ctx context.Context, bw *BlockWorkspace, p ckptPaths) (
 			}
 		}
 	}
-	if isMountpoint(p.rootMount()) {
+	if mountinfo.IsMountpoint(p.rootMount()) {
 		f, err := os.Open(p.rootMount())
 		if err != nil {
 			return nil, fmt.Errorf("freeze the root disk: %w", err)
@@ -585,7 +586,7 @@ func (m *Manager) thawLeftovers(ctx context.Context) {
 	for _, r := range recs {
 		p := ckptPaths{pathsOfVolume(m.volume(r.Name))}
 		for _, mp := range []string{p.diskMount(), p.rootMount()} {
-			if !isMountpoint(mp) {
+			if !mountinfo.IsMountpoint(mp) {
 				continue
 			}
 			f, err := os.Open(mp)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"ohm/internal/mountinfo"
 )
 
 // These run idle stop over the fake runtime, with idle timeouts of a
@@ -85,7 +87,7 @@ func TestIdleStop(t *testing.T) {
 	if rec := mustGet(t, m, "nap"); rec.StopReason != "idle for 300ms" {
 		t.Errorf("stop reason %q", rec.StopReason)
 	}
-	if isMountpoint(m.home("nap")) {
+	if mountinfo.IsMountpoint(m.home("nap")) {
 		t.Error("workspace still mounted after the idle stop")
 	}
 	// The next run starts it, and it stops again when idle.

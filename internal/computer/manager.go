@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"ohm/internal/mountinfo"
 	"ohm/internal/sandbox"
 	"ohm/internal/template"
 )
@@ -659,7 +660,7 @@ func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool
 	tm := timingOf(ctx)
 	home := m.home(rec.Name)
 	for _, mp := range []string{home, m.legacyHome(rec.Name)} {
-		if isMountpoint(mp) {
+		if mountinfo.IsMountpoint(mp) {
 			// Left mounted by a crash between start and stop; it may be
 			// dead. The root disk on its volume goes first.
 			if err := m.closeRoot(ctx, rec.Name); err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"ohm/internal/mountinfo"
 	"ohm/internal/sandbox"
 	"ohm/internal/template"
 )
@@ -228,7 +229,7 @@ func TestCreateRollsBack(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(dir, "computers", "doomed")); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("after failed create: state dir: %v, want gone", err)
 			}
-			if isMountpoint(filepath.Join(dir, "computers", "doomed", "mnt")) {
+			if mountinfo.IsMountpoint(filepath.Join(dir, "computers", "doomed", "mnt")) {
 				t.Error("after failed create: workspace still mounted")
 			}
 		})
@@ -267,7 +268,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	home := filepath.Join(dir, "computers", c.Name, "mnt", "ohm")
-	if !isMountpoint(home) {
+	if !mountinfo.IsMountpoint(home) {
 		t.Fatal("workspace not mounted after create")
 	}
 	if err := m.Start(ctx, "box"); ErrorCode(err) != CodeState {
@@ -279,7 +280,7 @@ func TestLifecycle(t *testing.T) {
 	if err := m.Stop(ctx, "box"); err != nil {
 		t.Fatal(err)
 	}
-	if isMountpoint(home) {
+	if mountinfo.IsMountpoint(home) {
 		t.Error("workspace still mounted after stop")
 	}
 	if err := m.Stop(ctx, "box"); ErrorCode(err) != CodeState {
@@ -372,7 +373,7 @@ func TestReconcile(t *testing.T) {
 	if _, err := m2.Get(ctx, "half"); ErrorCode(err) != CodeNotFound {
 		t.Errorf("half-created computer after reconcile: %v, want gone", err)
 	}
-	if isMountpoint(filepath.Join(dir, "computers", "dead", "mnt")) {
+	if mountinfo.IsMountpoint(filepath.Join(dir, "computers", "dead", "mnt")) {
 		t.Error("dead computer's workspace still mounted")
 	}
 	for _, n := range []string{"alive", "dead"} {
@@ -416,7 +417,7 @@ func TestInitDeathStopsComputer(t *testing.T) {
 	if rec.StopReason != "init was killed (out of memory)" || rec.StoppedAt.IsZero() {
 		t.Errorf("stop reason %q at %v, want the init's", rec.StopReason, rec.StoppedAt)
 	}
-	if isMountpoint(m.home("box")) {
+	if mountinfo.IsMountpoint(m.home("box")) {
 		t.Error("workspace still mounted after the init died")
 	}
 	if _, err := m.Exec(ctx, "box", ExecOptions{Command: "true"}, nil, io.Discard, io.Discard); err != nil {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ohm/internal/disk"
+	"ohm/internal/mountinfo"
 	"ohm/internal/sandbox"
 )
 
@@ -146,7 +147,7 @@ func (m *Manager) openRoot(ctx context.Context, rec Record) error {
 	cfg := m.rootConfig(rec.Name)
 	want := int64(rec.DiskSizeMB) << 20
 	d := m.roots.get(rec.Name)
-	if d == nil && !isMountpoint(cfg.Mountpoint) {
+	if d == nil && !mountinfo.IsMountpoint(cfg.Mountpoint) {
 		// Not mounted: grow it here, before it is (ext4 grows online
 		// only where root has CAP_SYS_RESOURCE).
 		if err := growImage(ctx, filepath.Join(cfg.ImageDir, cfg.Image), want); err != nil {
@@ -208,7 +209,7 @@ func (m *Manager) heldRoot(ctx context.Context, name string) (*disk.Disk, error)
 		return d, nil
 	}
 	cfg := m.rootConfig(name)
-	if !isMountpoint(cfg.Mountpoint) || !isMountpoint(cfg.ImageDir) {
+	if !mountinfo.IsMountpoint(cfg.Mountpoint) || !mountinfo.IsMountpoint(cfg.ImageDir) {
 		return nil, nil
 	}
 	d, err := disk.Open(ctx, cfg)
@@ -228,7 +229,7 @@ func (m *Manager) closeRoot(ctx context.Context, name string) error {
 	d, err := m.heldRoot(ctx, name)
 	if err != nil {
 		// Its storage is gone or it is not ours: nothing can be flushed.
-		if isMountpoint(cfg.Mountpoint) {
+		if mountinfo.IsMountpoint(cfg.Mountpoint) {
 			if err := detach(cfg.Mountpoint); err != nil {
 				return err
 			}
@@ -236,7 +237,7 @@ func (m *Manager) closeRoot(ctx context.Context, name string) error {
 		return nil
 	}
 	if d == nil {
-		if isMountpoint(cfg.Mountpoint) {
+		if mountinfo.IsMountpoint(cfg.Mountpoint) {
 			// Mounted over a volume that is gone: nothing to flush.
 			return detach(cfg.Mountpoint)
 		}
@@ -247,7 +248,7 @@ func (m *Manager) closeRoot(ctx context.Context, name string) error {
 	if err := d.Close(cctx); err != nil {
 		// Still busy (a process the overlay's lazy unmount left): detach
 		// it; the loop device goes when the last user lets go.
-		if !isMountpoint(cfg.Mountpoint) {
+		if !mountinfo.IsMountpoint(cfg.Mountpoint) {
 			return fmt.Errorf("close root disk: %w", err)
 		}
 		if derr := detach(cfg.Mountpoint); derr != nil {
@@ -297,7 +298,7 @@ func (m *Manager) rootOccupied(rec Record) int64 {
 	if err := unix.Lstat(m.localRootImage(rec.Name), &st); err == nil {
 		return min(st.Blocks*512, size)
 	}
-	if isMountpoint(m.rootVolMount(rec.Name)) {
+	if mountinfo.IsMountpoint(m.rootVolMount(rec.Name)) {
 		if n, ok := imageUsed(filepath.Join(m.rootVolMount(rec.Name), rootImage)); ok {
 			return min(n, size)
 		}
@@ -320,7 +321,7 @@ func (m *Manager) rootOccupied(rec Record) int64 {
 // running overlay.
 func (m *Manager) rootLost(name string) bool {
 	vol := m.rootVolMount(name)
-	return m.rootInVolume(name) && isMountpoint(vol) && fuseHealth(vol) != nil
+	return m.rootInVolume(name) && mountinfo.IsMountpoint(vol) && fuseHealth(vol) != nil
 }
 
 // stopRootLost stops computer name, whose lock the caller holds, after it

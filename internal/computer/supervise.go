@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/moby/sys/mountinfo"
-
+	"ohm/internal/mountinfo"
+	"ohm/internal/ohmfs/fusefs"
 	"ohm/internal/sandbox"
 
 	"golang.org/x/sys/unix"
@@ -78,7 +76,7 @@ func (m *Manager) superviseWorkspace(ctx context.Context, name string) {
 		return
 	}
 	defer l.Unlock()
-	if m.live(name) == nil || !isMountpoint(m.homeMount(name)) {
+	if m.live(name) == nil || !mountinfo.IsMountpoint(m.homeMount(name)) {
 		// Stopped meanwhile, or started before /home was a shared mount:
 		// a new mount would not reach the computer.
 		return
@@ -109,7 +107,7 @@ func (m *Manager) superviseWorkspace(ctx context.Context, name string) {
 func (m *Manager) remountWorkspace(ctx context.Context, name string) error {
 	m.endFeeds(name, "its workspace was mounted again after its storage failed")
 	home := m.home(name)
-	if isMountpoint(home) {
+	if mountinfo.IsMountpoint(home) {
 		// A process that is gone has ended its FUSE connection already;
 		// aborting it also frees one whose server is stuck, so the old
 		// process lets go of the volume's lock.
@@ -164,7 +162,7 @@ func workspaceHealth(home string) error {
 	// nothing mounted. A read of mountinfo racing with other mounts on the
 	// host can miss an entry, so only three misses in a row count.
 	for range 3 {
-		if isMountpoint(home) {
+		if mountinfo.IsMountpoint(home) {
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -200,46 +198,14 @@ func (m *Manager) unmountHome(ctx context.Context, name string) []error {
 	return errs
 }
 
-// abortFUSE aborts the FUSE connection of the mount at path through the
-// fusectl filesystem (mounting it if needed), so that a server that hangs
-// lets go. A connection already ended (its server died) takes it as a
-// no-op.
+// abortFUSE aborts the FUSE connection of the topmost mount at path (a
+// no-op if that is not a FUSE mount), so that a server that hangs lets
+// go. fusefs mounts fusectl first if it is not, and takes a connection
+// already ended (its server died) as a no-op.
 func abortFUSE(path string) error {
-	dev, fstype, ok := mountDev(path)
-	if !ok || !strings.HasPrefix(fstype, "fuse") {
+	m, ok, err := mountinfo.At(path)
+	if err != nil || !ok || !strings.HasPrefix(m.FSType, "fuse") {
 		return nil
 	}
-	const ctl = "/sys/fs/fuse/connections"
-	if !isMountpoint(ctl) {
-		if err := unix.Mount("fusectl", ctl, "fusectl", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
-			return fmt.Errorf("mount fusectl: %w", err)
-		}
-	}
-	// Connections are named by the minor number of the mount's device.
-	minor := dev[strings.IndexByte(dev, ':')+1:]
-	f, err := os.OpenFile(filepath.Join(ctl, minor, "abort"), os.O_WRONLY, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("abort FUSE connection %s: %w", dev, err)
-	}
-	defer f.Close()
-	if _, err := f.Write([]byte("1")); err != nil {
-		return fmt.Errorf("abort FUSE connection %s: %w", dev, err)
-	}
-	return nil
-}
-
-// mountDev returns the device (major:minor) and type of the topmost mount
-// at path.
-func mountDev(path string) (dev, fstype string, ok bool) {
-	ms, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
-		return m.Mountpoint != path, false
-	})
-	if err != nil || len(ms) == 0 {
-		return "", "", false
-	}
-	top := ms[len(ms)-1] // mountinfo lists a stack of mounts bottom first
-	return fmt.Sprintf("%d:%d", top.Major, top.Minor), top.FSType, true
+	return fusefs.AbortConnection(int(m.Minor))
 }

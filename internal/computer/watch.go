@@ -5,6 +5,7 @@ import (
 	"path"
 	"sync"
 
+	"ohm/internal/mountinfo"
 	changes "ohm/internal/watch"
 )
 
@@ -77,7 +78,7 @@ func (m *Manager) Watch(ctx context.Context, name, p string, opts WatchOptions) 
 		return nil, statef("computer %q is not running (it is %s): start it to watch its workspace", name, rec.State)
 	}
 	bp := blockPaths{m.dir(name)}
-	if !isMountpoint(bp.diskMount()) {
+	if !mountinfo.IsMountpoint(bp.diskMount()) {
 		return nil, statef("computer %q has the file layout (its workspace predates the block layout): watch needs the block layout", name)
 	}
 	wf, err := changes.Open(changes.Options{Root: bp.diskMount(), Prefix: WorkspaceHome, Path: p, Buffer: opts.Buffer})

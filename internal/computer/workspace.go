@@ -10,8 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/moby/sys/mountinfo"
-
+	"ohm/internal/mountinfo"
 	"ohm/internal/ohmfs/volume"
 )
 
@@ -79,7 +78,7 @@ func (w OhmfsWorkspace) Mount(ctx context.Context, vol, mountpoint string) error
 // Unmount runs `ohm fs umount mountpoint`; if the mount's process is gone
 // (the mountpoint answers ENOTCONN) it detaches the dead mount instead.
 func (w OhmfsWorkspace) Unmount(ctx context.Context, mountpoint string) error {
-	if !isMountpoint(mountpoint) {
+	if !mountinfo.IsMountpoint(mountpoint) {
 		return nil
 	}
 	if _, err := os.Stat(mountpoint); errors.Is(err, syscall.ENOTCONN) {
@@ -151,7 +150,7 @@ func (DirWorkspace) Mount(ctx context.Context, vol, mountpoint string) error {
 
 // Unmount unmounts mountpoint.
 func (DirWorkspace) Unmount(ctx context.Context, mountpoint string) error {
-	if !isMountpoint(mountpoint) {
+	if !mountinfo.IsMountpoint(mountpoint) {
 		return nil
 	}
 	if err := syscall.Unmount(mountpoint, 0); err != nil {
@@ -174,12 +173,4 @@ func detach(mountpoint string) error {
 		return fmt.Errorf("detach dead mount %s: %w", mountpoint, err)
 	}
 	return nil
-}
-
-// isMountpoint reports whether path is a mount point in this mount
-// namespace. It reads /proc/self/mountinfo rather than stat-ing path, which
-// would hang or fail on a dead FUSE mount.
-func isMountpoint(path string) bool {
-	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(path))
-	return err == nil && len(ms) > 0
 }

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ohm/internal/mountinfo"
 	"ohm/internal/ohmfs/vfs"
 	"ohm/internal/units"
 )
@@ -338,9 +339,9 @@ func (d *Disk) mountTarget() (*os.File, error) {
 	if err := unix.Mkdirat(int(parent.Fd()), name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
 		return nil, fmt.Errorf("create mountpoint %s: %w", mp, err)
 	}
-	if m, err := mountedAt(mp); err != nil {
+	if m, ok, err := mountinfo.At(mp); err != nil {
 		return nil, err
-	} else if m != nil {
+	} else if ok {
 		return nil, fmt.Errorf("mountpoint %s is busy: %s is mounted there", mp, m.FSType)
 	}
 	return openAt(parent, name, unix.O_PATH|unix.O_DIRECTORY, 0)
@@ -352,8 +353,8 @@ func (d *Disk) mountTarget() (*os.File, error) {
 // mountpoint that is not that (its storage gone) is detached.
 func (d *Disk) adopt(img *unix.Stat_t) (bool, error) {
 	mp := filepath.Clean(d.cfg.Mountpoint)
-	m, err := mountedAt(mp)
-	if err != nil || m == nil {
+	m, ok, err := mountinfo.At(mp)
+	if err != nil || !ok {
 		return false, err
 	}
 	var node unix.Stat_t

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"ohm/internal/mountinfo"
 )
 
 const pib = 1 << 50
@@ -54,8 +56,8 @@ func TestLifecycle(t *testing.T) {
 			if got := readSysfs(l.sysfs("loop/backing_file")); got != filepath.Join(cfg.ImageDir, cfg.Image) {
 				t.Errorf("backing file %q", got)
 			}
-			m, err := mountedAt(cfg.Mountpoint)
-			if err != nil || m == nil {
+			m, ok, err := mountinfo.At(cfg.Mountpoint)
+			if err != nil || !ok {
 				t.Fatalf("nothing mounted at %s (%v)", cfg.Mountpoint, err)
 			}
 			if m.Source != "ohmfs" || m.FSType != string(tc.kind) {
@@ -96,7 +98,7 @@ func TestLifecycle(t *testing.T) {
 			if err := d.Release(); err != nil {
 				t.Fatalf("release: %v", err)
 			}
-			if m, _ := mountedAt(cfg.Mountpoint); m == nil {
+			if !mountinfo.IsMountpoint(cfg.Mountpoint) {
 				t.Errorf("not mounted after Release")
 			}
 			if d, err = Open(ctx, cfg); err != nil {
@@ -108,7 +110,7 @@ func TestLifecycle(t *testing.T) {
 			if err := d.Close(ctx); err != nil {
 				t.Fatalf("close: %v", err)
 			}
-			if m, _ := mountedAt(cfg.Mountpoint); m != nil {
+			if m, ok, _ := mountinfo.At(cfg.Mountpoint); ok {
 				t.Errorf("still mounted after Close: %+v", m)
 			}
 			if l.bound() {
@@ -188,7 +190,7 @@ func TestDF(t *testing.T) {
 	if err := d.Grow(context.Background(), pib+(1<<30)); err != nil {
 		t.Fatal(err)
 	}
-	if m, _ := mountedAt(cfg.Mountpoint); m == nil || m.Source != "ohmfs" {
+	if m, ok, _ := mountinfo.At(cfg.Mountpoint); !ok || m.Source != "ohmfs" {
 		t.Errorf("after Grow the mount source is %+v", m)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"strings"
 
-	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -126,18 +125,6 @@ func fsLog(fsfd int) string {
 		msgs = append(msgs, strings.TrimSpace(string(buf[:n])))
 	}
 	return strings.Join(msgs, "; ")
-}
-
-// mountedAt reports the mount at path, an absolute path with no symlinks.
-func mountedAt(path string) (*mountinfo.Info, error) {
-	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(path))
-	if err != nil {
-		return nil, fmt.Errorf("read mounts: %w", err)
-	}
-	if len(ms) == 0 {
-		return nil, nil
-	}
-	return ms[len(ms)-1], nil
 }
 
 // unmount unmounts path without following a symlink in its last

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ohm/internal/mountinfo"
 	"ohm/internal/ohmfs/vfs"
 )
 
@@ -141,12 +142,12 @@ func TestSpaceGuard(t *testing.T) {
 	if !errors.Is(full, syscall.EDQUOT) {
 		t.Errorf("writing past the host's space: %v, want EDQUOT", full)
 	}
-	m, err := mountedAt(cfg.Mountpoint)
-	if err != nil || m == nil {
+	m, ok, err := mountinfo.At(cfg.Mountpoint)
+	if err != nil || !ok {
 		t.Fatalf("mount gone: %v", err)
 	}
-	if strings.Contains(","+m.VFSOptions+",", ",ro,") {
-		t.Fatalf("the filesystem went read-only: %s", m.VFSOptions)
+	if strings.Contains(","+m.SuperOpts+",", ",ro,") {
+		t.Fatalf("the filesystem went read-only: %s", m.SuperOpts)
 	}
 	if b, err := os.ReadFile(filepath.Join(cfg.Mountpoint, files[0])); err != nil || len(b) != 8<<20 {
 		t.Errorf("read back a file: %d bytes, %v", len(b), err)

@@ -1,7 +1,10 @@
-// Package filecopy copies a file's bytes into a file it creates. Template
-// builds, the workspace skeleton and tests all copy single files; they
-// share this one so that each gets the same care: the destination is
-// created, never opened through a symlink, and never truncated.
+// Package filecopy copies a file's bytes into a file it creates, and
+// writes files durably. Template builds, the workspace skeleton and tests
+// all copy single files; they share New so that each gets the same care:
+// the destination is created, never opened through a symlink, and never
+// truncated. Template builds, the object store, volumes and the
+// write-ahead log of device images share WriteSynced and SyncDir, the
+// fsyncs that make a small file and a directory's entries durable.
 package filecopy
 
 import (

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"ohm/internal/mountinfo"
 )
 
 // These tests perform, for real, the attacks an outside probe of Ohm found
@@ -99,7 +101,7 @@ func TestNetworkComputerLeavesWorkspacesAlone(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	if !mounted(workspaceOf(spec)) {
+	if !mountinfo.IsMountpoint(workspaceOf(spec)) {
 		t.Error("starting a --network computer unmounted another computer's workspace on the host")
 	}
 	if r := sh(t, s, "ohm", "cat /home/ohm/marker"); r.stdout != "kept\n" {
@@ -110,7 +112,7 @@ func TestNetworkComputerLeavesWorkspacesAlone(t *testing.T) {
 	if err := ns.Stop(context.Background(), time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if !mounted(workspaceOf(spec)) {
+	if !mountinfo.IsMountpoint(workspaceOf(spec)) {
 		t.Error("stopping a --network computer unmounted another computer's workspace on the host")
 	}
 	if r := sh(t, s, "ohm", "cat /home/ohm/marker"); r.stdout != "kept\n" {

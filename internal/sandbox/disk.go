@@ -9,9 +9,9 @@ import (
 	"runtime"
 	"strings"
 
-	"github.com/moby/sys/mountinfo"
-
 	"golang.org/x/sys/unix"
+
+	"ohm/internal/mountinfo"
 )
 
 // CreateDisk makes the root disk of spec: a sparse ext4 image of exactly
@@ -129,7 +129,7 @@ func unmountAll(p paths, disk bool) error {
 		dirs = append(dirs, p.disk)
 	}
 	for _, dir := range dirs {
-		for mounted(dir) {
+		for mountinfo.IsMountpoint(dir) {
 			err := unix.Unmount(dir, 0)
 			if err == unix.EBUSY {
 				err = unix.Unmount(dir, unix.MNT_DETACH)
@@ -141,13 +141,6 @@ func unmountAll(p paths, disk bool) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// mounted reports whether dir is a mount point in this mount namespace.
-func mounted(dir string) bool {
-	// Only /proc is read: stat-ing dir could hang on a dead FUSE mount.
-	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(dir))
-	return err == nil && len(ms) > 0
 }
 
 func usedBytes(dir string) (uint64, error) {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"ohm/internal/mountinfo"
 )
 
 // ShareHome makes dir (a computer's /home on the host, Spec.HomeMount) a
@@ -16,7 +18,7 @@ import (
 // mount and the next, nothing the computer writes to /home lands on the
 // host's disk, and no link can replace dir/ohm.
 func ShareHome(dir string) error {
-	if mounted(dir) {
+	if mountinfo.IsMountpoint(dir) {
 		return nil
 	}
 	if err := mkdirNoFollow(dir, "ohm"); err != nil {
@@ -46,7 +48,7 @@ func ShareHome(dir string) error {
 
 // UnshareHome undoes ShareHome.
 func UnshareHome(dir string) error {
-	for mounted(dir) {
+	for mountinfo.IsMountpoint(dir) {
 		if err := unix.Unmount(dir, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
 			return fmt.Errorf("unmount %s: %w", dir, err)
 		}

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"unsafe"
 
-	"github.com/moby/sys/mountinfo"
-
 	"golang.org/x/sys/unix"
+
+	"ohm/internal/mountinfo"
 )
 
 // ext4ResizeFS is EXT4_IOC_RESIZE_FS, _IOW('f', 16, __u64): grow a
@@ -48,7 +48,7 @@ func GrowDisk(ctx context.Context, spec Spec, sizeMB int) error {
 			return fmt.Errorf("grow the root disk image of %s: %w", spec.Name, err)
 		}
 	}
-	if !mounted(p.disk) {
+	if !mountinfo.IsMountpoint(p.disk) {
 		return nil // mountDisk grows it
 	}
 	dev, err := loopOf(p.disk)
@@ -168,14 +168,14 @@ func growExt4(dir string, size int64) error {
 
 // loopOf is the loop device mounted at dir (as mount(8) -o loop made it).
 func loopOf(dir string) (string, error) {
-	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(dir))
+	m, ok, err := mountinfo.At(dir)
 	if err != nil {
 		return "", err
 	}
-	if len(ms) == 0 {
+	if !ok {
 		return "", fmt.Errorf("nothing mounted at %s", dir)
 	}
-	src := ms[len(ms)-1].Source
+	src := m.Source
 	if !strings.HasPrefix(src, "/dev/loop") {
 		return "", fmt.Errorf("%s is mounted from %s, not a loop device", dir, src)
 	}

@@ -41,6 +41,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ohm/internal/egress"
+	"ohm/internal/mountinfo"
 )
 
 // Spec describes a computer to start.
@@ -135,7 +136,7 @@ func Start(ctx context.Context, spec Spec) (*Sandbox, error) {
 	}
 	p := spec.paths()
 	if spec.DiskMounted {
-		if !mounted(p.disk) {
+		if !mountinfo.IsMountpoint(p.disk) {
 			return nil, fmt.Errorf("start %s: root disk: nothing mounted at %s", spec.Name, p.disk)
 		}
 	} else if _, err := os.Stat(p.image); err != nil {
@@ -179,7 +180,7 @@ func (s *Sandbox) start(ctx context.Context) error {
 	}
 	// A workspace mounted after the sandbox starts (the manager mounts it
 	// alongside) is hardened by whoever mounts it, when it is mounted.
-	if ws := filepath.Join(s.spec.HomeMount, "ohm"); s.spec.HomeMount != "" && mounted(ws) {
+	if ws := filepath.Join(s.spec.HomeMount, "ohm"); s.spec.HomeMount != "" && mountinfo.IsMountpoint(ws) {
 		if err := HardenWorkspace(ws); err != nil {
 			return err
 		}
@@ -313,7 +314,7 @@ func Usage(ctx context.Context, spec Spec) (DiskUsage, error) {
 	if spec.DiskMounted {
 		u := DiskUsage{Size: uint64(spec.DiskSizeMB) << 20}
 		var st unix.Statfs_t
-		if mounted(p.disk) && unix.Statfs(p.disk, &st) == nil {
+		if mountinfo.IsMountpoint(p.disk) && unix.Statfs(p.disk, &st) == nil {
 			u.Size = st.Blocks * uint64(st.Bsize)
 			u.Used = (st.Blocks - st.Bfree) * uint64(st.Bsize)
 		}
@@ -324,7 +325,7 @@ func Usage(ctx context.Context, spec Spec) (DiskUsage, error) {
 		return DiskUsage{}, fmt.Errorf("usage of %s: %w", spec.Name, err)
 	}
 	u := DiskUsage{Size: uint64(fi.Size())}
-	if mounted(p.disk) {
+	if mountinfo.IsMountpoint(p.disk) {
 		if used, err := usedBytes(p.disk); err == nil {
 			u.Used = used
 		}

@@ -17,6 +17,7 @@ import (
 
 	"ohm/internal/agent"
 	"ohm/internal/filecopy"
+	"ohm/internal/mountinfo"
 )
 
 // TestMain makes the test binary double as the agent: the tests bind it
@@ -386,7 +387,7 @@ func TestSandbox(t *testing.T) {
 	if err := s.Stop(context.Background(), time.Second); err != nil {
 		t.Errorf("second stop: %v", err)
 	}
-	if mounted(spec.paths().disk) || mounted(spec.paths().rootfs) {
+	if mountinfo.IsMountpoint(spec.paths().disk) || mountinfo.IsMountpoint(spec.paths().rootfs) {
 		t.Error("stop left mounts behind")
 	}
 	if _, err := Attach(context.Background(), spec); err == nil {
@@ -418,7 +419,7 @@ func TestStopKillsStubbornProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("stop with a process ignoring SIGTERM: %v", time.Since(begin))
-	if mounted(spec.paths().disk) {
+	if mountinfo.IsMountpoint(spec.paths().disk) {
 		t.Error("root disk still mounted")
 	}
 }
@@ -430,7 +431,7 @@ func TestCleanupAfterCrash(t *testing.T) {
 	if err := Cleanup(context.Background(), spec); err != nil {
 		t.Fatal(err)
 	}
-	if mounted(spec.paths().disk) {
+	if mountinfo.IsMountpoint(spec.paths().disk) {
 		t.Error("root disk still mounted")
 	}
 	s := startSandbox(t, spec)
@@ -498,7 +499,7 @@ func TestDynamicAgentWithoutLibc(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
 		t.Fatalf("got %v, want a clear error about the dynamically linked agent", err)
 	}
-	if mounted(spec.paths().disk) {
+	if mountinfo.IsMountpoint(spec.paths().disk) {
 		t.Error("failed start left the root disk mounted")
 	}
 }

@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"ohm/internal/units"
 	"os"
 	"path/filepath"
 	"sort"
@@ -33,6 +32,9 @@ import (
 	"github.com/moby/sys/mountinfo"
 
 	"golang.org/x/sys/unix"
+
+	"ohm/internal/filecopy"
+	"ohm/internal/units"
 )
 
 // Info describes a known template.
@@ -356,7 +358,7 @@ func (s *Store) build(ctx context.Context, r recipe, progress io.Writer) (string
 	if err != nil {
 		return "", err
 	}
-	if err := writeFileSync(filepath.Join(tmp, "manifest.json"), append(b, '\n'), 0o644); err != nil {
+	if err := filecopy.WriteSynced(filepath.Join(tmp, "manifest.json"), append(b, '\n'), 0o644); err != nil {
 		return "", fmt.Errorf("build template %s: %w", r.name, err)
 	}
 	// Make the tree durable before it becomes visible under its final name.
@@ -374,7 +376,7 @@ func (s *Store) build(ctx context.Context, r recipe, progress io.Writer) (string
 	} else {
 		return "", fmt.Errorf("build template %s: %w", r.name, err)
 	}
-	syncDir(s.dir)
+	filecopy.SyncDir(s.dir) // best effort: the build is in place
 	p.Donef("Built template %s in %s (%s)", r.name, roundDuration(time.Since(start)), units.FormatSize(size))
 	return s.RootPath(r.name), nil
 }
@@ -509,30 +511,6 @@ func mountsUnder(dir string) ([]string, error) {
 		mounts = append(mounts, m.Mountpoint)
 	}
 	return mounts, nil
-}
-
-func writeFileSync(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// syncDir makes dir's entries durable (fsync of the directory), best effort.
-func syncDir(dir string) {
-	if f, err := os.Open(dir); err == nil {
-		f.Sync()
-		f.Close()
-	}
 }
 
 // roundDuration keeps two or three significant digits of d.

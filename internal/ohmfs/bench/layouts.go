@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ohm/internal/disk"
+	"ohm/internal/mountinfo"
 	"ohm/internal/units"
 )
 
@@ -125,7 +126,7 @@ func Run(ctx context.Context, cfg RunConfig) (rep Report, err error) {
 			return "", "", err
 		}
 		undo = append(undo, func() error {
-			if m, _ := mounted(mnt); !m {
+			if !mountinfo.IsMountpoint(mnt) {
 				return nil
 			}
 			return ohm("fs", "umount", mnt)
@@ -241,20 +242,9 @@ func orDefault(a, b []string) []string {
 // fuseConn is the FUSE connection of the mount at mnt: the minor of its
 // device number.
 func fuseConn(mnt string) uint32 {
-	var st unix.Stat_t
-	if err := unix.Stat(mnt, &st); err != nil {
+	m, ok, err := mountinfo.At(mnt)
+	if err != nil || !ok {
 		return 0
 	}
-	return unix.Minor(st.Dev)
-}
-
-func mounted(path string) (bool, error) {
-	var st, parent unix.Stat_t
-	if err := unix.Lstat(path, &st); err != nil {
-		return false, err
-	}
-	if err := unix.Lstat(filepath.Dir(path), &parent); err != nil {
-		return false, err
-	}
-	return st.Dev != parent.Dev, nil
+	return m.Minor
 }

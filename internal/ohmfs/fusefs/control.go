@@ -9,8 +9,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
+
+	"ohm/internal/mountinfo"
 )
 
 // ControlDir is where the kernel's FUSE control filesystem (fusectl) is
@@ -36,7 +37,7 @@ func EnsureControl() error {
 }
 
 func controlMounted() (bool, error) {
-	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(ControlDir))
+	ms, err := mountinfo.Stack(ControlDir)
 	if err != nil {
 		return false, err
 	}
@@ -97,8 +98,8 @@ func Detach(path string) error {
 	if strings.HasPrefix(fstype, "fuse") {
 		// The root's attributes would come from the server; the
 		// mount table has the device without asking it.
-		if dev, err := mountDevice(path); err == nil {
-			if err := AbortConnection(int(unix.Minor(dev))); err != nil {
+		if m, ok, err := mountinfo.At(path); err == nil && ok {
+			if err := AbortConnection(int(m.Minor)); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -107,18 +108,4 @@ func Detach(path string) error {
 		errs = append(errs, fmt.Errorf("detach %s: %w", path, err))
 	}
 	return errors.Join(errs...)
-}
-
-// mountDevice returns the device of the filesystem mounted at path, as
-// the mount table gives it.
-func mountDevice(path string) (uint64, error) {
-	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(path))
-	if err != nil {
-		return 0, err
-	}
-	if len(ms) == 0 {
-		return 0, fmt.Errorf("%s is not mounted", path)
-	}
-	m := ms[len(ms)-1]
-	return unix.Mkdev(uint32(m.Major), uint32(m.Minor)), nil
 }

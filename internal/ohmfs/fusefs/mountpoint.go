@@ -8,8 +8,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
+
+	"ohm/internal/mountinfo"
 )
 
 // A mountpoint is often in a directory that something less trusted can
@@ -107,12 +108,8 @@ func mountedOn(dir *os.File) (fstype string, ok bool, err error) {
 		return "", false, nil
 	}
 	fstype = "a filesystem"
-	id := strconv.FormatUint(stx.Mnt_id, 10)
-	ms, _ := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
-		return strconv.Itoa(m.ID) != id, false
-	})
-	if len(ms) > 0 {
-		fstype = ms[0].FSType
+	if m, ok, _ := mountinfo.ByID(int(stx.Mnt_id)); ok {
+		fstype = m.FSType
 	}
 	return fstype, true, nil
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"ohm/internal/filecopy"
 )
 
 // tempPrefix starts the names of the file backend's temporary files. Keys
@@ -106,7 +108,7 @@ func (s *FileStore) put(p string, data []byte) error {
 		return err
 	}
 	ok = true
-	return SyncDir(dir)
+	return filecopy.SyncDir(dir)
 }
 
 // mkdirAllSync creates dir and its missing parents, fsyncing each parent
@@ -127,22 +129,7 @@ func mkdirAllSync(dir string) error {
 		}
 		return err
 	}
-	return SyncDir(parent)
-}
-
-// SyncDir fsyncs directory dir, making the entries created or removed in
-// it durable (as a file store does after each Put). The volume and the
-// write-ahead log of device images need the same for their own files.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return filecopy.SyncDir(parent)
 }
 
 // Get returns length bytes of key from off (length < 0: to the end). A

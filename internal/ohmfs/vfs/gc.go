@@ -75,12 +75,12 @@ func (c collector) collect(ctx context.Context, opts GCOptions) (GCResult, error
 		cutoff = start
 	}
 
-	var stored map[uint64]storedBlock
+	var stored map[uint64]StoredBlock
 	var referenced map[uint64]bool
 	if opts.Offline {
 		var err error
-		if stored, err = listBlocks(ctx, c.b); err != nil {
-			return res, err
+		if stored, err = ListBlocks(ctx, c.b); err != nil {
+			return res, fmt.Errorf("gc: %w", err)
 		}
 		referenced = make(map[uint64]bool)
 		if err := c.m.ReferencedBlocks(ctx, func(id uint64) error { referenced[id] = true; return nil }); err != nil {
@@ -109,7 +109,7 @@ func (c collector) collect(ctx context.Context, opts GCOptions) (GCResult, error
 		}
 		res.DeletedBlocks++
 		if sb, ok := stored[fb.ID]; ok {
-			res.DeletedBytes += uint64(sb.size)
+			res.DeletedBytes += uint64(sb.Size)
 			delete(stored, fb.ID)
 		}
 		forget = append(forget, fb.ID)
@@ -132,7 +132,7 @@ func (c collector) collect(ctx context.Context, opts GCOptions) (GCResult, error
 		if referenced[id] {
 			continue
 		}
-		if inFreed[id] || !sb.mtime.Before(cutoff) {
+		if inFreed[id] || !sb.MTime.Before(cutoff) {
 			res.KeptYoung++
 			continue
 		}
@@ -140,7 +140,7 @@ func (c collector) collect(ctx context.Context, opts GCOptions) (GCResult, error
 			return res, fmt.Errorf("gc: %w", err)
 		}
 		res.DeletedBlocks++
-		res.DeletedBytes += uint64(sb.size)
+		res.DeletedBytes += uint64(sb.Size)
 	}
 	n, err := c.b.CleanTemp(ctx, opts.Grace)
 	res.TempFiles = uint64(n)
@@ -150,19 +150,22 @@ func (c collector) collect(ctx context.Context, opts GCOptions) (GCResult, error
 	return res, firstErr
 }
 
-type storedBlock struct {
-	size  int64
-	mtime time.Time
+// StoredBlock is a block as its store lists it.
+type StoredBlock struct {
+	Size  int64     // bytes stored (compressed, with its header)
+	MTime time.Time // when it was written
 }
 
-func listBlocks(ctx context.Context, b *blockstore.Store) (map[uint64]storedBlock, error) {
-	stored := make(map[uint64]storedBlock)
+// ListBlocks lists the blocks in b by ID: what GC and fsck compare with
+// the blocks the metadata references.
+func ListBlocks(ctx context.Context, b *blockstore.Store) (map[uint64]StoredBlock, error) {
+	stored := make(map[uint64]StoredBlock)
 	err := b.List(ctx, func(id uint64, size int64, mtime time.Time) error {
-		stored[id] = storedBlock{size, mtime}
+		stored[id] = StoredBlock{size, mtime}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("gc: list blocks: %w", err)
+		return nil, fmt.Errorf("list blocks: %w", err)
 	}
 	return stored, nil
 }

@@ -21,7 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ohm/internal/ohmfs/objstore"
+	"ohm/internal/filecopy"
 )
 
 // The write-ahead log of device images (docs/durability.md).
@@ -407,7 +407,7 @@ func (w *wal) newSegment(start uint64) error {
 	}
 	fi, err := f.Stat()
 	if err == nil {
-		err = objstore.SyncDir(w.dir)
+		err = filecopy.SyncDir(w.dir)
 	}
 	if err != nil {
 		f.Close()
@@ -639,20 +639,8 @@ func (w *wal) close() error {
 
 // writeSynced writes a small file durably (file, then directory).
 func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := filecopy.WriteSynced(path, data, 0o600); err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return objstore.SyncDir(filepath.Dir(path))
+	return filecopy.SyncDir(filepath.Dir(path))
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"ohm/internal/filecopy"
 	"ohm/internal/ohmfs/objstore"
 	"ohm/internal/ohmfs/replica"
 )
@@ -56,7 +57,7 @@ func (b *fileBackend) format(ctx context.Context, create func(string) error) (un
 		if err := os.MkdirAll(b.dir, 0o755); err != nil {
 			return nil, err
 		}
-		if err := objstore.SyncDir(filepath.Dir(b.dir)); err != nil {
+		if err := filecopy.SyncDir(filepath.Dir(b.dir)); err != nil {
 			return nil, err
 		}
 		created = true

@@ -9,9 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"ohm/internal/filecopy"
 	"ohm/internal/ohmfs/blockstore"
 	"ohm/internal/ohmfs/meta"
-	"ohm/internal/ohmfs/objstore"
 	"ohm/internal/ohmfs/replica"
 )
 
@@ -111,7 +111,7 @@ func Fork(ctx context.Context, src, snap, dst string, prepare func(context.Conte
 	if err := putIdentity(ctx, db.objects(), nid); err != nil {
 		return fmt.Errorf("fork volume %s: %w", src, err)
 	}
-	return objstore.SyncDir(db.dir)
+	return filecopy.SyncDir(db.dir)
 }
 
 // linkBlock hard-links block id of the volume directory src into dst.

@@ -516,7 +516,7 @@ func (v *Volume) fsck(ctx context.Context, opts FsckOptions) (*FsckReport, error
 		return nil, err
 	}
 	r.Problems = problems
-	stored, err := v.listBlocks(ctx)
+	stored, err := vfs.ListBlocks(ctx, v.Blocks)
 	if err != nil {
 		return nil, err
 	}
@@ -534,8 +534,8 @@ func (v *Volume) fsck(ctx context.Context, opts FsckOptions) (*FsckReport, error
 			if err := v.Blocks.Verify(ctx, id); err != nil {
 				r.Problems = append(r.Problems, meta.Problem{Detail: err.Error()})
 			}
-		case b.size < 16:
-			r.Problems = append(r.Problems, meta.Problem{Detail: fmt.Sprintf("block %d (%s) is truncated: %d bytes", id, blockstore.Key(id), b.size)})
+		case b.Size < 16:
+			r.Problems = append(r.Problems, meta.Problem{Detail: fmt.Sprintf("block %d (%s) is truncated: %d bytes", id, blockstore.Key(id), b.Size)})
 		}
 		return ctx.Err()
 	})
@@ -549,20 +549,6 @@ func (v *Volume) fsck(ctx context.Context, opts FsckOptions) (*FsckReport, error
 		}
 	}
 	return r, nil
-}
-
-type storedBlock struct {
-	size  int64
-	mtime time.Time
-}
-
-func (v *Volume) listBlocks(ctx context.Context) (map[uint64]storedBlock, error) {
-	stored := make(map[uint64]storedBlock)
-	err := v.Blocks.List(ctx, func(id uint64, size int64, mtime time.Time) error {
-		stored[id] = storedBlock{size, mtime}
-		return nil
-	})
-	return stored, err
 }
 
 // GCResult says what GC did.

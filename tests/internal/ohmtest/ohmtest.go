@@ -6,7 +6,6 @@
 package ohmtest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"ohm/internal/mountinfo"
 	"ohm/internal/ohmfs/fusefs"
 	"ohm/internal/proc"
 )
@@ -309,47 +309,20 @@ func (v *Volume) MountForeground(t testing.TB) *Foreground {
 }
 
 // Mounted reports whether a filesystem is mounted at dir.
-func Mounted(dir string) bool {
-	_, ok := MountType(dir)
-	return ok
-}
+func Mounted(dir string) bool { return mountinfo.IsMountpoint(dir) }
 
-// MountType returns the type /proc/self/mounts gives for the filesystem
-// mounted at dir (the last one, if several are stacked).
+// MountType returns the type the mount table gives for the filesystem
+// mounted at dir (the top one, if several are stacked).
 func MountType(dir string) (string, bool) {
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		return "", false
-	}
-	defer f.Close()
-	var typ string
-	found := false
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) >= 3 && unescapeMount(fields[1]) == dir {
-			typ, found = fields[2], true
-		}
-	}
-	return typ, found
+	m, ok, err := mountinfo.At(dir)
+	return m.FSType, err == nil && ok
 }
 
-// MountSource returns the source /proc/self/mounts gives for dir.
+// MountSource returns the source the mount table gives for dir (the top
+// mount's, if several are stacked).
 func MountSource(dir string) string {
-	b, _ := os.ReadFile("/proc/self/mounts")
-	src := ""
-	for _, line := range strings.Split(string(b), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) >= 3 && unescapeMount(fields[1]) == dir {
-			src = unescapeMount(fields[0])
-		}
-	}
-	return src
-}
-
-func unescapeMount(s string) string {
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
+	m, _, _ := mountinfo.At(dir)
+	return m.Source
 }
 
 // ForceUnmount detaches whatever is mounted at dir, dead or alive: what a
@@ -368,30 +341,17 @@ func ForceUnmount(dir string) {
 }
 
 // fuseConnection returns the number of the FUSE connection mounted at dir
-// (its device minor, the name of its directory in /sys/fs/fuse/connections).
+// (its device minor, the name of its directory in /sys/fs/fuse/connections):
+// that of the top FUSE mount there.
 func fuseConnection(dir string) (int, bool) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	stack, err := mountinfo.Stack(dir)
 	if err != nil {
 		return 0, false
 	}
-	minor, found := 0, false
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 10 || unescapeMount(f[4]) != dir {
-			continue
-		}
-		sep := 6
-		for sep < len(f) && f[sep] != "-" {
-			sep++
-		}
-		if sep+1 >= len(f) || !strings.HasPrefix(f[sep+1], "fuse") {
-			continue
-		}
-		if _, m, ok := strings.Cut(f[2], ":"); ok {
-			if _, err := fmt.Sscan(m, &minor); err == nil {
-				found = true
-			}
+	for i := len(stack) - 1; i >= 0; i-- {
+		if strings.HasPrefix(stack[i].FSType, "fuse") {
+			return int(stack[i].Minor), true
 		}
 	}
-	return minor, found
+	return 0, false
 }
