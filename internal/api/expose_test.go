@@ -425,31 +425,73 @@ func TestPreview(t *testing.T) {
 		}
 	})
 
-	// Traffic through a preview URL is activity: a computer polled there
-	// stays up for many idle timeouts, and stops once the polling stops.
-	// (The stop above ended the background processes, which would hold it
-	// busy; httpd without -f detaches, so the exec that starts it ends.)
+	// Traffic through a preview URL is activity: a computer whose port is
+	// used for many idle timeouts stays up, and stops once the use ends.
+	// The dev server answers with keep-alive, so the proxy reuses one
+	// connection: the requests (previews.serve) and the bytes read from
+	// the computer (relayConn.Read) are the activity, not new dials. Then
+	// one WebSocket, dialled once, carries only relayed bytes.
 	t.Run("port traffic keeps it awake", func(t *testing.T) {
-		if out, code := run(t, c, "web", "httpd -p 8080 -h /home/ohm/www"); code != 0 {
-			t.Fatalf("httpd: %d %s", code, out)
+		// A stop ends the background processes, which would hold the
+		// computer busy; the dev server is started detached instead, so
+		// that the exec starting it ends.
+		if err := c.Stop(ctx, "web"); err != nil {
+			t.Fatal(err)
 		}
-		pub := "http://8080-web.localhost:" + strings.Split(d.addr, ":")[1] + "/"
-		d.waitServing(t, pub)
+		if out, code := run(t, c, "web", "setsid /home/ohm/devserver 127.0.0.1:3000 </dev/null >/dev/null 2>&1 &"); code != 0 {
+			t.Fatalf("devserver: %d %s", code, out)
+		}
+		p, err := c.Expose(ctx, "web", 3000, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := "http://3000-web.localhost:" + strings.Split(d.addr, ":")[1]
+		share := strings.TrimPrefix(p.URL, base+"/?ohm_token=")
+		d.waitServing(t, base+"/")
 		if comp, err := c.Set(ctx, "web", client.SetRequest{IdleTimeoutSeconds: client.Seconds(testIdleTimeout)}); err != nil || comp.IdleTimeoutSeconds != testIdleTimeout.Seconds() {
 			t.Fatalf("set the idle timeout: %+v %v", comp, err)
 		}
+		awake := func(what string) {
+			t.Helper()
+			if comp := getComputer(t, c, "web"); comp.State != "running" || comp.ActiveSessions != 0 {
+				t.Fatalf("%s: %s (%s), %d sessions; want running with no session holding it", what, comp.State, comp.StopReason, comp.ActiveSessions)
+			}
+		}
+		pace := testIdleTimeout / 10 // well inside the timeout
 		polls := 0
 		for end := time.Now().Add(4 * testIdleTimeout); time.Now().Before(end); polls++ {
-			if resp, body := d.get(t, d.hc, pub); resp.StatusCode != http.StatusOK || !strings.Contains(body, "busybox here") {
+			if resp, body := d.get(t, d.hc, base+"/", "Authorization", "Bearer "+d.token); resp.StatusCode != http.StatusOK || !strings.Contains(body, "devserver inside") {
 				t.Fatalf("poll %d: %d %s", polls, resp.StatusCode, body)
 			}
-			if comp := getComputer(t, c, "web"); comp.State != "running" || comp.ActiveSessions != 0 {
-				t.Fatalf("while its port was polled (poll %d): %s (%s), %d sessions; want running and no session holding it", polls, comp.State, comp.StopReason, comp.ActiveSessions)
-			}
-			time.Sleep(testIdleTimeout / 10) // the pace of the polling: well inside the timeout
+			awake(fmt.Sprintf("while its port was polled (poll %d)", polls))
+			time.Sleep(pace)
 		}
-		t.Logf("%d polls over %v kept it running", polls, 4*testIdleTimeout)
-		poll(t, "the computer to stop once its port is no longer polled", func() bool { return getComputer(t, c, "web").State == "stopped" })
+
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		conn, _, err := websocket.Dial(wctx, "ws"+strings.TrimPrefix(base, "http")+"/ws", &websocket.DialOptions{
+			HTTPClient: d.hc,
+			HTTPHeader: http.Header{"Cookie": {previewCookie + "=" + share}},
+		})
+		if err != nil {
+			t.Fatalf("websocket: %v", err)
+		}
+		defer conn.CloseNow()
+		echoes := 0
+		for end := time.Now().Add(4 * testIdleTimeout); time.Now().Before(end); echoes++ {
+			if err := conn.Write(wctx, websocket.MessageText, []byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			if _, b, err := conn.Read(wctx); err != nil || string(b) != "echo: ping" {
+				t.Fatalf("echo %d: %q %v", echoes, b, err)
+			}
+			awake(fmt.Sprintf("while a WebSocket to its port was used (echo %d)", echoes))
+			time.Sleep(pace)
+		}
+		conn.Close(websocket.StatusNormalClosure, "")
+		t.Logf("%d polls, then %d echoes on one WebSocket, each over %v, kept it running", polls, echoes, 4*testIdleTimeout)
+
+		poll(t, "the computer to stop once its port is no longer used", func() bool { return getComputer(t, c, "web").State == "stopped" })
 		if comp := getComputer(t, c, "web"); !strings.Contains(comp.StopReason, "idle") {
 			t.Errorf("stopped with reason %q, want an idle stop", comp.StopReason)
 		}
