@@ -67,7 +67,8 @@ an exposed port again changes only --public: the URL stays the same.`,
 }
 
 func newComputerUnexposeCmd(connect connectFunc) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "unexpose NAME PORT",
 		Short: "Remove the preview URL of a port of a computer",
 		Args:  cobra.ExactArgs(2),
@@ -80,10 +81,18 @@ func newComputerUnexposeCmd(connect connectFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = c.Unexpose(cmd.Context(), args[0], port)
-			return err
+			p, err := c.Unexpose(cmd.Context(), args[0], port)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), p)
+			}
+			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the port that was exposed as JSON")
+	return cmd
 }
 
 func newComputerPortsCmd(connect connectFunc) *cobra.Command {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"github.com/coder/websocket"
 
 	"ohm/client"
+	"ohm/internal/computer"
 )
 
 // previewDaemon is a daemon serving previews on a real TCP listener.
@@ -36,7 +38,8 @@ type previewDaemon struct {
 
 func startPreviewDaemon(t *testing.T) previewDaemon {
 	t.Helper()
-	d := startDaemonServer(t)
+	// Idle timeouts as short as the idle tests' (see idleOptions).
+	d := startDaemonServer(t, func(o *computer.Options) { o.MinIdleTimeout = 100 * time.Millisecond })
 	tok, err := LoadToken(d.dir)
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +103,14 @@ func (d previewDaemon) waitServing(t *testing.T, u string) {
 		}
 		time.Sleep(50 * time.Millisecond) // polling a server coming up, with a deadline
 	}
+}
+
+// ohmCLI runs `ohm computer ARGS --data-dir dir` with the binary exe and
+// returns its combined output.
+func ohmCLI(exe, dir string, args ...string) (string, error) {
+	cmd := exec.Command(exe, append(append([]string{"computer"}, args...), "--data-dir", dir)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 // buildDevserver builds testdata/devserver, static, to copy into a computer.
@@ -342,6 +353,41 @@ func TestPreview(t *testing.T) {
 		}
 	})
 
+	t.Run("cli", func(t *testing.T) {
+		exe := buildOhm(t)
+		ohm := func(args ...string) (string, error) { return ohmCLI(exe, d.dir, args...) }
+		out, err := ohm("expose", "web", "4000", "--json")
+		var exp client.Port
+		if err != nil || json.Unmarshal([]byte(out), &exp) != nil {
+			t.Fatalf("expose --json: %v\n%s", err, out)
+		}
+		if base4 := "http://4000-web.localhost:" + strings.Split(d.addr, ":")[1] + "/?ohm_token="; exp.Port != 4000 || exp.Public || !strings.HasPrefix(exp.URL, base4) || len(exp.URL) == len(base4) {
+			t.Errorf("expose --json: %+v, want port 4000 at a URL under %s with a token", exp, base4)
+		}
+		before, _ := c.Ports(ctx, "web")
+		out, err = ohm("expose", "web", "70000")
+		if err == nil || strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.Contains(out, `invalid port "70000": it must be a number between 1 and 65535`) {
+			t.Errorf("expose of port 70000: %v, want one line saying the range:\n%s", err, out)
+		}
+		if after, _ := c.Ports(ctx, "web"); !reflect.DeepEqual(after, before) {
+			t.Errorf("a bad expose changed the ports from %+v to %+v", before, after)
+		}
+		if out, err := ohm("info", "web"); err != nil || !strings.Contains(out, "port 4000: "+exp.URL+" (token)\n") || !strings.Contains(out, "port 8080: ") {
+			t.Errorf("info lacks the port lines: %v\n%s", err, out)
+		}
+		out, err = ohm("unexpose", "web", "4000", "--json")
+		var unexp client.Port
+		if err != nil || json.Unmarshal([]byte(out), &unexp) != nil || unexp.Port != 4000 || unexp.Public {
+			t.Errorf("unexpose --json: %v %+v\n%s", err, unexp, out)
+		}
+		if out, err := ohm("unexpose", "web", "4000"); err == nil || !strings.Contains(out, "not exposed") {
+			t.Errorf("unexpose of a port no longer exposed: %v\n%s", err, out)
+		}
+		if out, err := ohm("info", "web"); err != nil || strings.Contains(out, "port 4000:") {
+			t.Errorf("info after unexpose: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("info and unexpose", func(t *testing.T) {
 		comp, err := c.Get(ctx, "web")
 		if err != nil {
@@ -376,6 +422,78 @@ func TestPreview(t *testing.T) {
 		}
 		if comp, err := c.Get(ctx, "web"); err != nil || comp.State != "running" || len(comp.Ports) != 2 {
 			t.Errorf("after a preview request: %+v %v", comp, err)
+		}
+	})
+
+	// Traffic through a preview URL is activity: a computer whose port is
+	// used for many idle timeouts stays up, and stops once the use ends.
+	// The dev server answers with keep-alive, so the proxy reuses one
+	// connection: the requests (previews.serve) and the bytes read from
+	// the computer (relayConn.Read) are the activity, not new dials. Then
+	// one WebSocket, dialled once, carries only relayed bytes.
+	t.Run("port traffic keeps it awake", func(t *testing.T) {
+		// A stop ends the background processes, which would hold the
+		// computer busy; the dev server is started detached instead, so
+		// that the exec starting it ends.
+		if err := c.Stop(ctx, "web"); err != nil {
+			t.Fatal(err)
+		}
+		if out, code := run(t, c, "web", "setsid /home/ohm/devserver 127.0.0.1:3000 </dev/null >/dev/null 2>&1 &"); code != 0 {
+			t.Fatalf("devserver: %d %s", code, out)
+		}
+		p, err := c.Expose(ctx, "web", 3000, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := "http://3000-web.localhost:" + strings.Split(d.addr, ":")[1]
+		share := strings.TrimPrefix(p.URL, base+"/?ohm_token=")
+		d.waitServing(t, base+"/")
+		if comp, err := c.Set(ctx, "web", client.SetRequest{IdleTimeoutSeconds: client.Seconds(testIdleTimeout)}); err != nil || comp.IdleTimeoutSeconds != testIdleTimeout.Seconds() {
+			t.Fatalf("set the idle timeout: %+v %v", comp, err)
+		}
+		awake := func(what string) {
+			t.Helper()
+			if comp := getComputer(t, c, "web"); comp.State != "running" || comp.ActiveSessions != 0 {
+				t.Fatalf("%s: %s (%s), %d sessions; want running with no session holding it", what, comp.State, comp.StopReason, comp.ActiveSessions)
+			}
+		}
+		pace := testIdleTimeout / 10 // well inside the timeout
+		polls := 0
+		for end := time.Now().Add(4 * testIdleTimeout); time.Now().Before(end); polls++ {
+			if resp, body := d.get(t, d.hc, base+"/", "Authorization", "Bearer "+d.token); resp.StatusCode != http.StatusOK || !strings.Contains(body, "devserver inside") {
+				t.Fatalf("poll %d: %d %s", polls, resp.StatusCode, body)
+			}
+			awake(fmt.Sprintf("while its port was polled (poll %d)", polls))
+			time.Sleep(pace)
+		}
+
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		conn, _, err := websocket.Dial(wctx, "ws"+strings.TrimPrefix(base, "http")+"/ws", &websocket.DialOptions{
+			HTTPClient: d.hc,
+			HTTPHeader: http.Header{"Cookie": {previewCookie + "=" + share}},
+		})
+		if err != nil {
+			t.Fatalf("websocket: %v", err)
+		}
+		defer conn.CloseNow()
+		echoes := 0
+		for end := time.Now().Add(4 * testIdleTimeout); time.Now().Before(end); echoes++ {
+			if err := conn.Write(wctx, websocket.MessageText, []byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			if _, b, err := conn.Read(wctx); err != nil || string(b) != "echo: ping" {
+				t.Fatalf("echo %d: %q %v", echoes, b, err)
+			}
+			awake(fmt.Sprintf("while a WebSocket to its port was used (echo %d)", echoes))
+			time.Sleep(pace)
+		}
+		conn.Close(websocket.StatusNormalClosure, "")
+		t.Logf("%d polls, then %d echoes on one WebSocket, each over %v, kept it running", polls, echoes, 4*testIdleTimeout)
+
+		poll(t, "the computer to stop once its port is no longer used", func() bool { return getComputer(t, c, "web").State == "stopped" })
+		if comp := getComputer(t, c, "web"); !strings.Contains(comp.StopReason, "idle") {
+			t.Errorf("stopped with reason %q, want an idle stop", comp.StopReason)
 		}
 	})
 }

@@ -3,8 +3,11 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -36,7 +39,7 @@ func TestMCP(t *testing.T) {
 	for _, tool := range tools.Tools {
 		names = append(names, tool.Name)
 	}
-	if got := strings.Join(names, " "); got != "changes checkpoint checkpoints create delete expose fork list read_file resize restore run set start stop unexpose write_file" {
+	if got := strings.Join(names, " "); got != "changes checkpoint checkpoints create delete delete_checkpoint expose fork info list read_file resize restore run set start stop unexpose write_file" {
 		t.Errorf("tools: %s", got)
 	}
 
@@ -54,9 +57,13 @@ func TestMCP(t *testing.T) {
 		}
 		return res
 	}
+	// A networked computer when this host can give it one, so that set
+	// can take an allow list.
+	_, slirpErr := exec.LookPath("slirp4netns")
+	networked := slirpErr == nil
 	var comp mcpserver.ComputerOutput
-	if res := call("create", map[string]any{"name": "agent", "template": "minimal", "disk_size_mb": 256}, &comp); res.IsError || comp.Name != "agent" || comp.State != "running" {
-		t.Fatalf("create: %+v %+v", res, comp)
+	if res := call("create", map[string]any{"name": "agent", "template": "minimal", "disk_size_mb": 256, "network": networked}, &comp); res.IsError || comp.Name != "agent" || comp.State != "running" || comp.Network != networked {
+		t.Fatalf("create: %s %+v", toolText(res), comp)
 	}
 	var list mcpserver.ListOutput
 	call("list", map[string]any{}, &list)
@@ -79,6 +86,19 @@ func TestMCP(t *testing.T) {
 	}
 	if res := call("set", map[string]any{"name": "agent", "idle_timeout_seconds": -1}, nil); !res.IsError {
 		t.Errorf("set of a negative idle timeout: not an error")
+	}
+	if networked {
+		if res := call("set", map[string]any{"name": "agent", "allow_hosts": []string{"a.test"}}, &set); res.IsError || !slices.Equal(set.AllowHosts, []string{"a.test"}) || !set.Network {
+			t.Errorf("set allow_hosts [a.test]: %s %+v", toolText(res), set)
+		}
+	} else {
+		t.Log("no slirp4netns: the computer has no network, so set can take no allow list")
+		if res := call("set", map[string]any{"name": "agent", "allow_hosts": []string{"a.test"}}, nil); !res.IsError || !strings.Contains(toolText(res), "no network to limit") {
+			t.Errorf("set allow_hosts on a computer without a network: %s, want an error saying it has none", toolText(res))
+		}
+	}
+	if res := call("set", map[string]any{"name": "agent", "allow_hosts": []string{"bad host"}}, nil); !res.IsError || !strings.Contains(toolText(res), `invalid allowed host "bad host"`) {
+		t.Errorf("set allow_hosts [bad host]: %s, want an error naming the host", toolText(res))
 	}
 	var ch mcpserver.ChangesOutput
 	if res := call("changes", map[string]any{"name": "agent", "command": "mkdir -p /home/ohm/built && echo x > /home/ohm/built/out.txt && echo done"}, &ch); res.IsError || ch.ExitCode != 0 || ch.Stdout != "done\n" {
@@ -115,12 +135,81 @@ func TestMCP(t *testing.T) {
 	if res := call("expose", map[string]any{"name": "agent", "port": 70000}, nil); !res.IsError {
 		t.Errorf("expose of port 70000: not an error")
 	}
+	// info shows what list and set do not: the ports and the idle stop
+	// time, with the allow lists and the idle timeout; the bad set above
+	// changed nothing.
+	var info mcpserver.ComputerOutput
+	if res := call("info", map[string]any{"name": "agent"}, &info); res.IsError {
+		t.Fatalf("info: %s", toolText(res))
+	}
+	if info.Name != "agent" || info.State != "running" || info.IdleTimeoutSeconds != 3600 || len(info.Ports) != 1 || info.Ports[0].Port != 3000 || info.Ports[0].Public {
+		t.Errorf("info: %+v", info)
+	}
+	if at, err := time.Parse(time.RFC3339, info.IdleStopAt); err != nil || !at.After(time.Now()) {
+		t.Errorf("info: idle_stop_at %q (%v), want a time to come", info.IdleStopAt, err)
+	}
+	if networked && (!info.Network || !slices.Equal(info.AllowHosts, []string{"a.test"})) {
+		t.Errorf("info: network %v, allow_hosts %v, want a network limited to a.test", info.Network, info.AllowHosts)
+	}
+	if res := call("info", map[string]any{"name": "ghost"}, nil); !res.IsError {
+		t.Errorf("info of a missing computer: not an error")
+	}
 	if res := call("unexpose", map[string]any{"name": "agent", "port": 3000}, &port); res.IsError || port.Port != 3000 {
 		t.Errorf("unexpose: %+v %+v", res, port)
 	}
 	if res := call("unexpose", map[string]any{"name": "agent", "port": 3000}, nil); !res.IsError {
 		t.Errorf("unexpose of a port not exposed: not an error")
 	}
+	t.Run("checkpoints", func(t *testing.T) {
+		var ck mcpserver.CheckpointOutput
+		if res := call("checkpoint", map[string]any{"name": "agent", "label": "before"}, &ck); res.IsError || ck.ID == "" || ck.Label != "before" {
+			t.Fatalf("checkpoint: %s %+v", toolText(res), ck)
+		}
+		call("write_file", map[string]any{"name": "agent", "path": "/home/ohm/notes.txt", "content": "changed\n"}, nil)
+		var cks mcpserver.CheckpointsOutput
+		if call("checkpoints", map[string]any{"name": "agent"}, &cks); len(cks.Checkpoints) != 1 || cks.Checkpoints[0].ID != ck.ID {
+			t.Fatalf("checkpoints: %+v", cks)
+		}
+		var restored mcpserver.ComputerOutput
+		if res := call("restore", map[string]any{"name": "agent", "checkpoint": ck.ID}, &restored); res.IsError || restored.Name != "agent" || restored.State != "running" {
+			t.Fatalf("restore: %s %+v", toolText(res), restored)
+		}
+		var read mcpserver.ReadFileOutput
+		if call("read_file", map[string]any{"name": "agent", "path": "/home/ohm/notes.txt"}, &read); read.Content != "remember\n" {
+			t.Errorf("after restore: %+v", read)
+		}
+		var fork mcpserver.ComputerOutput
+		if res := call("fork", map[string]any{"name": "agent", "new": "agent-fork", "checkpoint": ck.ID}, &fork); res.IsError || fork.Name != "agent-fork" || fork.State != "running" {
+			t.Fatalf("fork: %s %+v", toolText(res), fork)
+		}
+		if call("read_file", map[string]any{"name": "agent-fork", "path": "/home/ohm/notes.txt"}, &read); read.Content != "remember\n" {
+			t.Errorf("in the fork: %+v", read)
+		}
+		call("delete", map[string]any{"name": "agent-fork"}, nil)
+		for _, tc := range []struct {
+			what string
+			args map[string]any
+			want string
+		}{
+			{"an unknown checkpoint", map[string]any{"name": "agent", "checkpoint": "nope"}, "nope"},
+			{"no checkpoint", map[string]any{"name": "agent"}, "required"},
+			{"a missing computer", map[string]any{"name": "ghost", "checkpoint": ck.ID}, "ghost"},
+		} {
+			if res := call("delete_checkpoint", tc.args, nil); !res.IsError || !strings.Contains(toolText(res), tc.want) {
+				t.Errorf("delete_checkpoint of %s: %s, want an error saying %q", tc.what, toolText(res), tc.want)
+			}
+		}
+		if call("checkpoints", map[string]any{"name": "agent"}, &cks); len(cks.Checkpoints) != 1 {
+			t.Fatalf("bad deletes changed the checkpoints: %+v", cks)
+		}
+		var del mcpserver.CheckpointRef
+		if res := call("delete_checkpoint", map[string]any{"name": "agent", "checkpoint": ck.ID}, &del); res.IsError || del.Name != "agent" || del.Checkpoint != ck.ID {
+			t.Fatalf("delete_checkpoint: %s %+v", toolText(res), del)
+		}
+		if call("checkpoints", map[string]any{"name": "agent"}, &cks); len(cks.Checkpoints) != 0 {
+			t.Errorf("checkpoints after delete_checkpoint: %+v", cks)
+		}
+	})
 	var resized mcpserver.ResizeOutput
 	if res := call("resize", map[string]any{"name": "agent", "disk_size_mb": 320}, &resized); res.IsError && canResizeExt4Online() || !res.IsError && resized.DiskSizeMB != 320 {
 		t.Errorf("resize: %+v %+v", res, resized)
@@ -133,4 +222,15 @@ func TestMCP(t *testing.T) {
 	if len(list.Computers) != 0 {
 		t.Errorf("list after delete: %+v", list)
 	}
+}
+
+// toolText is the text content of a tool result (a tool error's message).
+func toolText(res *mcp.CallToolResult) string {
+	var parts []string
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			parts = append(parts, tc.Text)
+		}
+	}
+	return strings.Join(parts, " ")
 }

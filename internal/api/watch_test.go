@@ -1,10 +1,14 @@
 package api
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os/exec"
 	"path"
 	"reflect"
 	"strings"
@@ -89,7 +93,7 @@ func dirEv(typ, p string) client.WatchEvent {
 // change it, with paths as the computer sees them; a second watch is
 // limited to a directory; stop ends both.
 func TestWatch(t *testing.T) {
-	c, _ := startDaemon(t)
+	c, dataDir := startDaemon(t)
 	ctx := context.Background()
 	newComputer(t, c, "watched")
 	const h = "/home/ohm"
@@ -156,8 +160,37 @@ func TestWatch(t *testing.T) {
 		}
 	}
 
+	// The CLI's watch --json: NDJSON, one event per line, until the stop.
+	cli := cliWatch(t, dataDir, "watched")
+	t.Run("cli", func(t *testing.T) {
+		// The watch is set up once an event arrives: touch files until one
+		// is seen.
+		deadline := time.Now().Add(time.Minute)
+		for i := 0; ; i++ {
+			probe := fmt.Sprintf("%s/cli%d", h, i)
+			if out, code := run(t, c, "watched", "touch "+probe); code != 0 {
+				t.Fatalf("touch: %d %s", code, out)
+			}
+			if e, ok := cli.next(t, 2*time.Second, named(probe)); ok {
+				if e.Type != client.WatchCreated || e.Dir {
+					t.Errorf("watch --json: %+v, want a created file", e)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("watch --json printed no event for the files touched")
+			}
+		}
+	})
+
 	if err := c.Stop(ctx, "watched"); err != nil {
 		t.Fatal(err)
+	}
+	if e, ok := cli.next(t, 30*time.Second, func(e client.WatchEvent) bool { return e.Type == client.WatchEnded }); !ok || !strings.Contains(e.Reason, "stopped") {
+		t.Errorf("watch --json after the stop: %+v %v, want an ended event", e, ok)
+	}
+	if err := cli.wait(t); err != nil {
+		t.Errorf("watch --json after the stop: %v, want exit 0", err)
 	}
 	for name, s := range map[string]*watchStream{"all": all, "src": src} {
 		evs := s.until(t, func(e client.WatchEvent) bool { return e.Type == client.WatchEnded })
@@ -273,4 +306,85 @@ func TestWatchBurst(t *testing.T) {
 	if !overflow {
 		t.Errorf("the stalled watch lost events without an overflow event (%d created)", created)
 	}
+}
+
+// cliStream is a running `ohm computer watch NAME --json`, its lines
+// parsed in the background (where nothing calls t.Fatal).
+type cliStream struct {
+	cmd    *exec.Cmd
+	events chan client.WatchEvent // closed at the end of its output
+	bad    chan string            // lines that are not one JSON event
+	stderr *strings.Builder
+}
+
+// cliWatch starts `ohm computer watch name --json` on the daemon of dir.
+func cliWatch(t *testing.T, dir, name string) *cliStream {
+	t.Helper()
+	cmd := exec.Command(buildOhm(t), "computer", "watch", name, "--json", "--data-dir", dir)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &cliStream{cmd: cmd, events: make(chan client.WatchEvent, 1024), bad: make(chan string, 16), stderr: &strings.Builder{}}
+	cmd.Stderr = s.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	go func() {
+		defer close(s.events)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var e client.WatchEvent
+			dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&e); err != nil || e.Type == "" {
+				select {
+				case s.bad <- sc.Text():
+				default:
+				}
+				continue
+			}
+			s.events <- e
+		}
+	}()
+	return s
+}
+
+// next returns the first event matching want within d; events before it
+// are skipped.
+func (s *cliStream) next(t *testing.T, d time.Duration, want func(client.WatchEvent) bool) (client.WatchEvent, bool) {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case line := <-s.bad:
+			t.Errorf("watch --json printed a line that is not one event: %q", line)
+		case e, ok := <-s.events:
+			if !ok {
+				t.Fatalf("watch --json ended early: %v", s.wait(t))
+			}
+			if want(e) {
+				return e, true
+			}
+		case <-timeout:
+			return client.WatchEvent{}, false
+		}
+	}
+}
+
+// wait waits for the command to exit, once its output has ended.
+func (s *cliStream) wait(t *testing.T) error {
+	t.Helper()
+	for range s.events {
+	}
+	if err := s.cmd.Wait(); err != nil {
+		return fmt.Errorf("%w: %s", err, s.stderr)
+	}
+	return nil
 }

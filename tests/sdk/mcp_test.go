@@ -47,7 +47,7 @@ func TestMCPOverHTTP(t *testing.T) {
 		names = append(names, tool.Name)
 	}
 	slices.Sort(names)
-	if got := strings.Join(names, " "); got != "changes checkpoint checkpoints create delete expose fork list read_file resize restore run set start stop unexpose write_file" {
+	if got := strings.Join(names, " "); got != "changes checkpoint checkpoints create delete delete_checkpoint expose fork info list read_file resize restore run set start stop unexpose write_file" {
 		t.Errorf("tools: %s", got)
 	}
 	call := func(name string, args map[string]any, out any) *mcp.CallToolResult {
@@ -82,6 +82,33 @@ func TestMCPOverHTTP(t *testing.T) {
 	}
 	if res := call("run", map[string]any{"name": "ghost", "command": "true"}, nil); !res.IsError {
 		t.Error("run in a missing computer: not a tool error")
+	}
+	// info shows an exposed port with its URL on this TCP listener.
+	var port mcpserver.PortOutput
+	if res := call("expose", map[string]any{"name": "mcp-http", "port": 3000}, &port); res.IsError || port.URL == "" {
+		t.Errorf("expose: %s %+v", toolText(res), port)
+	}
+	var info mcpserver.ComputerOutput
+	if res := call("info", map[string]any{"name": "mcp-http"}, &info); res.IsError || len(info.Ports) != 1 || info.Ports[0].URL != port.URL || info.IdleTimeoutSeconds == 0 {
+		t.Errorf("info: %s %+v", toolText(res), info)
+	}
+	if res := call("set", map[string]any{"name": "mcp-http", "allow_hosts": []string{"bad host"}}, nil); !res.IsError || !strings.Contains(toolText(res), `invalid allowed host "bad host"`) {
+		t.Errorf("set allow_hosts [bad host]: %s", toolText(res))
+	}
+	// A checkpoint made, listed and deleted over HTTP.
+	var ck mcpserver.CheckpointOutput
+	if res := call("checkpoint", map[string]any{"name": "mcp-http"}, &ck); res.IsError || ck.ID == "" {
+		t.Fatalf("checkpoint: %s %+v", toolText(res), ck)
+	}
+	var cks mcpserver.CheckpointsOutput
+	if call("checkpoints", map[string]any{"name": "mcp-http"}, &cks); len(cks.Checkpoints) != 1 || cks.Checkpoints[0].ID != ck.ID {
+		t.Errorf("checkpoints: %+v", cks)
+	}
+	if res := call("delete_checkpoint", map[string]any{"name": "mcp-http", "checkpoint": ck.ID}, nil); res.IsError {
+		t.Errorf("delete_checkpoint: %s", toolText(res))
+	}
+	if call("checkpoints", map[string]any{"name": "mcp-http"}, &cks); len(cks.Checkpoints) != 0 {
+		t.Errorf("checkpoints after delete_checkpoint: %+v", cks)
 	}
 	call("delete", map[string]any{"name": "mcp-http"}, nil)
 	var list mcpserver.ListOutput

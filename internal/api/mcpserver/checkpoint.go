@@ -2,6 +2,7 @@ package mcpserver
 
 import (
 	"context"
+	"errors"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -15,6 +16,7 @@ func addCheckpointTools(s *mcp.Server, t tools) {
 	mcp.AddTool(s, &mcp.Tool{Name: "checkpoints", Description: "List a computer's checkpoints, oldest first."}, t.checkpoints)
 	mcp.AddTool(s, &mcp.Tool{Name: "restore", Description: "Put a computer's disks back to a checkpoint. A running computer restarts: its processes are gone, its files are as they were at the checkpoint."}, t.restore)
 	mcp.AddTool(s, &mcp.Tool{Name: "fork", Description: "Make and start a copy of a computer, from a checkpoint or from its disks now, to try something in parallel. Writes in one never show in the other. Returns the new computer."}, t.fork)
+	mcp.AddTool(s, &mcp.Tool{Name: "delete_checkpoint", Description: "Delete a checkpoint of a computer, freeing what it alone holds; the computer and its other checkpoints are unchanged."}, t.deleteCheckpoint)
 }
 
 // CheckpointInput are the arguments of checkpoint.
@@ -87,4 +89,21 @@ func (t tools) fork(ctx context.Context, _ *mcp.CallToolRequest, in ForkInput) (
 		return nil, ComputerOutput{}, err
 	}
 	return nil, computerOut(c), nil
+}
+
+// CheckpointRef names a checkpoint of a computer: the arguments of
+// delete_checkpoint, and its answer.
+type CheckpointRef struct {
+	Name       string `json:"name" jsonschema:"the computer"`
+	Checkpoint string `json:"checkpoint" jsonschema:"the checkpoint id"`
+}
+
+func (t tools) deleteCheckpoint(ctx context.Context, _ *mcp.CallToolRequest, in CheckpointRef) (*mcp.CallToolResult, CheckpointRef, error) {
+	if in.Checkpoint == "" {
+		return nil, CheckpointRef{}, errors.New("checkpoint: the id of the checkpoint to delete is required (list them with checkpoints)")
+	}
+	if err := t.c.DeleteCheckpoint(ctx, in.Name, in.Checkpoint); err != nil {
+		return nil, CheckpointRef{}, err
+	}
+	return nil, in, nil
 }

@@ -1,7 +1,7 @@
 // Package mcpserver exposes Ohm computers to AI agents as Model Context
-// Protocol tools (create, list, run, read_file, write_file, stop, start,
-// delete, set, expose, unexpose, checkpoint, checkpoints, restore, fork,
-// resize, changes), each a call to the Ohm daemon through package ohm/client. `ohm
+// Protocol tools (create, list, info, run, read_file, write_file, stop,
+// start, delete, set, expose, unexpose, checkpoint, checkpoints, restore,
+// fork, delete_checkpoint, resize, changes), each a call to the Ohm daemon through package ohm/client. `ohm
 // mcp` serves it over stdio; `ohm serve` serves it at /mcp over MCP's
 // streamable HTTP transport (HTTPHandler), behind the same bearer token as
 // the rest of the API on TCP.
@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -36,6 +37,7 @@ func New(c *client.Client, version string) *mcp.Server {
 	t := tools{c}
 	mcp.AddTool(s, &mcp.Tool{Name: "create", Description: "Create a Linux computer (started, with a durable workspace at /home/ohm) and return it. Without a name, one is picked."}, t.create)
 	mcp.AddTool(s, &mcp.Tool{Name: "list", Description: "List the computers with their state."}, t.list)
+	mcp.AddTool(s, &mcp.Tool{Name: "info", Description: "Show a computer: its state, network and egress allow lists, idle timeout and when it will stop itself if unused, and its exposed ports with their preview URLs."}, t.info)
 	mcp.AddTool(s, &mcp.Tool{Name: "run", Description: "Run a shell command in a computer (starting it if stopped) and return its stdout, stderr and exit code."}, t.run)
 	mcp.AddTool(s, &mcp.Tool{Name: "read_file", Description: "Read a file in a computer (at most 4 MiB)."}, t.readFile)
 	mcp.AddTool(s, &mcp.Tool{Name: "write_file", Description: "Write a file in a computer, creating or replacing it."}, t.writeFile)
@@ -81,15 +83,40 @@ type CreateInput struct {
 	IdleTimeoutSeconds *float64 `json:"idle_timeout_seconds,omitempty" jsonschema:"stop the computer after this many seconds unused (default 1800; 0: never); the next run starts it again"`
 }
 
-// ComputerOutput is a computer as the tools return it.
+// ComputerOutput is a computer as the tools return it. IdleStopAt and
+// Ports are known only to info (and the tools answering with a computer
+// fetched the same way); list leaves them out.
 type ComputerOutput struct {
-	Name     string `json:"name"`
-	State    string `json:"state"`
-	Template string `json:"template,omitempty"`
+	Name               string       `json:"name"`
+	State              string       `json:"state"`
+	Template           string       `json:"template,omitempty"`
+	Network            bool         `json:"network,omitempty" jsonschema:"outbound network access"`
+	AllowHosts         []string     `json:"allow_hosts,omitempty" jsonschema:"the host names a networked computer may reach (none: anywhere but the host)"`
+	AllowCIDRs         []string     `json:"allow_cidrs,omitempty" jsonschema:"the address ranges a networked computer may reach"`
+	IdleTimeoutSeconds float64      `json:"idle_timeout_seconds,omitempty" jsonschema:"how long it may go unused before it stops itself (0 or absent: never)"`
+	IdleStopAt         string       `json:"idle_stop_at,omitempty" jsonschema:"when it stops itself unless used meanwhile (RFC 3339); absent while busy, stopped or without an idle timeout"`
+	StopReason         string       `json:"stop_reason,omitempty" jsonschema:"why it last stopped"`
+	Ports              []PortOutput `json:"ports,omitempty" jsonschema:"its exposed ports with their preview URLs"`
 }
 
 func computerOut(c *client.Computer) ComputerOutput {
-	return ComputerOutput{Name: c.Name, State: c.State, Template: c.Template}
+	out := ComputerOutput{Name: c.Name, State: c.State, Template: c.Template, Network: c.Network,
+		AllowHosts: c.AllowHosts, AllowCIDRs: c.AllowCIDRs, IdleTimeoutSeconds: c.IdleTimeoutSeconds, StopReason: c.StopReason}
+	if !c.IdleStopAt.IsZero() {
+		out.IdleStopAt = c.IdleStopAt.Format(time.RFC3339)
+	}
+	for i := range c.Ports {
+		out.Ports = append(out.Ports, portOut(&c.Ports[i]))
+	}
+	return out
+}
+
+func (t tools) info(ctx context.Context, _ *mcp.CallToolRequest, in NameInput) (*mcp.CallToolResult, ComputerOutput, error) {
+	c, err := t.c.Get(ctx, in.Name)
+	if err != nil {
+		return nil, ComputerOutput{}, err
+	}
+	return nil, computerOut(c), nil
 }
 
 func (t tools) create(ctx context.Context, _ *mcp.CallToolRequest, in CreateInput) (*mcp.CallToolResult, ComputerOutput, error) {

@@ -48,6 +48,23 @@ class CoverageTest(unittest.TestCase):
             self.assertIsNotNone(acls, "%s: no Async%s" % (op, cls))
             self.assertTrue(callable(getattr(acls, meth, None)), "%s: Async%s.%s does not exist" % (op, cls, meth))
 
+    def test_only_mcp_is_left_out(self):
+        # The SDKs leave out exactly the MCP transport's operations: an
+        # operation marked x-ohm-sdk: false elsewhere would go uncovered.
+        doc = load_openapi()
+        marked, mcp = [], []
+        for path, ops in doc["paths"].items():
+            for method, op in ops.items():
+                if not isinstance(op, dict) or "operationId" not in op:
+                    continue
+                if "x-ohm-sdk" in op:
+                    self.assertIs(op["x-ohm-sdk"], False, "%s %s: x-ohm-sdk is only ever false" % (method, path))
+                    marked.append("%s %s" % (method, path))
+                if path == "/mcp" or path.startswith("/mcp/"):
+                    mcp.append("%s %s" % (method, path))
+        self.assertNotEqual(mcp, [], "openapi.json has no /mcp operations")
+        self.assertEqual(sorted(marked), sorted(mcp), "x-ohm-sdk: false must mark exactly the /mcp operations")
+
     def test_every_error_code_has_a_class(self):
         doc = load_openapi()
         codes = doc["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"]

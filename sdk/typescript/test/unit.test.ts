@@ -37,6 +37,23 @@ describe("coverage of the API", () => {
     }
   });
 
+  it("leaves out exactly the MCP transport's operations", () => {
+    // An operation marked x-ohm-sdk: false outside /mcp would go uncovered.
+    const marked: string[] = [];
+    const mcp: string[] = [];
+    for (const [p, ops] of Object.entries(doc.paths) as [string, Record<string, { operationId?: string; "x-ohm-sdk"?: unknown }>][])
+      for (const [method, op] of Object.entries(ops)) {
+        if (typeof op !== "object" || op === null || !op.operationId) continue;
+        if ("x-ohm-sdk" in op) {
+          assert.equal(op["x-ohm-sdk"], false, `${method} ${p}: x-ohm-sdk is only ever false`);
+          marked.push(`${method} ${p}`);
+        }
+        if (p === "/mcp" || p.startsWith("/mcp/")) mcp.push(`${method} ${p}`);
+      }
+    assert.notDeepEqual(mcp, [], "openapi.json has no /mcp operations");
+    assert.deepEqual(marked.sort(), mcp.sort(), "x-ohm-sdk: false must mark exactly the /mcp operations");
+  });
+
   it("has an error class for every error code", () => {
     for (const code of doc.components.schemas.ErrorBody.properties.code.enum as string[]) {
       assert.ok(sdk.ERRORS_BY_CODE[code], `error code ${code} has no class in src/errors.ts`);
