@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"ohm/internal/units"
 	"os"
 	"os/signal"
 	"path"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"ohm/internal/units"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"

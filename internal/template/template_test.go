@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"ohm/internal/units"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"ohm/internal/units"
 )
 
 func needRoot(t *testing.T) {
