@@ -15,7 +15,7 @@ import (
 // have left on the way to its workspace's mountpoint <dir>/mnt/ohm, each
 // pointing at a host directory: the mountpoint itself, or its parent.
 var plantLinks = []struct {
-	name string
+	name  string
 	plant func(t *testing.T, mountpoint, target string)
 }{
 	{"mountpoint", func(t *testing.T, mountpoint, target string) {
