@@ -231,18 +231,10 @@ func (w *BlockWorkspace) Mount(ctx context.Context, vol, mountpoint string) erro
 			return err
 		}
 	}
-	if err := os.MkdirAll(mountpoint, 0o755); err != nil {
-		return fmt.Errorf("workspace: %w", err)
-	}
-	if err := unix.Mount(src, mountpoint, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind workspace at %s: %w", mountpoint, err)
-	}
-	// The bind keeps the source's flags; the file layout's FUSE mount
-	// has nosuid,nodev already, the btrfs too. Made sure of here, as the
-	// bind is what reaches the computer.
-	if err := unix.Mount("", mountpoint, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOATIME, ""); err != nil {
-		detach(mountpoint)
-		return fmt.Errorf("bind workspace at %s nosuid,nodev: %w", mountpoint, err)
+	// Through a descriptor, nosuid,nodev: mountpoint is in the
+	// computer's /home (bindAt).
+	if err := bindAt(src, mountpoint); err != nil {
+		return err
 	}
 	if incident != "" {
 		msg := fmt.Sprintf("%s: %s; its volume and disk were mounted again in %v",

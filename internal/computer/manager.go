@@ -349,6 +349,7 @@ func (m *Manager) spec(rec Record, templateRoot string) sandbox.Spec {
 		env = append(env, k+"="+v)
 	}
 	sort.Strings(env)
+	cpus, memMB, _ := boundedLimits(rec)
 	return sandbox.Spec{
 		Name:         rec.Name,
 		StateDir:     filepath.Join(m.dir(rec.Name), "sandbox"),
@@ -357,8 +358,8 @@ func (m *Manager) spec(rec Record, templateRoot string) sandbox.Spec {
 		DiskMounted:  m.rootInVolume(rec.Name),
 		Workspace:    m.home(rec.Name),
 		HomeMount:    m.homeMount(rec.Name),
-		CPUs:         rec.CPUs,
-		MemoryMB:     rec.MemoryMB,
+		CPUs:         cpus,
+		MemoryMB:     memMB,
 		PIDs:         rec.PIDs,
 		Env:          env,
 		Network:      rec.Network,
@@ -477,9 +478,6 @@ func checkLimits(opts *CreateOptions) error {
 	if opts.CPUs == 0 {
 		opts.CPUs = min(DefaultCPUs, ncpu)
 	}
-	if math.IsNaN(opts.CPUs) || opts.CPUs < MinCPUs || opts.CPUs > ncpu {
-		return invalidf("invalid cpus %g: must be between %g and %g (the host's CPUs)", opts.CPUs, MinCPUs, ncpu)
-	}
 	memMB := hostMemoryMB()
 	if opts.MemoryMB == 0 {
 		opts.MemoryMB = DefaultMemoryMB
@@ -487,8 +485,8 @@ func checkLimits(opts *CreateOptions) error {
 			opts.MemoryMB = int(memMB)
 		}
 	}
-	if opts.MemoryMB < MinMemoryMB || (memMB > 0 && int64(opts.MemoryMB) > memMB) {
-		return invalidf("invalid memory %d MB: must be between %d MB and %d MB (the host's memory)", opts.MemoryMB, MinMemoryMB, memMB)
+	if err := checkLimitValues(opts.CPUs, opts.MemoryMB); err != nil {
+		return err
 	}
 	if opts.DiskSizeMB < MinDiskSizeMB {
 		return invalidf("invalid disk size %d MB: must be at least %d MB", opts.DiskSizeMB, MinDiskSizeMB)
@@ -497,6 +495,48 @@ func checkLimits(opts *CreateOptions) error {
 		return invalidf("too many environment variables (%d): at most %d", len(opts.Env), MaxEnv)
 	}
 	return nil
+}
+
+// checkLimitValues refuses a CPU or memory limit outside the bounds: the
+// check of create (checkLimits), and of every start (boundedLimits), as a
+// computer recorded before it existed could hold anything.
+func checkLimitValues(cpus float64, memoryMB int) error {
+	ncpu := hostCPUs()
+	if math.IsNaN(cpus) || cpus < MinCPUs || cpus > ncpu {
+		return invalidf("invalid cpus %g: must be between %g and %g (the host's CPUs)", cpus, MinCPUs, ncpu)
+	}
+	memMB := hostMemoryMB()
+	if memoryMB < MinMemoryMB || (memMB > 0 && int64(memoryMB) > memMB) {
+		return invalidf("invalid memory %d MB: must be between %d MB and %d MB (the host's memory)", memoryMB, MinMemoryMB, memMB)
+	}
+	return nil
+}
+
+// boundedLimits are the CPU and memory limits rec runs with: its own if
+// checkLimitValues accepts them, else each brought within the bounds
+// (NaN or less than the least: the default; above the host: the host's
+// size), with err saying what was refused. No command changes a
+// computer's limits, so a computer recorded with limits the host cannot
+// give (before they were checked, or on a bigger host) still starts,
+// bounded; the record is left as it is.
+func boundedLimits(rec Record) (cpus float64, memoryMB int, err error) {
+	cpus, memoryMB = rec.CPUs, rec.MemoryMB
+	if err = checkLimitValues(cpus, memoryMB); err == nil {
+		return cpus, memoryMB, nil
+	}
+	ncpu := hostCPUs()
+	if math.IsNaN(cpus) || cpus < MinCPUs {
+		cpus = min(DefaultCPUs, ncpu)
+	}
+	cpus = min(cpus, ncpu)
+	memMB := hostMemoryMB()
+	if memoryMB < MinMemoryMB {
+		memoryMB = DefaultMemoryMB
+	}
+	if memMB > 0 && int64(memoryMB) > memMB {
+		memoryMB = int(memMB)
+	}
+	return cpus, memoryMB, err
 }
 
 func (m *Manager) validate(ctx context.Context, opts *CreateOptions) error {
@@ -658,6 +698,10 @@ func (m *Manager) create(ctx context.Context, rec Record, progress io.Writer) er
 // root disk is opened, and the sandbox starts on that root disk.
 func (m *Manager) start(ctx context.Context, rec Record, root string, fresh bool) error {
 	tm := timingOf(ctx)
+	if cpus, memMB, err := boundedLimits(rec); err != nil {
+		// m.spec gives the sandbox these.
+		m.logf("start %s: its recorded limits are refused (%v): it runs with cpus %g and memory %d MB", rec.Name, err, cpus, memMB)
+	}
 	home := m.home(rec.Name)
 	for _, mp := range []string{home, m.legacyHome(rec.Name)} {
 		if mountinfo.IsMountpoint(mp) {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"ohm/internal/mountinfo"
 	"ohm/internal/ohmfs/volume"
 )
@@ -140,9 +142,10 @@ func (DirWorkspace) Format(ctx context.Context, vol string) error {
 	return nil
 }
 
-// Mount bind-mounts vol at mountpoint.
+// Mount bind-mounts vol at mountpoint, nosuid and nodev, through a
+// descriptor: no link at mountpoint or above it is followed (bindAt).
 func (DirWorkspace) Mount(ctx context.Context, vol, mountpoint string) error {
-	if err := syscall.Mount(vol, mountpoint, "", syscall.MS_BIND, ""); err != nil {
+	if err := bindAt(vol, mountpoint); err != nil {
 		return fmt.Errorf("mount %s: %w", vol, err)
 	}
 	return nil
@@ -169,7 +172,8 @@ func (DirWorkspace) Usage(ctx context.Context, vol string) (WorkspaceUsage, erro
 
 // detach lazily unmounts a mount whose process died.
 func detach(mountpoint string) error {
-	if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil {
+	// No link is followed: mountpoint may be in a computer's /home.
+	if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
 		return fmt.Errorf("detach dead mount %s: %w", mountpoint, err)
 	}
 	return nil

@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
+
+	"ohm/internal/hostbin"
 )
 
 // Kind names a kernel filesystem a disk can carry.
@@ -100,24 +101,20 @@ func mkfsArgs(k Kind, label, device string) []string {
 	return append(args, device)
 }
 
-// toolDirs are where Debian and most distributions put mkfs programs. The
-// host runs them by absolute path: a PATH entry a computer could write
-// must not choose what runs as root.
-var toolDirs = []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"}
-
-// tool finds a system program by name in toolDirs.
+// tool finds a system program by name, by absolute path in
+// hostbin.TrustedDirs and only if root alone can change it and its
+// directory (hostbin.Path): mkfs runs as root, and a PATH entry or a
+// program someone else could write must not choose what runs.
 func tool(name string) (string, error) {
-	for _, d := range toolDirs {
-		p := d + "/" + name
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
+	p, err := hostbin.Path(name)
+	if err == nil {
+		return p, nil
 	}
 	pkg := map[string]string{"mkfs.btrfs": "btrfs-progs", "mkfs.xfs": "xfsprogs", "mkfs.ext4": "e2fsprogs"}[name]
 	if pkg != "" {
-		return "", fmt.Errorf("%s is not installed (Debian package %s)", name, pkg)
+		return "", fmt.Errorf("%s is not installed (Debian package %s): %w", name, pkg, err)
 	}
-	return "", fmt.Errorf("%s is not installed", name)
+	return "", fmt.Errorf("%s is not installed: %w", name, err)
 }
 
 // ErrNotInstalled is returned (wrapped) when the tools for a Kind are

@@ -30,6 +30,7 @@ type Mount struct {
 	FSType     string // type[.subtype], as "ext4" or "fuse.ohmfs"
 	Source     string // the device or name it was mounted from
 	SuperOpts  string // the filesystem's own (superblock) options
+	Optional   string // propagation fields, as "shared:3 master:1"
 }
 
 // Dev is the mount's device number as stat reports it for its files.
@@ -66,6 +67,7 @@ func fromMoby(ms []*moby.Info) Table {
 			Major: uint32(m.Major), Minor: uint32(m.Minor),
 			Root: m.Root, Mountpoint: m.Mountpoint, Options: m.Options,
 			FSType: m.FSType, Source: m.Source, SuperOpts: m.VFSOptions,
+			Optional: m.Optional,
 		}
 	}
 	return t

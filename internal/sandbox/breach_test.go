@@ -189,6 +189,62 @@ func TestWorkspaceRemountAttack(t *testing.T) {
 	}
 }
 
+// TestShareHomeRechecksMounted is a computer's /home found mounted (the
+// daemon restarted) but not as ShareHome leaves it: writable, with a link
+// at ohm to a host path. ShareHome must not take it as it is, or the
+// workspace would be mounted through the link.
+func TestShareHomeRechecksMounted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts")
+	}
+	target := t.TempDir()
+	for _, tc := range []struct {
+		name      string
+		underLink bool // the directory under the mount has the link too
+	}{{"mount", false}, {"mount and directory", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			home := filepath.Join(t.TempDir(), "mnt")
+			if err := os.Mkdir(home, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if tc.underLink {
+				if err := os.Symlink(target, filepath.Join(home, "ohm")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := unix.Mount("stale", home, "tmpfs", 0, "size=1m"); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { UnshareHome(home) })
+			if err := os.Symlink(target, filepath.Join(home, "ohm")); err != nil {
+				t.Fatal(err)
+			}
+			err := ShareHome(home)
+			if tc.underLink {
+				if err == nil {
+					t.Error("ShareHome accepted a symlink at ohm under the mount")
+				}
+				if mountinfo.IsMountpoint(home) {
+					t.Error("the stale mount is left")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sharedHome(home); err != nil {
+				t.Errorf("after ShareHome: %v", err)
+			}
+			if fi, err := os.Lstat(filepath.Join(home, "ohm")); err != nil || !fi.IsDir() {
+				t.Errorf("ohm: %v %v, want a directory", fi, err)
+			}
+		})
+	}
+	if entries, _ := os.ReadDir(target); len(entries) > 0 {
+		t.Errorf("the link's target got %v", entries)
+	}
+}
+
 // TestHostProgramsNotFromPATH puts a runc, a mount and a mkfs.ext4 that
 // would run as root first on the daemon's PATH: the sandbox must run the
 // system's, never these.

@@ -22,20 +22,47 @@ type Limits struct {
 	PIDs        int64   // processes and threads
 }
 
+// Bounds of the limits a computer gets (Spec.Limits). The upper ones of
+// CPU and memory are the host's size: a limit above it limits nothing.
+const (
+	MinCPUs = 0.01    // a CFS quota of 1 ms per 100 ms period
+	MaxPIDs = 1 << 16 // processes and threads; the daemon asks for DefaultPIDs
+)
+
 // Limits are the limits spec asks for, with the defaults filled in for
-// what it leaves at zero.
+// what it leaves at zero, and bounded: CPUs between MinCPUs and the
+// host's, memory at most the host's RAM, PIDs at most MaxPIDs. Whatever a
+// Spec holds (a record written before its values were checked, a value
+// that is not a number), a computer never runs unlimited, nor with a CPU
+// quota that overflows the cgroup's.
 func (s Spec) Limits() Limits {
-	l := Limits{CPUs: s.CPUs, MemoryBytes: int64(s.MemoryMB) << 20, PIDs: int64(s.PIDs)}
-	if l.CPUs <= 0 {
+	l := Limits{CPUs: s.CPUs, PIDs: int64(s.PIDs)}
+	if math.IsNaN(l.CPUs) || l.CPUs <= 0 {
 		l.CPUs = DefaultCPUs
 	}
-	if l.MemoryBytes <= 0 {
-		l.MemoryBytes = DefaultMemoryMB << 20
+	l.CPUs = min(max(l.CPUs, MinCPUs), float64(numCPU()))
+	memMB := int64(s.MemoryMB)
+	if memMB <= 0 {
+		memMB = DefaultMemoryMB
 	}
+	if host := hostMemoryMB(); host > 0 {
+		memMB = min(memMB, host)
+	}
+	l.MemoryBytes = min(memMB, math.MaxInt64>>20) << 20
 	if l.PIDs <= 0 {
 		l.PIDs = DefaultPIDs
 	}
+	l.PIDs = min(l.PIDs, MaxPIDs)
 	return l
+}
+
+// hostMemoryMB is the host's RAM in MB (0 if unknown).
+func hostMemoryMB() int64 {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return int64(si.Totalram) * int64(si.Unit) >> 20
 }
 
 // CgroupVersion is the cgroup hierarchy computers' limits live in.

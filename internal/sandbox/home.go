@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -17,9 +18,18 @@ import (
 // the computer does reaches the host. Read-only: between a dead workspace
 // mount and the next, nothing the computer writes to /home lands on the
 // host's disk, and no link can replace dir/ohm.
+//
+// A dir mounted already (the daemon restarted while the computer ran) is
+// kept only if it is as ShareHome leaves it (sharedHome); anything else is
+// unmounted and shared again from the directory under it.
 func ShareHome(dir string) error {
 	if mountinfo.IsMountpoint(dir) {
-		return nil
+		if sharedHome(dir) == nil {
+			return nil
+		}
+		if err := UnshareHome(dir); err != nil {
+			return fmt.Errorf("workspace: %w", err)
+		}
 	}
 	if err := mkdirNoFollow(dir, "ohm"); err != nil {
 		return fmt.Errorf("workspace: %w", err)
@@ -42,6 +52,45 @@ func ShareHome(dir string) error {
 			unix.Unmount(dir, unix.MNT_DETACH)
 			return fmt.Errorf("workspace: share %s: %w", dir, err)
 		}
+	}
+	return nil
+}
+
+// sharedHome checks that the mount at dir is one ShareHome made: dir not
+// a link, the root of a read-only, nosuid, nodev, noexec, shared mount,
+// with a directory (not a link) at ohm. Checked through a descriptor, as
+// everything the host does in a computer's /home.
+func sharedHome(dir string) error {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	var stx unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_MNT_ID, &stx); err != nil {
+		return fmt.Errorf("statx %s: %w", dir, err)
+	}
+	if stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+		return fmt.Errorf("%s is not the root of a mount", dir)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &fs); err != nil {
+		return fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	const want = unix.ST_RDONLY | unix.ST_NOSUID | unix.ST_NODEV | unix.ST_NOEXEC
+	if fs.Flags&want != want {
+		return fmt.Errorf("%s is not mounted read-only, nosuid, nodev, noexec", dir)
+	}
+	mnt, ok, err := mountinfo.ByID(int(stx.Mnt_id))
+	if err != nil || !ok || !strings.Contains(mnt.Optional, "shared:") {
+		return fmt.Errorf("%s is not a shared mount (%v)", dir, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(fd, "ohm", &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("stat %s/ohm: %w", dir, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("%s/ohm is not a directory", dir)
 	}
 	return nil
 }

@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"ohm/internal/hostbin"
 )
 
 // debianSuite is the release the coding-agent template is built from.
@@ -37,10 +39,10 @@ var codingAgentPackages = []string{
 // debootstrap and apt (by a bind mount over /var/cache/apt/archives) share,
 // so a rebuild downloads nothing.
 func buildCodingAgent(ctx context.Context, s *Store, root string, p *progressWriter) error {
-	for _, tool := range []string{"debootstrap", "chroot"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("%s not found (apt-get install debootstrap)", tool)
-		}
+	// By absolute path, root-owned (hostbin), never through $PATH: it
+	// runs as root. (The chroot is the kernel's, SysProcAttr.Chroot.)
+	if _, err := hostbin.Path("debootstrap"); err != nil {
+		return fmt.Errorf("debootstrap not found (apt-get install debootstrap): %w", err)
 	}
 	mirror := s.Mirror
 	if mirror == "" {
@@ -151,20 +153,47 @@ func buildCodingAgent(ctx context.Context, s *Store, root string, p *progressWri
 	return nil
 }
 
+// programPath is the absolute path program name runs from: on the host
+// (chroot empty) the root-owned one in hostbin.TrustedDirs; chrooted, the
+// first of those directories inside chroot that has it, a path the
+// process resolves after entering the new root. Never the daemon's $PATH,
+// which could put any program first.
+func programPath(chroot, name string) (string, error) {
+	if chroot == "" {
+		return hostbin.Path(name)
+	}
+	if name == "" || filepath.Base(name) != name {
+		return "", fmt.Errorf("program %q: not a bare program name", name)
+	}
+	for _, dir := range hostbin.TrustedDirs() {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(filepath.Join(chroot, p)); err == nil && fi.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found in the new root's %v", name, hostbin.TrustedDirs())
+}
+
 // chrootAttr runs a command chrooted into root, in its own process group
 // so that cancelling kills its children too.
 func chrootAttr(root string) *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Chroot: root, Setpgid: true}
 }
 
-// runLogged runs name with args, copying its combined output to logw and
-// handing each line to onLine. On failure the error carries the last lines
-// of output. Cancelling ctx kills the whole process group.
+// runLogged runs program name with args, copying its combined output to
+// logw and handing each line to onLine. On failure the error carries the
+// last lines of output. Cancelling ctx kills the whole process group.
+// name is a bare name, found by absolute path (programPath), never
+// through $PATH.
 func runLogged(ctx context.Context, logw io.Writer, onLine func(string), attr *syscall.SysProcAttr, name string, args ...string) error {
 	if attr == nil {
 		attr = &syscall.SysProcAttr{Setpgid: true}
 	}
-	cmd := exec.CommandContext(ctx, name, args...)
+	bin, err := programPath(attr.Chroot, name)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.SysProcAttr = attr
 	cmd.Dir = "/"
 	cmd.Env = []string{
@@ -198,7 +227,7 @@ func runLogged(ctx context.Context, logw io.Writer, onLine func(string), attr *s
 		}
 		io.Copy(io.Discard, pr)
 	}()
-	err := cmd.Start()
+	err = cmd.Start()
 	if err == nil {
 		err = cmd.Wait()
 	}

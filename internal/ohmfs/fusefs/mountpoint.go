@@ -29,10 +29,12 @@ import (
 // has one among the directories above it.
 var ErrSymlink = errors.New("the path has a symlink in it")
 
-// openMountpoint opens the directory at path (absolute) as an O_PATH
+// OpenMountpoint opens the directory at path (absolute) as an O_PATH
 // descriptor without following any symlink, making it and any missing
-// parents (0755) if need be.
-func openMountpoint(path string) (*os.File, error) {
+// parents (0755) if need be. A symlink at path or above it fails with
+// ErrSymlink. A filesystem is then attached to the descriptor
+// (move_mount MOVE_MOUNT_T_EMPTY_PATH), never to path looked up again.
+func OpenMountpoint(path string) (*os.File, error) {
 	if !filepath.IsAbs(path) {
 		return nil, fmt.Errorf("%s is not an absolute path", path)
 	}

@@ -54,7 +54,7 @@ func Attach(mountpoint string, opts Options) (*Conn, error) {
 // its device and the cleaned mountpoint. Nothing serves it yet.
 func attach(mountpoint string, opts Options) (fd int, dev uint64, mp string, err error) {
 	mp = filepath.Clean(mountpoint)
-	dir, err := openMountpoint(mp)
+	dir, err := OpenMountpoint(mp)
 	if err != nil {
 		return -1, 0, "", fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
