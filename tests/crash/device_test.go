@@ -22,13 +22,15 @@ import (
 	"ohm/tests/internal/ohmtest"
 )
 
-// The device-image variant of the kill -9 loop: a kernel filesystem on a
-// loop device (direct I/O) whose backing file is a device image in an
-// ohmfs mount, as a computer's workspace is. After every kill of the
-// ohmfs process the kernel filesystem's own check and ohm fs fsck must be
-// clean, and every file the workload fsynced inside the kernel filesystem
-// must hold what it fsynced: the block device contract (a write
-// acknowledged before a completed flush is durable).
+// The device-image variant of the kill -9 loop: a btrfs on a loop device
+// (direct I/O) whose backing file is workspace.img in an ohmfs mount,
+// made and mounted by internal/disk as a computer's workspace is
+// (nobarrier: its superblock writes are the image's commit points, see
+// docs/block-layout.md, "Flushes"). After every kill of the ohmfs
+// processes the kernel filesystem's own check and ohm fs fsck must be
+// clean, and every file the workload fsynced inside the btrfs must hold
+// what it fsynced: the block device contract (a write acknowledged
+// before a completed flush is durable).
 
 // requireTools skips t unless the programs are installed.
 func requireTools(t *testing.T, names ...string) {
