@@ -10,23 +10,27 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"ohm/internal/disk"
 	"ohm/internal/ohmfs/vfs"
 	"ohm/tests/internal/ohmtest"
 )
 
-// The device-image variant of the kill -9 loop: a kernel filesystem on a
-// loop device (direct I/O) whose backing file is a device image in an
-// ohmfs mount, as a computer's workspace is. After every kill of the
-// ohmfs process the kernel filesystem's own check and ohm fs fsck must be
-// clean, and every file the workload fsynced inside the kernel filesystem
-// must hold what it fsynced: the block device contract (a write
-// acknowledged before a completed flush is durable).
+// The device-image variant of the kill -9 loop: a btrfs on a loop device
+// (direct I/O) whose backing file is workspace.img in an ohmfs mount,
+// made and mounted by internal/disk as a computer's workspace is
+// (nobarrier: its superblock writes are the image's commit points, see
+// docs/block-layout.md, "Flushes"). After every kill of the ohmfs
+// processes the kernel filesystem's own check and ohm fs fsck must be
+// clean, and every file the workload fsynced inside the btrfs must hold
+// what it fsynced: the block device contract (a write acknowledged
+// before a completed flush is durable).
 
 // requireTools skips t unless the programs are installed.
 func requireTools(t *testing.T, names ...string) {
@@ -89,21 +93,6 @@ func (k *kernelFS) mkfs(t *testing.T) {
 	}
 }
 
-// check runs the kernel filesystem's own read-only check.
-func (k *kernelFS) check(t *testing.T, when string) {
-	t.Helper()
-	var cmd *exec.Cmd
-	switch k.typ {
-	case "btrfs":
-		cmd = exec.Command("btrfs", "check", "--readonly", k.loop)
-	default:
-		cmd = exec.Command("xfs_repair", "-n", k.loop)
-	}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("%s: %s: %v\n%s", when, strings.Join(cmd.Args, " "), err, out)
-	}
-}
-
 func (k *kernelFS) mount(t *testing.T) {
 	t.Helper()
 	run(t, "mount", "-t", k.typ, k.loop, k.dir)
@@ -148,33 +137,141 @@ func checkSynced(t *testing.T, dir string, logs []string, when string) {
 	t.Logf("%s: %d fsynced files checked", when, n)
 }
 
+// workspaceSize is the size of a computer's workspace disk
+// (internal/computer's BlockWorkspace): 1 PiB, sparse.
+const workspaceSize = 1 << 50
+
+// diskConfig is a btrfs workspace disk over workspace.img in dir, an
+// ohmfs mount in a root-only directory, mounted in a root-only directory
+// of the test's: internal/disk chooses everything that matters for
+// durability (mkfs options, the mount options, nobarrier and the image's
+// durable ranges), as it does for a computer. BlockWorkspace adds nosuid
+// and nodev, which change nothing below the filesystem.
+func diskConfig(t *testing.T, dir string) disk.Config {
+	t.Helper()
+	if err := disk.Available(disk.Btrfs); err != nil {
+		t.Skip(err)
+	}
+	// The image directory's parent must be closed to everyone but root.
+	if err := os.Chmod(filepath.Dir(dir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	priv := t.TempDir()
+	if err := os.Chmod(priv, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return disk.Config{
+		Kind:       disk.Btrfs,
+		ImageDir:   dir,
+		Image:      "workspace.img",
+		Mountpoint: filepath.Join(priv, "workspace"),
+		DevDir:     filepath.Join(priv, "dev"),
+	}
+}
+
+// requireFlushRule fails t unless the disk at cfg is mounted the way a
+// workspace runs on ohmfs: btrfs without flushes (nobarrier), its
+// superblocks named as the image's durable ranges. Without this check a
+// change that made internal/disk fall back to barriers would leave the
+// crash tests testing a configuration production no longer runs.
+func requireFlushRule(t *testing.T, cfg disk.Config) {
+	t.Helper()
+	img := filepath.Join(cfg.ImageDir, cfg.Image)
+	buf := make([]byte, 256)
+	n, err := unix.Getxattr(img, vfs.XattrDurableRanges, buf)
+	if err != nil || n == 0 {
+		t.Fatalf("%s has no %s (%v): the disk is not mounted as a workspace is", img, vfs.XattrDurableRanges, err)
+	}
+	opts := mountOptions(cfg.Mountpoint)
+	if !slices.Contains(strings.Split(opts, ","), "nobarrier") {
+		t.Fatalf("the disk at %s is mounted %q, without nobarrier: not as a workspace is", cfg.Mountpoint, opts)
+	}
+}
+
+// mountOptions returns the options /proc/self/mounts gives for the
+// filesystem mounted at dir.
+func mountOptions(dir string) string {
+	b, _ := os.ReadFile("/proc/self/mounts")
+	opts := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 4 && f[1] == dir {
+			opts = f[3]
+		}
+	}
+	return opts
+}
+
+// btrfsCheck runs btrfs's own read-only check on the image, a file in the
+// (unmounted) disk's ohmfs mount.
+func btrfsCheck(t *testing.T, img, when string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "btrfs", "check", "--readonly", img)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("%s: %s: %v\n%s", when, strings.Join(cmd.Args, " "), err, out)
+	}
+}
+
+// dropDisk lets go of a disk whose storage was killed under it, as a
+// computer's workspace does (BlockWorkspace.closeDisk with dead): the
+// filesystem is detached, not flushed, and Close's error (nothing can be
+// written any more) is expected.
+func dropDisk(d *disk.Disk) {
+	if d == nil {
+		return
+	}
+	unix.Unmount(d.Mountpoint(), unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d.Close(ctx)
+}
+
+// TestDeviceImageKillDuringWorkload is the kill -9 loop with a kernel
+// filesystem on top, in the configuration a computer's workspace runs:
+// internal/disk creates and opens the btrfs over workspace.img (nobarrier,
+// durable superblock ranges; requireFlushRule checks it every round).
+// Each round mounts the volume, runs btrfs check on the crashed image,
+// opens the disk (btrfs replays its log tree), checks every file fsynced
+// in any round so far, runs the workload and kills the ohmfs processes at
+// a random moment; then ohm fs fsck must be clean.
 func TestDeviceImageKillDuringWorkload(t *testing.T) {
 	ohmtest.RequireFUSE(t)
-	requireTools(t, "losetup", "mkfs.btrfs", "btrfs")
+	requireTools(t, "btrfs")
 	bin := ohmtest.Binary(t)
 	v := ohmtest.NewVolume(t, bin)
-	k := &kernelFS{typ: "btrfs", dir: t.TempDir()}
-	t.Cleanup(k.teardown)
-	img := filepath.Join(v.Dir, "workspace.img")
+	cfg := diskConfig(t, v.Dir)
+	img := filepath.Join(cfg.ImageDir, cfg.Image)
+	var d *disk.Disk
+	t.Cleanup(func() { dropDisk(d) })
+	ctx := context.Background()
 	logDir := t.TempDir()
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewSource(seed))
 
+	open := func(when string) {
+		t.Helper()
+		btrfsCheck(t, img, when)
+		var err error
+		if d, err = disk.Open(ctx, cfg); err != nil {
+			t.Fatalf("%s: open the disk: %v", when, err)
+		}
+		requireFlushRule(t, cfg)
+	}
 	var logs []string
 	for i := 0; i < iterations(); i++ {
 		mount := v.MountForeground(t)
 		if i == 0 {
-			newImage(t, img, 1<<40)
-			k.attach(t, img)
-			k.mkfs(t)
+			var err error
+			if d, err = disk.Create(ctx, cfg, workspaceSize); err != nil {
+				t.Fatalf("create the disk: %v", err)
+			}
+			requireFlushRule(t, cfg)
 		} else {
-			k.attach(t, img)
-			k.check(t, fmt.Sprintf("after crash %d", i-1))
-		}
-		k.mount(t)
-		if i > 0 {
-			checkSynced(t, k.dir, logs, fmt.Sprintf("after crash %d", i-1))
+			when := fmt.Sprintf("after crash %d", i-1)
+			open(when)
+			checkSynced(t, cfg.Mountpoint, logs, when)
 			if t.Failed() {
 				t.FailNow()
 			}
@@ -182,7 +279,7 @@ func TestDeviceImageKillDuringWorkload(t *testing.T) {
 		logPath := filepath.Join(logDir, fmt.Sprintf("log-%02d", i))
 		logs = append(logs, logPath)
 		w := exec.Command(os.Args[0], "-test.run=^$")
-		w.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", envWorkload, filepath.Join(k.dir, fmt.Sprintf("iter-%02d", i)), logPath, seed+int64(i)))
+		w.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", envWorkload, filepath.Join(cfg.Mountpoint, fmt.Sprintf("iter-%02d", i)), logPath, seed+int64(i)))
 		var werr strings.Builder
 		w.Stderr = &werr
 		if err := w.Start(); err != nil {
@@ -194,7 +291,8 @@ func TestDeviceImageKillDuringWorkload(t *testing.T) {
 		ohmtest.ForceUnmount(v.Dir)
 		w.Process.Kill()
 		w.Wait()
-		k.teardown()
+		dropDisk(d)
+		d = nil
 		entries, _ := readLog(logPath)
 		t.Logf("crash %d: killed after %v, %d fsynced files logged", i, delay, len(entries))
 		fsckClean(t, bin, v, fmt.Sprintf("after crash %d", i))
@@ -203,11 +301,14 @@ func TestDeviceImageKillDuringWorkload(t *testing.T) {
 		}
 	}
 	v.MountForeground(t)
-	k.attach(t, img)
-	k.check(t, "after the last crash")
-	k.mount(t)
-	checkSynced(t, k.dir, logs, "after the last crash")
-	k.teardown()
+	open("after the last crash")
+	checkSynced(t, cfg.Mountpoint, logs, "after the last crash")
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := d.Close(cctx); err != nil {
+		t.Errorf("close the disk: %v", err)
+	}
+	d = nil
 	v.Umount(t)
 	fsckClean(t, bin, v, "after a clean unmount")
 }

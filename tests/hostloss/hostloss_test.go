@@ -33,6 +33,13 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(envWorkload); spec != "" {
+		if err := runWorkload(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "workload:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	code := s3test.Main(m)
 	ohmtest.CleanupBuild()
 	os.Exit(code)
