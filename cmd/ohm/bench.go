@@ -84,16 +84,8 @@ func newBenchCmd() *cobra.Command {
 			if out == "" {
 				return nil
 			}
-			f, err := os.Create(out)
-			if err != nil {
-				return fmt.Errorf("write report: %w", err)
-			}
-			if err := bench.WriteMarkdown(f, rep); err != nil {
-				f.Close()
-				return fmt.Errorf("write report: %w", err)
-			}
-			if err := f.Close(); err != nil {
-				return fmt.Errorf("write report: %w", err)
+			if err := bench.WriteMarkdownFile(out, rep); err != nil {
+				return err
 			}
 			fmt.Printf("\nwrote %s\n", out)
 			return nil
@@ -113,6 +105,6 @@ func newBenchCmd() *cobra.Command {
 	f.StringVar(&goroot, "goroot", "/usr/local/go", "the Go toolchain whose tree is untarred and which builds the module")
 	f.StringSliceVar(&opts.Only, "only", nil, "run only these parts: seq, small, untar, clone, npm, build, sqlite")
 	f.BoolVar(&quick, "quick", false, "small sizes, for a quick check that everything runs")
-	f.StringVar(&out, "out", "", "also write the report as Markdown to this file (e.g. docs/benchmarks.md)")
+	f.StringVar(&out, "out", "", "also write the report as Markdown to this file (e.g. docs/benchmarks.md), keeping what it holds after its hand-written marker")
 	return cmd
 }
