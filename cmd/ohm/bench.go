@@ -20,6 +20,7 @@ func newBenchCmd() *cobra.Command {
 	var seqSize, out, inputs, module, goroot, diskSize string
 	var blocks []string
 	var quick, noFile, noGuard bool
+	var loopMaxIOKB int
 	cmd := &cobra.Command{
 		Use:   "bench DIR",
 		Short: "Measure agent work on ext4, an ohmfs mount and a disk over ohmfs, all on DIR's disk",
@@ -44,7 +45,7 @@ func newBenchCmd() *cobra.Command {
 			if quick {
 				opts.SeqSize, opts.SmallFiles, opts.SQLiteCommits, opts.EditFiles = 256<<20, 2000, 100, 30
 			}
-			cfg := bench.RunConfig{Dir: args[0], FileLayout: !noFile, SpaceGuard: !noGuard}
+			cfg := bench.RunConfig{Dir: args[0], FileLayout: !noFile, SpaceGuard: !noGuard, LoopMaxIOKB: loopMaxIOKB}
 			if diskSize != "" {
 				n, err := units.ParseSize(diskSize)
 				if err != nil {
@@ -100,6 +101,7 @@ func newBenchCmd() *cobra.Command {
 	f.BoolVar(&noFile, "no-file-layout", false, "leave out the ohmfs file layout column")
 	f.BoolVar(&noGuard, "no-space-guard", false, "run the btrfs disks without their space guard (btrfs quotas)")
 	f.StringVar(&diskSize, "disk-size", "", "size of the block layouts' disks (default 1P)")
+	f.IntVar(&loopMaxIOKB, "loop-max-io-kb", 0, "max_sectors_kb of the block layouts' loop devices (0 keeps internal/disk's)")
 	f.StringVar(&inputs, "inputs", "", "directory of the prepared inputs (default DIR/inputs)")
 	f.StringVar(&module, "module", "", "a Go module to build in the go build step (e.g. this repository); empty skips the step")
 	f.StringVar(&goroot, "goroot", "/usr/local/go", "the Go toolchain whose tree is untarred and which builds the module")
