@@ -68,9 +68,9 @@ type Target struct {
 }
 
 var (
-	targetWrite  = Target{">= 0.7 of ext4's throughput", 1 / 0.7}
-	targetRead   = Target{">= 0.8 of ext4's throughput", 1 / 0.8}
-	targetSmall  = Target{">= 0.5 of ext4's rate", 1 / 0.5}
+	targetWrite  = Target{"<= 1.3x ext4's time", 1.3}
+	targetRead   = Target{"<= 1.3x ext4's time", 1.3}
+	targetSmall  = Target{"<= 1.3x ext4's time", 1.3}
 	targetAgent  = Target{"<= 1.3x ext4's time", 1.3}
 	targetFsync  = Target{"<= 2x ext4's time", 2}
 	targetDelete = Target{"<= 1.3x ext4's time", 1.3}

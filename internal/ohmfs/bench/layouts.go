@@ -62,7 +62,11 @@ type RunConfig struct {
 	// SpaceGuard turns the btrfs disks' space guard on, as a computer has
 	// it.
 	SpaceGuard bool
-	Options    Options
+	// LoopMaxIOKB, if not zero, is the block layouts' loop devices'
+	// max_sectors_kb (disk.Config.MaxIOKB); zero keeps what internal/disk
+	// sets.
+	LoopMaxIOKB int
+	Options     Options
 }
 
 // Run sets up the columns under cfg.Dir, runs the comparison and returns
@@ -165,6 +169,7 @@ func Run(ctx context.Context, cfg RunConfig) (rep Report, err error) {
 			Image:      "workspace.img",
 			Mountpoint: filepath.Join(work, "disks", name),
 			DevDir:     filepath.Join(work, "dev", name),
+			MaxIOKB:    cfg.LoopMaxIOKB,
 		}
 		for _, d := range []string{"disks", "dev"} {
 			if err := os.MkdirAll(filepath.Join(work, d), 0o700); err != nil {
@@ -213,6 +218,9 @@ func Run(ctx context.Context, cfg RunConfig) (rep Report, err error) {
 			made.Seconds(), units.FormatSize(usage.Used))
 		if cfg.SpaceGuard && spec.Kind == disk.Btrfs {
 			desc += ", space guard on (btrfs quotas)"
+		}
+		if cfg.LoopMaxIOKB > 0 {
+			desc += fmt.Sprintf(", loop device max_sectors_kb %d", cfg.LoopMaxIOKB)
 		}
 		rep.Columns = append(rep.Columns, Column{Name: spec.Name(), Desc: desc})
 	}

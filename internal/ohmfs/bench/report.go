@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -115,7 +116,9 @@ func WriteMarkdown(w io.Writer, r Report) error {
 	fmt.Fprintf(&b, "others are their time over ext4's (below 1 is faster). A ratio in **bold** misses its\n")
 	fmt.Fprintf(&b, "target ([contracts.md](contracts.md) sets the targets). [block-layout.md](block-layout.md)\n")
 	fmt.Fprintf(&b, "explains the layouts and what bounds them;\n")
-	fmt.Fprintf(&b, "[performance.md](performance.md) the file layout.\n\n")
+	fmt.Fprintf(&b, "[performance.md](performance.md) what bounds each row. The part after the marker line\n")
+	fmt.Fprintf(&b, "at the end (computer lifecycle, checkpoints, the root disk) is measured by hand and kept\n")
+	fmt.Fprintf(&b, "by `make bench`.\n\n")
 	fmt.Fprintf(&b, "- Date: %s\n", m.Date.Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "- CPU: %s, %d cores; memory %s\n", m.CPU, m.Cores, m.Memory)
 	fmt.Fprintf(&b, "- Kernel: %s\n", m.Kernel)
@@ -354,4 +357,64 @@ func rate(bytes int64, d time.Duration) string {
 func oneLine(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
 	return strings.ReplaceAll(s, "|", "/")
+}
+
+// HandWrittenMarker starts the part of docs/benchmarks.md that is not
+// generated: WriteMarkdownFile keeps everything from this line on from the
+// file it replaces, so measurements written by hand survive a `make bench`.
+const HandWrittenMarker = "<!-- Everything below this line is written by hand: `ohm bench --out` keeps it. -->"
+
+// HandWritten returns the part of an earlier report from HandWrittenMarker
+// on (the marker line included), or nil when it has no marker.
+func HandWritten(old []byte) []byte {
+	s := string(old)
+	for off := 0; off < len(s); {
+		line := s[off:]
+		if i := strings.IndexByte(line, '\n'); i >= 0 {
+			line = line[:i]
+		}
+		if strings.TrimSpace(line) == HandWrittenMarker {
+			return []byte(s[off:])
+		}
+		off += len(line) + 1
+	}
+	return nil
+}
+
+// WriteMarkdownFile writes the report to path, keeping what the file
+// held from HandWrittenMarker on. The file is replaced by a rename, so a
+// failure leaves the old one whole.
+func WriteMarkdownFile(path string, r Report) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("read the earlier report: %w", err)
+	}
+	var b strings.Builder
+	if err := WriteMarkdown(&b, r); err != nil {
+		return err
+	}
+	if tail := HandWritten(old); tail != nil {
+		b.WriteString("\n")
+		b.Write(tail)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".bench-*.md")
+	if err != nil {
+		return fmt.Errorf("write the report: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(b.String()); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write the report: %w", err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write the report: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write the report: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write the report: %w", err)
+	}
+	return nil
 }
