@@ -13,6 +13,7 @@ TEST_TIMEOUT ?= 25m
 # Where `make bench` puts its volume and its ext4 directory: one disk, so the
 # ratios compare the filesystems, not the disks.
 BENCH_DIR ?= /var/tmp/ohm-bench
+BENCH_ROOTDISK_DIR ?= /var/tmp/ohm-rootbench
 
 # Debian packages the code and the suites use: fuse3 (fusermount3, /dev/fuse),
 # runc and debootstrap (computers and templates), e2fsprogs (root disk images),
@@ -28,7 +29,7 @@ APT_PACKAGES := fuse3 runc debootstrap e2fsprogs busybox-static util-linux \
 	iproute2 python3 git procps psmisc ca-certificates coreutils mount kmod slirp4netns \
 	python3-venv nodejs btrfs-progs xfsprogs chromium
 
-.PHONY: all deps deps-apt deps-s3 deps-sdk build test demo bench clean
+.PHONY: all deps deps-apt deps-s3 deps-sdk build test demo bench bench-rootdisk clean
 
 all: build
 
@@ -78,6 +79,12 @@ demo: deps build
 
 bench: deps build
 	bin/ohm bench $(BENCH_DIR) --module $(CURDIR) --out docs/benchmarks.md
+
+# Package work (dpkg -i, pip) on a root disk in the volume against a local
+# image, in one run; its numbers go by hand into docs/benchmarks.md's
+# "Root disk" section (below the marker that `make bench` keeps).
+bench-rootdisk: deps build
+	scripts/bench-rootdisk.sh bin/ohm $(BENCH_ROOTDISK_DIR)
 
 clean:
 	rm -rf bin
