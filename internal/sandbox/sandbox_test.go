@@ -119,13 +119,28 @@ func eventually(timeout time.Duration, cond func() bool) bool {
 // newSpec returns the spec of a fresh computer with its disk created.
 func newSpec(t *testing.T, name string, diskMB int) Spec {
 	t.Helper()
-	ws := t.TempDir()
+	return newSpecIn(t, name, diskMB, "")
+}
+
+// newSpecIn is newSpec with the computer's state and workspace in
+// directories under dir ("": test temporary directories).
+func newSpecIn(t *testing.T, name string, diskMB int, dir string) Spec {
+	t.Helper()
+	ws, state := t.TempDir(), t.TempDir()
+	if dir != "" {
+		ws, state = filepath.Join(dir, "ws"), filepath.Join(dir, "state")
+		for _, d := range []string{ws, state} {
+			if err := os.Mkdir(d, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	os.Chown(ws, 1000, 1000)
 	spec := Spec{
 		// A static `ohm` binary can stand in for the test binary as agent.
 		AgentBinary:  os.Getenv("OHM_TEST_AGENT"),
 		Name:         name,
-		StateDir:     t.TempDir(),
+		StateDir:     state,
 		TemplateRoot: buildRootfs(t),
 		DiskSizeMB:   diskMB,
 		Workspace:    ws,
