@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -103,12 +104,28 @@ func Start() (*Server, error) {
 	// (a crash helper that SIGKILLs itself, go test's timeout) that runs
 	// no Close.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	s := &Server{Endpoint: "http://" + addr, dir: dir, cmd: cmd, exited: make(chan struct{})}
+	// The death signal is sent when the thread that started the server
+	// ends, not the process: Go ends a thread whose goroutine exits
+	// locked to it (code that entered a namespace), which killed the
+	// server in the middle of tests. So the server is started from a
+	// thread kept, locked to the goroutine that waits for it, as long as
+	// the server runs.
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		cmd.Wait()
+		close(s.exited)
+	}()
+	if err := <-started; err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	s := &Server{Endpoint: "http://" + addr, dir: dir, cmd: cmd, exited: make(chan struct{})}
-	go func() { cmd.Wait(); close(s.exited) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
