@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -107,11 +108,26 @@ func startWriteback(mountpoint string, dev uint64, interval time.Duration) (stop
 		Stderr:      os.Stderr,
 		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
 	}
-	if err := cmd.Start(); err != nil {
+	// Pdeathsig follows the thread that started the helper, and Go ends
+	// a thread whose goroutine exits locked to it: the helper is started
+	// from a thread kept, locked to the goroutine that waits for it, for
+	// as long as the helper runs.
+	started, exited := make(chan error, 1), make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		cmd.Wait()
+		close(exited)
+	}()
+	if err := <-started; err != nil {
 		return nil, fmt.Errorf("start the writeback helper: %w", err)
 	}
 	return func() {
 		cmd.Process.Kill()
-		cmd.Wait()
+		<-exited
 	}, nil
 }
