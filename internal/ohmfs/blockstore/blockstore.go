@@ -87,10 +87,36 @@ type Store struct {
 // fetch is a load of one block shared by every Get that wants it meanwhile.
 type fetch struct {
 	done    chan struct{}
-	data    []byte
+	blk     *block // filled in when the load succeeds
 	err     error
 	noCache bool // the block was deleted while it loaded
 	waiters int  // Gets that joined the load (under Store.mu)
+}
+
+// block is a loaded block's content and what decides when the buffer
+// holding it may be reused for another load (all under Store.mu). Loads
+// read into reused buffers because fresh multi-megabyte ones cost page
+// faults and zeroing on every load (docs/performance.md, "cold read").
+type block struct {
+	data []byte
+	// buf is the store's buffer that holds data, given back to Store.bufs
+	// once the block is out of the cache and nothing reads it; nil if the
+	// buffer is not the store's (Put's data, an object store without
+	// GetBuf).
+	buf []byte
+	// refs counts the reads copying from data (ReadAt, and Gets and
+	// loads until they decide).
+	refs int
+	// shared is set once Get has returned data: its caller may keep it,
+	// so buf is never reused.
+	shared bool
+	cached bool // in the cache
+}
+
+// bufGetter is implemented by object stores that read an object into a
+// buffer of the caller's (objstore.FileStore).
+type bufGetter interface {
+	GetBuf(ctx context.Context, key string, off, length int64, alloc func(n int) []byte) ([]byte, error)
 }
 
 // New returns a Store over objs.
@@ -147,7 +173,7 @@ func (s *Store) Put(ctx context.Context, id uint64, data []byte) error {
 	s.raw.Add(uint64(len(data)))
 	s.stored.Add(uint64(n))
 	s.mu.Lock()
-	s.cache.add(id, data)
+	s.cache.add(id, &block{data: data, shared: true}, s.drop)
 	s.mu.Unlock()
 	return nil
 }
@@ -181,12 +207,14 @@ func (s *Store) encode(data []byte) ([]byte, error) {
 }
 
 // getBuf returns a buffer of length n, reused if one is at hand: fresh
-// multi-megabyte buffers cost page faults and zeroing on every block.
+// multi-megabyte buffers cost page faults and zeroing on every block. Its
+// content is arbitrary. A new buffer has room for encoding n bytes, so
+// that loads' and Puts' buffers serve each other.
 func (s *Store) getBuf(n int) []byte {
 	if p, ok := s.bufs.Get().(*[]byte); ok && cap(*p) >= n {
 		return (*p)[:n]
 	}
-	return make([]byte, n)
+	return make([]byte, n, headerLen+lz4.CompressBlockBound(n))
 }
 
 func (s *Store) putBuf(b []byte) {
@@ -197,6 +225,12 @@ func (s *Store) putBuf(b []byte) {
 
 // decode checks and decompresses a stored block.
 func decode(obj []byte) ([]byte, error) {
+	return decodeBuf(obj, func(n int) []byte { return make([]byte, n) })
+}
+
+// decodeBuf is decode decompressing into a buffer from alloc, which it
+// fills whole (or fails).
+func decodeBuf(obj []byte, alloc func(n int) []byte) ([]byte, error) {
 	if len(obj) < headerLen {
 		return nil, fmt.Errorf("%w: %d bytes is shorter than the header", ErrCorrupt, len(obj))
 	}
@@ -214,7 +248,7 @@ func decode(obj []byte) ([]byte, error) {
 		}
 		data = payload
 	case codecLZ4:
-		data = make([]byte, rawLen)
+		data = alloc(int(rawLen))
 		n, err := lz4.UncompressBlock(payload, data)
 		if err != nil {
 			return nil, fmt.Errorf("%w: lz4: %v", ErrCorrupt, err)
@@ -234,14 +268,48 @@ func decode(obj []byte) ([]byte, error) {
 // Get returns the decompressed content of block id. The returned slice is
 // shared with the cache and must not be modified. A block that fails its
 // checks gives an error wrapping ErrCorrupt; a missing one wraps
-// objstore.ErrNotFound.
+// objstore.ErrNotFound. ReadAt, which copies, lets the block's buffer be
+// reused once it leaves the cache.
 func (s *Store) Get(ctx context.Context, id uint64) ([]byte, error) {
+	b, err := s.acquire(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	b.shared = true
+	b.refs--
+	s.mu.Unlock()
+	return b.data, nil
+}
+
+// ReadAt copies block id's content from off into dst and returns how many
+// bytes it copied (fewer than len(dst) at the block's end, 0 from off at
+// or past it). Its errors are Get's.
+func (s *Store) ReadAt(ctx context.Context, id uint64, dst []byte, off int) (int, error) {
+	b, err := s.acquire(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	if off < len(b.data) {
+		n = copy(dst, b.data[off:])
+	}
+	s.mu.Lock()
+	s.release(b)
+	s.mu.Unlock()
+	return n, nil
+}
+
+// acquire returns block id, from the cache or loaded, with a reference
+// the caller must give back (release, under s.mu).
+func (s *Store) acquire(ctx context.Context, id uint64) (*block, error) {
 	for {
 		s.mu.Lock()
-		if data, ok := s.cache.get(id); ok {
+		if b, ok := s.cache.get(id); ok {
+			b.refs++
 			s.mu.Unlock()
 			s.hits.Add(1)
-			return data, nil
+			return b, nil
 		}
 		if f, ok := s.inflight[id]; ok {
 			f.waiters++
@@ -249,6 +317,14 @@ func (s *Store) Get(ctx context.Context, id uint64) ([]byte, error) {
 			select {
 			case <-f.done:
 			case <-ctx.Done():
+				// Give back the reference the leader takes (or took) for us.
+				s.mu.Lock()
+				if f.blk != nil {
+					s.release(f.blk)
+				} else {
+					f.waiters--
+				}
+				s.mu.Unlock()
 				return nil, ctx.Err()
 			}
 			// The leader's context may have ended its load; ours has not,
@@ -256,43 +332,105 @@ func (s *Store) Get(ctx context.Context, id uint64) ([]byte, error) {
 			if f.err != nil && ctx.Err() == nil && (errors.Is(f.err, context.Canceled) || errors.Is(f.err, context.DeadlineExceeded)) {
 				continue
 			}
+			if f.err != nil {
+				return nil, f.err
+			}
 			s.hits.Add(1)
-			return f.data, f.err
+			return f.blk, nil // the leader took our reference
 		}
 		f := &fetch{done: make(chan struct{})}
 		s.inflight[id] = f
 		s.mu.Unlock()
 		s.misses.Add(1)
 
-		f.data, f.err = s.load(ctx, id)
+		data, buf, err := s.load(ctx, id)
 		s.mu.Lock()
 		delete(s.inflight, id)
-		if f.err == nil && !f.noCache {
-			s.cache.add(id, f.data)
+		if err == nil {
+			// References for this load and every Get that joined it, so
+			// that none of them finds the buffer reused, even if the
+			// cache drops the block before they read it.
+			b := &block{data: data, buf: buf, refs: 1 + f.waiters}
+			if !f.noCache {
+				b.cached = s.cache.add(id, b, s.drop)
+			}
+			f.blk = b
 		}
+		f.err = err
 		s.mu.Unlock()
 		close(f.done)
-		return f.data, f.err
+		if err != nil {
+			return nil, err
+		}
+		return f.blk, nil
 	}
 }
 
-// load reads block id from the object store, bypassing the cache.
-func (s *Store) load(ctx context.Context, id uint64) ([]byte, error) {
-	obj, err := s.objs.Get(ctx, Key(id), 0, -1)
-	if err != nil {
-		return nil, fmt.Errorf("get block %d: %w", id, err)
+// release gives back a reference acquire returned. s.mu must be held.
+func (s *Store) release(b *block) {
+	b.refs--
+	s.recycle(b)
+}
+
+// drop is called by the cache for every block it drops.
+func (s *Store) drop(b *block) {
+	b.cached = false
+	s.recycle(b)
+}
+
+// recycle gives b's buffer back for reuse if nothing can read it any
+// more. s.mu must be held.
+func (s *Store) recycle(b *block) {
+	if b.refs > 0 || b.cached || b.shared || b.buf == nil {
+		return
 	}
-	data, err := decode(obj)
-	if err != nil {
-		return nil, fmt.Errorf("block %d (%s in %s): %w", id, Key(id), s.objs, err)
+	s.putBuf(b.buf)
+	b.buf, b.data = nil, nil
+}
+
+// load reads block id from the object store, bypassing the cache, and
+// returns its content and, if the content is in a buffer of the store's,
+// that buffer.
+func (s *Store) load(ctx context.Context, id uint64) (data, buf []byte, err error) {
+	g, reuse := s.objs.(bufGetter)
+	var obj []byte
+	if reuse {
+		obj, err = g.GetBuf(ctx, Key(id), 0, -1, s.getBuf)
+	} else {
+		obj, err = s.objs.Get(ctx, Key(id), 0, -1)
 	}
-	return data, nil
+	if err != nil {
+		return nil, nil, fmt.Errorf("get block %d: %w", id, err)
+	}
+	if len(obj) >= headerLen && obj[4] == codecLZ4 {
+		// Decompressed into a buffer of the store's, which data keeps;
+		// obj is done with.
+		data, err = decodeBuf(obj, func(n int) []byte { buf = s.getBuf(n); return buf })
+		if reuse {
+			s.putBuf(obj)
+		}
+	} else {
+		data, err = decodeBuf(obj, s.getBuf) // data is obj's payload
+		if reuse {
+			buf = obj
+		}
+	}
+	if err != nil {
+		if buf != nil {
+			s.putBuf(buf)
+		}
+		return nil, nil, fmt.Errorf("block %d (%s in %s): %w", id, Key(id), s.objs, err)
+	}
+	return data, buf, nil
 }
 
 // Verify reads block id from the object store, bypassing the cache, and
 // checks its format and checksum (for fsck).
 func (s *Store) Verify(ctx context.Context, id uint64) error {
-	_, err := s.load(ctx, id)
+	_, buf, err := s.load(ctx, id)
+	if buf != nil {
+		s.putBuf(buf)
+	}
 	return err
 }
 
@@ -323,7 +461,12 @@ func (s *Store) Prefetch(id uint64) bool {
 	go func() {
 		defer s.bgWork.Done()
 		defer func() { <-s.prefetch }()
-		s.Get(s.bg, id) //nolint:errcheck // a failed prefetch only costs a later Get its own attempt
+		// A failed prefetch only costs a later Get its own attempt.
+		if b, err := s.acquire(s.bg, id); err == nil {
+			s.mu.Lock()
+			s.release(b)
+			s.mu.Unlock()
+		}
 	}()
 	return true
 }
@@ -343,7 +486,7 @@ func (s *Store) Close() {
 // Delete removes block id from the store and the cache.
 func (s *Store) Delete(ctx context.Context, id uint64) error {
 	s.mu.Lock()
-	s.cache.remove(id)
+	s.cache.remove(id, s.drop)
 	if f, ok := s.inflight[id]; ok {
 		f.noCache = true
 	}

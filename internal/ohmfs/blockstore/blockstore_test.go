@@ -172,6 +172,84 @@ func TestCorruptionDetected(t *testing.T) {
 			if err := fresh.Verify(ctx, id); !errors.Is(err, ErrCorrupt) {
 				t.Errorf("Verify = %v, want ErrCorrupt", err)
 			}
+			if _, err := New(objs, Options{}).ReadAt(ctx, id, make([]byte, 100), 0); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("ReadAt = %v, want ErrCorrupt", err)
+			}
+		})
+	}
+}
+
+// TestReadAtReusesBuffers reads blocks through a cache too small to keep
+// them, so that their buffers are reused for the next loads, from
+// concurrent readers, and checks every byte each read returns; Gets in
+// between keep their blocks' buffers from reuse.
+func TestReadAtReusesBuffers(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name  string
+		cache int64
+	}{
+		{"no cache", -1},
+		{"a two-block cache", 2 * (256 << 10)},
+	}
+	const n = 12
+	blocks := make([][]byte, n)
+	for i := range blocks {
+		if i%2 == 0 {
+			blocks[i] = randomBytes(256 << 10) // stored raw
+		} else {
+			blocks[i] = text(256 << 10) // stored lz4
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, objs := newTestStore(t, Options{})
+			for i, data := range blocks {
+				if err := objs.Put(ctx, Key(uint64(i)), mustEncode(t, data)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s := New(objs, Options{CacheBytes: tt.cache})
+			var wg sync.WaitGroup
+			var gets sync.Map // id -> what Get returned
+			for w := range 4 {
+				wg.Go(func() {
+					dst := make([]byte, 100<<10)
+					for r := range 20 {
+						id := (w*7 + r*5) % n
+						off := (r * 37 << 10) % (256 << 10)
+						k, err := s.ReadAt(ctx, uint64(id), dst, off)
+						if err != nil {
+							t.Errorf("ReadAt(%d, %d): %v", id, off, err)
+							return
+						}
+						want := blocks[id][off:min(off+len(dst), len(blocks[id]))]
+						if !bytes.Equal(dst[:k], want) {
+							t.Errorf("ReadAt(%d, %d) returned wrong bytes", id, off)
+							return
+						}
+						if r%6 == 0 {
+							got, err := s.Get(ctx, uint64(id))
+							if err != nil {
+								t.Errorf("Get(%d): %v", id, err)
+								return
+							}
+							gets.Store(r*100+w, [2]any{id, got})
+						}
+					}
+				})
+			}
+			wg.Wait()
+			gets.Range(func(_, v any) bool {
+				p := v.([2]any)
+				if id, got := p[0].(int), p[1].([]byte); !bytes.Equal(got, blocks[id]) {
+					t.Errorf("what Get returned for block %d changed after later loads", id)
+				}
+				return true
+			})
+			if k, err := s.ReadAt(ctx, 0, make([]byte, 10), 256<<10); err != nil || k != 0 {
+				t.Errorf("ReadAt at the end = %d, %v; want 0, nil", k, err)
+			}
 		})
 	}
 }

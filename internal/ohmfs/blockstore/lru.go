@@ -12,46 +12,51 @@ type lru struct {
 }
 
 type lruEntry struct {
-	id   uint64
-	data []byte
+	id  uint64
+	blk *block
 }
 
 func newLRU(capacity int64) lru {
 	return lru{capacity: capacity, order: list.New(), items: make(map[uint64]*list.Element)}
 }
 
-func (c *lru) get(id uint64) ([]byte, bool) {
+func (c *lru) get(id uint64) (*block, bool) {
 	e, ok := c.items[id]
 	if !ok {
 		return nil, false
 	}
 	c.order.MoveToFront(e)
-	return e.Value.(*lruEntry).data, true
+	return e.Value.(*lruEntry).blk, true
 }
 
-// add caches data as block id, evicting the least recently used blocks to
-// stay within capacity. A block larger than the whole cache is not kept.
-func (c *lru) add(id uint64, data []byte) {
-	c.remove(id)
-	n := int64(len(data))
+// add caches blk as block id, evicting the least recently used blocks to
+// stay within capacity, and reports whether it kept blk: a block larger
+// than the whole cache is not kept. Every block it drops (evicted, or the
+// one id replaces) is passed to drop.
+func (c *lru) add(id uint64, blk *block, drop func(*block)) bool {
+	c.remove(id, drop)
+	n := int64(len(blk.data))
 	if n > c.capacity {
-		return
+		return false
 	}
 	for c.size+n > c.capacity {
-		c.removeElement(c.order.Back())
+		c.removeElement(c.order.Back(), drop)
 	}
-	c.items[id] = c.order.PushFront(&lruEntry{id: id, data: data})
+	c.items[id] = c.order.PushFront(&lruEntry{id: id, blk: blk})
 	c.size += n
+	return true
 }
 
-func (c *lru) remove(id uint64) {
+// remove drops block id, passing it to drop, if it is cached.
+func (c *lru) remove(id uint64, drop func(*block)) {
 	if e, ok := c.items[id]; ok {
-		c.removeElement(e)
+		c.removeElement(e, drop)
 	}
 }
 
-func (c *lru) removeElement(e *list.Element) {
+func (c *lru) removeElement(e *list.Element, drop func(*block)) {
 	ent := c.order.Remove(e).(*lruEntry)
 	delete(c.items, ent.id)
-	c.size -= int64(len(ent.data))
+	c.size -= int64(len(ent.blk.data))
+	drop(ent.blk)
 }

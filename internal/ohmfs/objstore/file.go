@@ -135,6 +135,12 @@ func mkdirAllSync(dir string) error {
 // Get returns length bytes of key from off (length < 0: to the end). A
 // range past the end of the object is cut short.
 func (s *FileStore) Get(ctx context.Context, key string, off, length int64) ([]byte, error) {
+	return s.GetBuf(ctx, key, off, length, func(n int) []byte { return make([]byte, n) })
+}
+
+// GetBuf is Get reading into a buffer of length n from alloc, so that the
+// caller can reuse buffers (the block store's loads).
+func (s *FileStore) GetBuf(ctx context.Context, key string, off, length int64, alloc func(n int) []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -165,7 +171,7 @@ func (s *FileStore) Get(ctx context.Context, key string, off, length int64) ([]b
 	if length >= 0 && length < n {
 		n = length
 	}
-	buf := make([]byte, n)
+	buf := alloc(int(n))
 	if _, err := f.ReadAt(buf, off); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF // objects are immutable; this one was truncated

@@ -347,13 +347,11 @@ func (fs *FS) readImage(ctx context.Context, f *file, off uint64, buf []byte) er
 			if a >= b {
 				continue
 			}
-			data, err := fs.b.Get(ctx, e.Block)
-			if err != nil {
-				return fmt.Errorf("read pack %d of inode %d: %v: %w", e.Block, ino, err, syscall.EIO)
-			}
+			// ReadAt copies rather than sharing the cached pack, so that
+			// its buffer can be reused for a later load.
 			at := uint64(e.BlockPage)*pageSize + (a - e.Page*pageSize)
-			if at < uint64(len(data)) {
-				copy(buf[a-off:b-off], data[at:])
+			if _, err := fs.b.ReadAt(ctx, e.Block, buf[a-off:b-off], int(at)); err != nil {
+				return fmt.Errorf("read pack %d of inode %d: %v: %w", e.Block, ino, err, syscall.EIO)
 			}
 		}
 	}
