@@ -242,6 +242,56 @@ func TestDeviceImageKillDuringWorkload(t *testing.T) {
 	v := ohmtest.NewVolume(t, bin)
 	cfg := diskConfig(t, v.Dir)
 	img := filepath.Join(cfg.ImageDir, cfg.Image)
+	killLoop(t, bin, v, cfg, workspaceSize, iterations(), func(when string) {
+		btrfsCheck(t, img, when)
+	}, func() { requireFlushRule(t, cfg) })
+}
+
+// rootDiskRounds is the root disk's kill loop's length: fewer rounds than
+// the workspace's, which is where agents' data lives, to keep the suite
+// short; OHM_CRASH_ITERATIONS sets both.
+func rootDiskRounds() int {
+	if os.Getenv("OHM_CRASH_ITERATIONS") != "" {
+		return iterations()
+	}
+	return 8
+}
+
+// TestRootDiskImageKillDuringWorkload is the same loop over a computer's
+// root disk: ext4 in root.img, with barriers, so that its fsyncs reach
+// ohmfs as FUSE FSYNCs of the image (the other flush path than the
+// workspace's). e2fsck -fn replaces btrfs check.
+func TestRootDiskImageKillDuringWorkload(t *testing.T) {
+	ohmtest.RequireFUSE(t)
+	requireTools(t, "e2fsck")
+	bin := ohmtest.Binary(t)
+	v := ohmtest.NewVolume(t, bin)
+	cfg := diskConfig(t, v.Dir)
+	// As internal/computer's root disks (rootdisk.go): what matters for
+	// durability, barriers, is ext4's default and internal/disk's.
+	cfg.Kind, cfg.Image, cfg.Source, cfg.Label = disk.Ext4, "root.img", "root", "root"
+	cfg.MountOptions = []string{"noatime", "discard", "minixdf", "nosuid", "nodev"}
+	img := filepath.Join(cfg.ImageDir, cfg.Image)
+	killLoop(t, bin, v, cfg, 4<<30, rootDiskRounds(), func(when string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "e2fsck", "-fn", img)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s: %s: %v\n%s", when, strings.Join(cmd.Args, " "), err, out)
+		}
+	}, func() {
+		if opts := mountOptions(cfg.Mountpoint); slices.Contains(strings.Split(opts, ","), "nobarrier") {
+			t.Fatalf("the root disk at %s is mounted %q: ext4 must keep its barriers", cfg.Mountpoint, opts)
+		}
+	})
+}
+
+// killLoop runs rounds of the workload in the disk of cfg (size bytes)
+// over an image in volume v, killing the ohmfs processes at a random
+// moment in each. check runs the kernel filesystem's own check on the
+// crashed image before each open; opened checks the disk as mounted.
+func killLoop(t *testing.T, bin string, v *ohmtest.Volume, cfg disk.Config, size int64, rounds int, check func(when string), opened func()) {
+	t.Helper()
 	var d *disk.Disk
 	t.Cleanup(func() { dropDisk(d) })
 	ctx := context.Background()
@@ -252,22 +302,22 @@ func TestDeviceImageKillDuringWorkload(t *testing.T) {
 
 	open := func(when string) {
 		t.Helper()
-		btrfsCheck(t, img, when)
+		check(when)
 		var err error
 		if d, err = disk.Open(ctx, cfg); err != nil {
 			t.Fatalf("%s: open the disk: %v", when, err)
 		}
-		requireFlushRule(t, cfg)
+		opened()
 	}
 	var logs []string
-	for i := 0; i < iterations(); i++ {
+	for i := 0; i < rounds; i++ {
 		mount := v.MountForeground(t)
 		if i == 0 {
 			var err error
-			if d, err = disk.Create(ctx, cfg, workspaceSize); err != nil {
+			if d, err = disk.Create(ctx, cfg, size); err != nil {
 				t.Fatalf("create the disk: %v", err)
 			}
-			requireFlushRule(t, cfg)
+			opened()
 		} else {
 			when := fmt.Sprintf("after crash %d", i-1)
 			open(when)
