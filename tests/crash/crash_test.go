@@ -8,12 +8,8 @@
 package crash
 
 import (
-	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -25,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"ohm/tests/internal/disktest"
 	"ohm/tests/internal/ohmtest"
 )
 
@@ -94,7 +91,7 @@ func TestKillDuringWorkload(t *testing.T) {
 		if ohmtest.Mounted(v.Dir) {
 			t.Fatalf("crash %d: %s is still mounted after umount -l", i, v.Dir)
 		}
-		entries, _ := readLog(logPath)
+		entries, _ := disktest.ReadLog(logPath)
 		t.Logf("crash %d: killed after %v, %d fsynced files logged", i, delay, len(entries))
 		fsckClean(t, bin, v, fmt.Sprintf("after crash %d", i))
 		if t.Failed() {
@@ -124,22 +121,7 @@ func fsckClean(t *testing.T, bin string, v *ohmtest.Volume, when string) {
 func checkAfterCrash(t *testing.T, v *ohmtest.Volume, logs []string, crash int) {
 	t.Helper()
 	// Every fsynced file of every round so far has exactly its content.
-	for _, l := range logs {
-		entries, err := readLog(l)
-		if err != nil {
-			t.Fatalf("read log %s: %v", l, err)
-		}
-		for _, e := range entries {
-			sum, size, err := hashFile(filepath.Join(v.Dir, e.path))
-			if err != nil {
-				t.Errorf("after crash %d: fsynced file %s: %v", crash, e.path, err)
-				continue
-			}
-			if sum != e.sum || size != e.size {
-				t.Errorf("after crash %d: fsynced file %s has %d bytes (sha256 %s), want %d bytes (%s)", crash, e.path, size, sum[:12], e.size, e.sum[:12])
-			}
-		}
-	}
+	disktest.CheckSynced(t, v.Dir, logs, fmt.Sprintf("after crash %d", crash))
 	// Files created in order, never fsynced: a prefix of that order, each
 	// either empty (its data not yet written back) or whole.
 	seqDir := filepath.Join(v.Dir, fmt.Sprintf("iter-%02d", crash), "seq")
@@ -173,52 +155,13 @@ func checkAfterCrash(t *testing.T, v *ohmtest.Volume, logs []string, crash int) 
 			return err
 		}
 		if info.Mode().IsRegular() {
-			_, _, err = hashFile(p)
+			_, _, err = disktest.HashFile(p)
 		}
 		return err
 	})
 	if err != nil {
 		t.Errorf("after crash %d: walking the volume: %v", crash, err)
 	}
-}
-
-type logEntry struct {
-	path string
-	size int64
-	sum  string
-}
-
-func readLog(path string) ([]logEntry, error) {
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []logEntry
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) != 3 {
-			continue // a line cut short when the workload was killed
-		}
-		size, _ := strconv.ParseInt(fields[1], 10, 64)
-		out = append(out, logEntry{fields[0], size, fields[2]})
-	}
-	return out, s.Err()
-}
-
-func hashFile(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	return hex.EncodeToString(h.Sum(nil)), n, err
 }
 
 func seqContent(n int) string { return fmt.Sprintf("seq %d\n", n) }

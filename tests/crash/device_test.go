@@ -19,6 +19,7 @@ import (
 
 	"ohm/internal/disk"
 	"ohm/internal/ohmfs/vfs"
+	"ohm/tests/internal/disktest"
 	"ohm/tests/internal/ohmtest"
 )
 
@@ -113,30 +114,6 @@ func (k *kernelFS) teardown() {
 	}
 }
 
-// checkSynced checks every file the logs say was fsynced, relative to dir.
-func checkSynced(t *testing.T, dir string, logs []string, when string) {
-	t.Helper()
-	n := 0
-	for _, l := range logs {
-		entries, err := readLog(l)
-		if err != nil {
-			t.Fatalf("read log %s: %v", l, err)
-		}
-		for _, e := range entries {
-			n++
-			sum, size, err := hashFile(filepath.Join(dir, e.path))
-			if err != nil {
-				t.Errorf("%s: fsynced file %s: %v", when, e.path, err)
-				continue
-			}
-			if sum != e.sum || size != e.size {
-				t.Errorf("%s: fsynced file %s has %d bytes (sha256 %s), want %d bytes (%s)", when, e.path, size, sum[:12], e.size, e.sum[:12])
-			}
-		}
-	}
-	t.Logf("%s: %d fsynced files checked", when, n)
-}
-
 // workspaceSize is the size of a computer's workspace disk
 // (internal/computer's BlockWorkspace): 1 PiB, sparse.
 const workspaceSize = 1 << 50
@@ -169,68 +146,10 @@ func diskConfig(t *testing.T, dir string) disk.Config {
 	}
 }
 
-// requireFlushRule fails t unless the disk at cfg is mounted the way a
-// workspace runs on ohmfs: btrfs without flushes (nobarrier), its
-// superblocks named as the image's durable ranges. Without this check a
-// change that made internal/disk fall back to barriers would leave the
-// crash tests testing a configuration production no longer runs.
-func requireFlushRule(t *testing.T, cfg disk.Config) {
-	t.Helper()
-	img := filepath.Join(cfg.ImageDir, cfg.Image)
-	buf := make([]byte, 256)
-	n, err := unix.Getxattr(img, vfs.XattrDurableRanges, buf)
-	if err != nil || n == 0 {
-		t.Fatalf("%s has no %s (%v): the disk is not mounted as a workspace is", img, vfs.XattrDurableRanges, err)
-	}
-	opts := mountOptions(cfg.Mountpoint)
-	if !slices.Contains(strings.Split(opts, ","), "nobarrier") {
-		t.Fatalf("the disk at %s is mounted %q, without nobarrier: not as a workspace is", cfg.Mountpoint, opts)
-	}
-}
-
-// mountOptions returns the options /proc/self/mounts gives for the
-// filesystem mounted at dir.
-func mountOptions(dir string) string {
-	b, _ := os.ReadFile("/proc/self/mounts")
-	opts := ""
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 4 && f[1] == dir {
-			opts = f[3]
-		}
-	}
-	return opts
-}
-
-// btrfsCheck runs btrfs's own read-only check on the image, a file in the
-// (unmounted) disk's ohmfs mount.
-func btrfsCheck(t *testing.T, img, when string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "btrfs", "check", "--readonly", img)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("%s: %s: %v\n%s", when, strings.Join(cmd.Args, " "), err, out)
-	}
-}
-
-// dropDisk lets go of a disk whose storage was killed under it, as a
-// computer's workspace does (BlockWorkspace.closeDisk with dead): the
-// filesystem is detached, not flushed, and Close's error (nothing can be
-// written any more) is expected.
-func dropDisk(d *disk.Disk) {
-	if d == nil {
-		return
-	}
-	unix.Unmount(d.Mountpoint(), unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	d.Close(ctx)
-}
-
 // TestDeviceImageKillDuringWorkload is the kill -9 loop with a kernel
 // filesystem on top, in the configuration a computer's workspace runs:
 // internal/disk creates and opens the btrfs over workspace.img (nobarrier,
-// durable superblock ranges; requireFlushRule checks it every round).
+// durable superblock ranges; disktest.RequireFlushRule checks it every round).
 // Each round mounts the volume, runs btrfs check on the crashed image,
 // opens the disk (btrfs replays its log tree), checks every file fsynced
 // in any round so far, runs the workload and kills the ohmfs processes at
@@ -243,8 +162,8 @@ func TestDeviceImageKillDuringWorkload(t *testing.T) {
 	cfg := diskConfig(t, v.Dir)
 	img := filepath.Join(cfg.ImageDir, cfg.Image)
 	killLoop(t, bin, v, cfg, workspaceSize, iterations(), func(when string) {
-		btrfsCheck(t, img, when)
-	}, func() { requireFlushRule(t, cfg) })
+		disktest.BtrfsCheck(t, img, when)
+	}, func() { disktest.RequireFlushRule(t, cfg) })
 }
 
 // rootDiskRounds is the root disk's kill loop's length: fewer rounds than
@@ -280,7 +199,7 @@ func TestRootDiskImageKillDuringWorkload(t *testing.T) {
 			t.Errorf("%s: %s: %v\n%s", when, strings.Join(cmd.Args, " "), err, out)
 		}
 	}, func() {
-		if opts := mountOptions(cfg.Mountpoint); slices.Contains(strings.Split(opts, ","), "nobarrier") {
+		if opts := disktest.MountOptions(cfg.Mountpoint); slices.Contains(strings.Split(opts, ","), "nobarrier") {
 			t.Fatalf("the root disk at %s is mounted %q: ext4 must keep its barriers", cfg.Mountpoint, opts)
 		}
 	})
@@ -293,7 +212,7 @@ func TestRootDiskImageKillDuringWorkload(t *testing.T) {
 func killLoop(t *testing.T, bin string, v *ohmtest.Volume, cfg disk.Config, size int64, rounds int, check func(when string), opened func()) {
 	t.Helper()
 	var d *disk.Disk
-	t.Cleanup(func() { dropDisk(d) })
+	t.Cleanup(func() { disktest.DropDisk(d) })
 	ctx := context.Background()
 	logDir := t.TempDir()
 	seed := time.Now().UnixNano()
@@ -321,7 +240,7 @@ func killLoop(t *testing.T, bin string, v *ohmtest.Volume, cfg disk.Config, size
 		} else {
 			when := fmt.Sprintf("after crash %d", i-1)
 			open(when)
-			checkSynced(t, cfg.Mountpoint, logs, when)
+			disktest.CheckSynced(t, cfg.Mountpoint, logs, when)
 			if t.Failed() {
 				t.FailNow()
 			}
@@ -341,9 +260,9 @@ func killLoop(t *testing.T, bin string, v *ohmtest.Volume, cfg disk.Config, size
 		ohmtest.ForceUnmount(v.Dir)
 		w.Process.Kill()
 		w.Wait()
-		dropDisk(d)
+		disktest.DropDisk(d)
 		d = nil
-		entries, _ := readLog(logPath)
+		entries, _ := disktest.ReadLog(logPath)
 		t.Logf("crash %d: killed after %v, %d fsynced files logged", i, delay, len(entries))
 		fsckClean(t, bin, v, fmt.Sprintf("after crash %d", i))
 		if t.Failed() {
@@ -352,7 +271,7 @@ func killLoop(t *testing.T, bin string, v *ohmtest.Volume, cfg disk.Config, size
 	}
 	v.MountForeground(t)
 	open("after the last crash")
-	checkSynced(t, cfg.Mountpoint, logs, "after the last crash")
+	disktest.CheckSynced(t, cfg.Mountpoint, logs, "after the last crash")
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := d.Close(cctx); err != nil {

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"ohm/internal/filecopy"
 )
 
 // sizes the workload writes: empty, tiny, around page and block edges, large.
@@ -30,7 +32,7 @@ func workload(dir, logPath string, seed int64) error {
 	}
 	// The directories must be durable for the fsynced files' names to be.
 	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := fsyncDir(d); err != nil {
+		if err := filecopy.SyncDir(d); err != nil {
 			return err
 		}
 	}
@@ -67,11 +69,11 @@ func workload(dir, logPath string, seed int64) error {
 				if err := os.Rename(target, final); err != nil {
 					return err
 				}
-				if err := fsyncDir(filepath.Join(dir, "scratch")); err != nil {
+				if err := filecopy.SyncDir(filepath.Join(dir, "scratch")); err != nil {
 					return err
 				}
 			}
-			if err := fsyncDir(filepath.Join(dir, "synced")); err != nil {
+			if err := filecopy.SyncDir(filepath.Join(dir, "synced")); err != nil {
 				return err
 			}
 			sum := sha256.Sum256(data)
@@ -113,15 +115,6 @@ func writeSynced(path string, data []byte, rng *rand.Rand) error {
 		return err
 	}
 	return f.Close()
-}
-
-func fsyncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 // churn does one random unlogged operation in dir.

@@ -1,27 +1,23 @@
 package hostloss
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"ohm/internal/disk"
-	"ohm/internal/ohmfs/vfs"
+	"ohm/internal/filecopy"
+	"ohm/tests/internal/disktest"
 )
 
 // envWorkload makes the test binary the workload of
@@ -79,7 +75,7 @@ func TestImageHostLossKernelFS(t *testing.T) {
 	}
 	img := filepath.Join(cfg.ImageDir, cfg.Image)
 	var d *disk.Disk
-	t.Cleanup(func() { dropDisk(d) })
+	t.Cleanup(func() { disktest.DropDisk(d) })
 	ctx := context.Background()
 	logDir := t.TempDir()
 	seed := time.Now().UnixNano()
@@ -88,12 +84,12 @@ func TestImageHostLossKernelFS(t *testing.T) {
 
 	open := func(when string) {
 		t.Helper()
-		btrfsCheck(t, img, when)
+		disktest.BtrfsCheck(t, img, when)
 		var err error
 		if d, err = disk.Open(ctx, cfg); err != nil {
 			t.Fatalf("%s: open the disk: %v", when, err)
 		}
-		requireFlushRule(t, cfg)
+		disktest.RequireFlushRule(t, cfg)
 	}
 	var logs []string
 	for i := range hostLossRounds() {
@@ -103,11 +99,11 @@ func TestImageHostLossKernelFS(t *testing.T) {
 			if d, err = disk.Create(ctx, cfg, 1<<50); err != nil {
 				t.Fatalf("create the disk: %v", err)
 			}
-			requireFlushRule(t, cfg)
+			disktest.RequireFlushRule(t, cfg)
 		} else {
 			when := fmt.Sprintf("after host loss %d", i-1)
 			open(when)
-			checkSynced(t, cfg.Mountpoint, logs, when)
+			disktest.CheckSynced(t, cfg.Mountpoint, logs, when)
 			if t.Failed() {
 				t.FailNow()
 			}
@@ -124,9 +120,9 @@ func TestImageHostLossKernelFS(t *testing.T) {
 		v.hostLoss(t, p)
 		w.Process.Kill()
 		w.Wait()
-		dropDisk(d)
+		disktest.DropDisk(d)
 		d = nil
-		entries, _ := readLog(logPath)
+		entries, _ := disktest.ReadLog(logPath)
 		t.Logf("host loss %d: after %v, %d fsynced files logged", i, delay, len(entries))
 		// fsck on a fresh host too; its restored cache is then dropped,
 		// so that the next mount starts from the replica as well.
@@ -137,7 +133,7 @@ func TestImageHostLossKernelFS(t *testing.T) {
 	}
 	p := v.mount(t, "--fsync", "replica")
 	open("after the last host loss")
-	checkSynced(t, cfg.Mountpoint, logs, "after the last host loss")
+	disktest.CheckSynced(t, cfg.Mountpoint, logs, "after the last host loss")
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := d.Close(cctx); err != nil {
@@ -146,123 +142,6 @@ func TestImageHostLossKernelFS(t *testing.T) {
 	d = nil
 	p.stop(t)
 	v.fsckClean(t)
-}
-
-// requireFlushRule fails t unless the disk at cfg is mounted as a
-// workspace on ohmfs is: nobarrier, its superblocks named as the image's
-// durable ranges. Otherwise a change that made internal/disk fall back to
-// barriers would leave this test checking what production does not run.
-func requireFlushRule(t *testing.T, cfg disk.Config) {
-	t.Helper()
-	img := filepath.Join(cfg.ImageDir, cfg.Image)
-	buf := make([]byte, 256)
-	if n, err := unix.Getxattr(img, vfs.XattrDurableRanges, buf); err != nil || n == 0 {
-		t.Fatalf("%s has no %s (%v): the disk is not mounted as a workspace is", img, vfs.XattrDurableRanges, err)
-	}
-	b, _ := os.ReadFile("/proc/self/mounts")
-	opts := ""
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 4 && f[1] == cfg.Mountpoint {
-			opts = f[3]
-		}
-	}
-	if !slices.Contains(strings.Split(opts, ","), "nobarrier") {
-		t.Fatalf("the disk at %s is mounted %q, without nobarrier: not as a workspace is", cfg.Mountpoint, opts)
-	}
-}
-
-// btrfsCheck runs btrfs's own read-only check on the image, a file in the
-// (unmounted) disk's ohmfs mount.
-func btrfsCheck(t *testing.T, img, when string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "btrfs", "check", "--readonly", img)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("%s: %s: %v\n%s", when, strings.Join(cmd.Args, " "), err, out)
-	}
-}
-
-// dropDisk lets go of a disk whose storage died under it, as a
-// computer's workspace does: the filesystem is detached, not flushed, and
-// Close's error (nothing can be written any more) is expected.
-func dropDisk(d *disk.Disk) {
-	if d == nil {
-		return
-	}
-	unix.Unmount(d.Mountpoint(), unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	d.Close(ctx)
-}
-
-// syncedEntry is a file the workload fsynced: its path relative to the
-// disk's root, size and sha256.
-type syncedEntry struct {
-	path string
-	size int64
-	sum  string
-}
-
-// readLog reads a workload's log; a line cut short by the kill is skipped.
-func readLog(path string) ([]syncedEntry, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []syncedEntry
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) != 3 {
-			continue
-		}
-		size, err := strconv.ParseInt(fields[1], 10, 64)
-		if err != nil {
-			continue
-		}
-		out = append(out, syncedEntry{fields[0], size, fields[2]})
-	}
-	return out, s.Err()
-}
-
-// checkSynced checks every file the logs say was fsynced, relative to dir.
-func checkSynced(t *testing.T, dir string, logs []string, when string) {
-	t.Helper()
-	n := 0
-	for _, l := range logs {
-		entries, err := readLog(l)
-		if err != nil {
-			t.Fatalf("read log %s: %v", l, err)
-		}
-		for _, e := range entries {
-			n++
-			sum, size, err := hashFile(filepath.Join(dir, e.path))
-			if err != nil {
-				t.Errorf("%s: fsynced file %s: %v", when, e.path, err)
-				continue
-			}
-			if sum != e.sum || size != e.size {
-				t.Errorf("%s: fsynced file %s has %d bytes (sha256 %s), want %d bytes (%s)", when, e.path, size, sum[:12], e.size, e.sum[:12])
-			}
-		}
-	}
-	t.Logf("%s: %d fsynced files checked", when, n)
-}
-
-func hashFile(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	return hex.EncodeToString(h.Sum(nil)), n, err
 }
 
 // runWorkload runs the workload child's work from its envWorkload value.
@@ -297,7 +176,7 @@ func workload(dir, logPath string, seed int64) error {
 		}
 	}
 	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := fsyncDir(d); err != nil {
+		if err := filecopy.SyncDir(d); err != nil {
 			return err
 		}
 	}
@@ -319,7 +198,7 @@ func workload(dir, logPath string, seed int64) error {
 			if rng.Intn(2) == 0 {
 				target = filepath.Join(dir, "scratch", fmt.Sprintf("tmp%04d", n))
 			}
-			if err := writeSynced(target, data); err != nil {
+			if err := filecopy.WriteSynced(target, data, 0o666); err != nil {
 				return err
 			}
 			if target != final {
@@ -327,7 +206,7 @@ func workload(dir, logPath string, seed int64) error {
 					return err
 				}
 			}
-			if err := fsyncDir(filepath.Join(dir, "synced")); err != nil {
+			if err := filecopy.SyncDir(filepath.Join(dir, "synced")); err != nil {
 				return err
 			}
 			sum := sha256.Sum256(data)
@@ -360,29 +239,4 @@ func workload(dir, logPath string, seed int64) error {
 			}
 		}
 	}
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func fsyncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
